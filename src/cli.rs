@@ -1,0 +1,239 @@
+//! The command tree. Every flag an operator or CI job uses is declared here; nothing else
+//! parses arguments. Overrides an operator would expect also read `DHI_STAGE_*` variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h: {e}"))
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dhi-stage",
+    version,
+    about = "Take the hardened authentication-service image through staging, the way the DHI staging runbook says",
+    long_about = "Take the hardened authentication-service image through staging, the way the DHI staging runbook says:\n\
+build, push, validate, deploy hardened, monitor for seven days against the runbook's thresholds, roll back \
+when a trigger fires, and write the daily report and the promotion verdict.\n\n\
+Exit status: 0 ok, 1 operational error, 2 usage, 3 a check or criterion failed, 4 a rollback trigger fired, 5 a rollback failed.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file [default: config/staging.toml, else the embedded copy]
+    #[arg(long, global = true, env = "DHI_STAGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Env file passed to the container with Docker's --env-file rules [default: from config, .env.stg]
+    #[arg(long, global = true, env = "DHI_STAGE_ENV_FILE", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Where the state store (state.db) and lock live
+    #[arg(long, global = true, env = "DHI_STAGE_STATE_DIR", default_value = ".dhi-stage", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// text for people, json for scripts (exactly one JSON document on stdout)
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: Format,
+    /// More log detail on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// How long deploy/rollback wait for another holder of the state lock (0 = fail at once)
+    #[arg(long, global = true, value_parser = duration, default_value = "0s", value_name = "DURATION")]
+    pub lock_wait: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Step 1: build the image from a context directory (honours .dockerignore) and check its size
+    Build(BuildArgs),
+    /// Step 1: tag <registry>/authentication-service:staging-dhi-YYYYMMDD and push it
+    Push(PushArgs),
+    /// Step 2: security score N/12, image size, SBOM, provenance, CVEs with VEX
+    Validate(ValidateArgs),
+    /// Infrastructure requirements: engine, env file, port, Kong, Redis, OTel, registry
+    Preflight(TargetArgs),
+    /// Steps 3-4: replace the staging container with the hardened one, wait for health, verify
+    Deploy(DeployArgs),
+    /// Quick health check: health, metrics summary, resources, restarts, recent errors
+    Status(TargetArgs),
+    /// 7-day monitoring: sample health, metrics and stats; evaluate every rollback trigger
+    Monitor(MonitorArgs),
+    /// K6-equivalent smoke and load runs against the service
+    Load(LoadArgs),
+    /// Rollback procedure: restore the baseline container and time decision-to-healthy
+    Rollback(RollbackArgs),
+    /// Daily validation report (the runbook's template) for day N
+    Report(ReportArgs),
+    /// Production promotion verdict over the 7-day period
+    Gate(GateArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+/// Where the service runs: overrides of the config an operator expects to pass.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Container name [default: from config, auth-service-staging]
+    #[arg(long, alias = "container", env = "DHI_STAGE_CONTAINER", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Host port published for the service's port [default: from config, 3002]
+    #[arg(long, env = "DHI_STAGE_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Base URL for /health and /metrics [default: http://127.0.0.1:<port>]
+    #[arg(long, env = "DHI_STAGE_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory [default: from config, .]
+    #[arg(long, value_name = "DIR")]
+    pub context: Option<PathBuf>,
+    /// Dockerfile, relative to the context [default: from config, Dockerfile]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<String>,
+    /// Image reference to tag the result with [default: authentication-service:dhi-staging]
+    #[arg(long, short = 't', env = "DHI_STAGE_IMAGE", value_name = "REF")]
+    pub tag: Option<String>,
+    /// Build-time variable, as docker build --build-arg KEY=VALUE (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Size limit in MB (10^6 bytes, as `docker images` shows) [default: from config, 58]
+    #[arg(long, value_name = "MB")]
+    pub max_size: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Local image to push [default: authentication-service:dhi-staging]
+    #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
+    pub image: Option<String>,
+    /// Registry host[:port] [default: from config]
+    #[arg(long, env = "DHI_STAGE_REGISTRY", value_name = "HOST")]
+    pub registry: Option<String>,
+    /// Tag in the registry [default: staging-dhi-YYYYMMDD, today in UTC]
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Registry user (the password is read from stdin with --password-stdin)
+    #[arg(long, requires = "password_stdin", value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Image to validate [default: the deployed image, else authentication-service:dhi-staging]
+    #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Image to deploy [default: <registry>/authentication-service:staging-dhi-<today>]
+    #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long to wait for /health to report healthy [default: from config, 30s]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+    /// Print the container spec and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave a failed new container in place instead of restoring the previous one
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Deploy even when the spec lacks the runbook's hardening (logged and recorded)
+    #[arg(long)]
+    pub allow_insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Image to restore instead of the recorded baseline (e.g. <registry>/authentication-service:baseline-distroless)
+    #[arg(long, value_name = "REF")]
+    pub to: Option<String>,
+    /// Why: recorded with the rollback event
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Who approved (required when environment = "production")
+    #[arg(long, value_name = "NAME")]
+    pub approved_by: Option<String>,
+    /// Roll back, then restore forward, and record it as a drill
+    #[arg(long)]
+    pub drill: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long to wait for the restored container to be healthy [default: from config]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Day of the 7-day period the samples belong to [default: from the deployment time]
+    #[arg(long)]
+    pub day: Option<u32>,
+    /// Run for this long
+    #[arg(long, value_parser = duration, conflicts_with = "once")]
+    pub duration: Option<Duration>,
+    /// Take one sample, evaluate, exit (for cron)
+    #[arg(long)]
+    pub once: bool,
+    /// Time between samples [default: from config, 30s]
+    #[arg(long, value_parser = duration)]
+    pub interval: Option<Duration>,
+    /// Run the rollback when a trigger fires
+    #[arg(long)]
+    pub auto_rollback: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// smoke (2 VUs, 60 s, /health) or load (10 VUs, 5 min, auth routes)
+    #[arg(long, default_value = "smoke")]
+    pub profile: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Day of the 7-day period
+    #[arg(long)]
+    pub day: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Evaluate days 1 through this day
+    #[arg(long, default_value_t = 7)]
+    pub through_day: u32,
+}

@@ -1,0 +1,115 @@
+//! One adapter per subcommand: arguments and config in, a typed outcome out. The work lives
+//! in `engine`, `probe`, `store` and friends; nothing here talks to Docker directly except
+//! through `Engine`.
+
+mod build;
+mod deploy;
+mod push;
+mod rollback;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, TargetArgs};
+use crate::config::{self, Config, Overrides};
+use crate::exit::{failure, Code};
+use crate::output::{Format, Outcome};
+
+/// What every command gets: the resolved config and the global flags.
+pub struct Ctx {
+    pub config: Config,
+    pub config_source: config::Source,
+    pub state_dir: PathBuf,
+    pub format: Format,
+    pub quiet: bool,
+    pub lock_wait: Duration,
+}
+
+impl Ctx {
+    pub fn store(&self) -> Result<crate::store::Store> {
+        crate::store::Store::open(&self.state_dir)
+    }
+
+    /// Applies per-command target overrides (container name, port, base URL).
+    pub fn with_target(mut self, t: &TargetArgs) -> Result<Ctx> {
+        let o = Overrides { container: t.name.clone(), port: t.port, base_url: t.base_url.clone(), ..Default::default() };
+        self.config.apply(&o).map_err(|e| failure(Code::Usage, e.to_string()))?;
+        Ok(self)
+    }
+
+    pub fn progress(&self) -> crate::output::Progress {
+        crate::output::Progress::new(self.quiet || self.format == Format::Json)
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Outcome> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "dhi-stage", &mut buf);
+            return Ok(Outcome::new(Code::Ok, serde_json::json!({"completions": String::from_utf8_lossy(&buf)}), String::from_utf8_lossy(&buf)));
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            return Ok(Outcome::new(Code::Ok, serde_json::json!({"man": String::from_utf8_lossy(&buf)}), String::from_utf8_lossy(&buf)));
+        }
+        _ => {}
+    }
+    let explicit = cli.config.is_some();
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/staging.toml"));
+    let (mut config, source) = config::load(&path, explicit).map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
+    if let Some(env_file) = &cli.env_file {
+        config.env_file = env_file.clone();
+    }
+    tracing::info!(config = %source, "configuration loaded");
+    let ctx = Ctx {
+        config,
+        config_source: source,
+        state_dir: cli.state_dir.clone(),
+        format: cli.output,
+        quiet: cli.quiet,
+        lock_wait: cli.lock_wait,
+    };
+    match cli.command {
+        Command::Build(a) => build::run(ctx, a).await,
+        Command::Push(a) => push::run(ctx, a).await,
+        Command::Deploy(a) => deploy::run(ctx, a).await,
+        Command::Rollback(a) => rollback::run(ctx, a).await,
+        Command::Status(a) => status::run(ctx.with_target(&a)?).await,
+        Command::Validate(_) => not_implemented("validate", "D"),
+        Command::Preflight(_) => not_implemented("preflight", "D"),
+        Command::Monitor(_) => not_implemented("monitor", "C"),
+        Command::Load(_) => not_implemented("load", "C"),
+        Command::Report(_) => not_implemented("report", "E"),
+        Command::Gate(_) => not_implemented("gate", "E"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+    }
+}
+
+fn not_implemented(cmd: &str, issue: &str) -> Result<Outcome> {
+    Err(failure(Code::Operational, format!("`{cmd}` is not implemented yet (issue {issue})")))
+}
+
+/// Reads the env file for the container; a missing file is an error naming it.
+pub fn read_env_file(path: &Path) -> Result<Vec<crate::envfile::EnvVar>> {
+    if !path.exists() {
+        return Err(failure(
+            Code::Usage,
+            format!("env file {} does not exist; copy .env.stg.example to {} and fill it in, or pass --env-file", path.display(), path.display()),
+        ));
+    }
+    crate::envfile::read(path).map_err(|e| failure(Code::Usage, format!("{e:#}")))
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    if d.as_secs_f64() < 10.0 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

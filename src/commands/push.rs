@@ -1,0 +1,61 @@
+//! `push`: Step 1's tag + `docker push <registry>/authentication-service:staging-dhi-YYYYMMDD`,
+//! recording the digest the registry acknowledged.
+
+use std::io::Read;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::PushArgs;
+use crate::engine::{auth, Engine};
+use crate::exit::{failure, Code};
+use crate::output::Outcome;
+
+pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
+    if let Some(r) = &a.registry {
+        ctx.config.image.registry = r.clone();
+    }
+    let cfg = &ctx.config;
+    let source = a.image.clone().unwrap_or_else(|| cfg.build_ref());
+    let registry = cfg.image.registry.clone();
+    let tag = a.tag.clone().unwrap_or_else(|| chrono::Utc::now().date_naive().format(&cfg.image.staging_tag_format).to_string());
+    let repo = format!("{registry}/{}", cfg.image.name);
+    let target = format!("{repo}:{tag}");
+    crate::probe::reference::check(&source).map_err(|e| failure(Code::Usage, e))?;
+    crate::probe::reference::check(&target).map_err(|e| failure(Code::Usage, e))?;
+
+    let credentials = match &a.username {
+        Some(user) => {
+            let mut password = String::new();
+            std::io::stdin().take(64 * 1024).read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err(failure(Code::Usage, "--password-stdin read an empty password"));
+            }
+            Some(auth::explicit(&registry, user, password))
+        }
+        None => auth::from_docker_config(&registry)?,
+    };
+    let engine = Engine::connect().await?;
+    let image = engine
+        .inspect_image(&source)
+        .await
+        .map_err(|e| failure(Code::Operational, format!("cannot push {source}: {e:#}; build it first with `dhi-stage build`")))?;
+    engine.tag(&source, &repo, &tag).await?;
+    let progress = ctx.progress();
+    let started = std::time::Instant::now();
+    let digest = engine.push(&repo, &tag, credentials, &progress).await?;
+    progress.finish();
+    let store = ctx.store()?;
+    store.record_image("push", &target, image.id.as_deref(), image.size, Some(&digest))?;
+    let text = format!(
+        "pushed {target}\n  digest: {digest}\n  pull:   {repo}@{digest}\n  took:   {}",
+        super::fmt_duration(started.elapsed())
+    );
+    Ok(Outcome::new(
+        Code::Ok,
+        json!({"ok": true, "source": source, "reference": target, "digest": digest, "pinned": format!("{repo}@{digest}"), "image_id": image.id}),
+        text,
+    ))
+}

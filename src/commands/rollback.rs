@@ -1,0 +1,227 @@
+//! `rollback`: the runbook's rollback procedure. Restores the recorded baseline (or `--to`)
+//! with the same hardened spec and measures decision-to-healthy time against the 30 s target.
+//! The decision is the moment this command starts: everything after it counts.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::cli::RollbackArgs;
+use crate::config::Environment;
+use crate::engine::spec::DeploySpec;
+use crate::engine::Engine;
+use crate::exit::{failure, Code};
+use crate::lock::StateLock;
+use crate::output::Outcome;
+use crate::rollout;
+use crate::store::{NewDeployment, Store};
+
+pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
+    let decision = Instant::now();
+    let ctx = ctx.with_target(&a.target)?;
+    let cfg = &ctx.config;
+    if cfg.environment == Environment::Production && a.approved_by.as_deref().unwrap_or("").is_empty() {
+        return Err(failure(Code::Usage, "environment is production: a rollback needs executive approval, pass --approved-by NAME"));
+    }
+    if let Some(to) = &a.to {
+        crate::probe::reference::check(to).map_err(|e| failure(Code::Usage, e))?;
+    }
+    let env = super::read_env_file(&cfg.env_file)?;
+    let _lock = StateLock::acquire(&ctx.state_dir, "rollback", ctx.lock_wait)?;
+    let mut store = ctx.store()?;
+    let active = store.active_deployment(&cfg.container.name)?;
+    let target = match (&a.to, &active) {
+        (Some(to), _) => to.clone(),
+        (None, Some(act)) => match act.previous_id.and_then(|p| store.deployment(p).ok().flatten()) {
+            Some(base) => base.image_ref,
+            None => {
+                return Err(failure(
+                    Code::Usage,
+                    format!(
+                        "no rollback baseline is recorded for {} (deployment #{} has no previous one); pass --to REF, e.g. --to {}",
+                        cfg.container.name,
+                        act.id,
+                        cfg.baseline_ref()
+                    ),
+                ))
+            }
+        },
+        (None, None) => {
+            return Err(failure(
+                Code::Usage,
+                format!("nothing is recorded as deployed for {} in {}; pass --to REF, e.g. --to {}", cfg.container.name, ctx.state_dir.display(), cfg.baseline_ref()),
+            ))
+        }
+    };
+    let engine = Engine::connect().await?;
+    let client = crate::probe::health::client(cfg.verify.probe_timeout);
+    let wait = a.wait.unwrap_or(cfg.verify.startup_wait);
+
+    // Idempotent: what already runs healthy from the target image stays.
+    let running = engine.find_container(&cfg.container.name).await?;
+    let running_image = running.as_ref().and_then(|c| c.config.as_ref()).and_then(|c| c.image.clone());
+    if !a.drill && running_image.as_deref() == Some(target.as_str()) {
+        let h = crate::probe::health::probe(&client, &cfg.health_url()).await;
+        if h.healthy {
+            store.event("rollback-noop", active.as_ref().map(|d| d.id), &json!({"target": target, "reason": a.reason}))?;
+            return Ok(Outcome::new(
+                Code::Ok,
+                json!({"ok": true, "noop": true, "target": target}),
+                format!("nothing to do: {} already runs {target} and is healthy", cfg.container.name),
+            ));
+        }
+    }
+
+    let spec = DeploySpec::from_config(cfg, &target, env.clone());
+    let first = restore_to(&engine, &mut store, &client, cfg, &spec, active.as_ref().map(|d| d.id), &a, decision, wait, "rollback").await?;
+    if !a.drill || first.code != Code::Ok {
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    }
+    // Drill: the rollback worked; now restore forward to what ran before.
+    let Some(forward_ref) = running_image else {
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    };
+    let forward_spec = DeploySpec::from_config(cfg, &forward_ref, env);
+    let forward_started = Instant::now();
+    let new_active = store.active_deployment(&cfg.container.name)?.map(|d| d.id);
+    let second = restore_to(&engine, &mut store, &client, cfg, &forward_spec, new_active, &a, forward_started, wait, "drill").await?;
+    let passed = second.code == Code::Ok;
+    let detail = json!({
+        "rollback_to": target, "rollback_decision_to_healthy_ms": first.decision_to_healthy_ms,
+        "forward_to": forward_ref, "forward_to_healthy_ms": second.decision_to_healthy_ms, "passed": passed,
+        "target_ms": cfg.rollback.docker_target.as_millis(),
+    });
+    store.event("drill", second.deployment_id, &detail)?;
+    let text = format!(
+        "{}\n{}\nrollback drill {}: rolled back in {}ms, restored forward in {}ms",
+        first.text,
+        second.text,
+        if passed { "completed" } else { "FAILED" },
+        first.decision_to_healthy_ms,
+        second.decision_to_healthy_ms
+    );
+    Ok(Outcome::new(if passed { Code::Ok } else { Code::RollbackFailed }, json!({"ok": passed, "drill": detail}), text))
+}
+
+struct Restored {
+    code: Code,
+    deployment_id: Option<i64>,
+    decision_to_healthy_ms: u128,
+    json: Value,
+    text: String,
+}
+
+impl Restored {
+    fn into_outcome(self, target: Duration) -> Outcome {
+        let within = self.decision_to_healthy_ms <= target.as_millis();
+        let mut json = self.json;
+        json["target_ms"] = json!(target.as_millis());
+        json["within_target"] = json!(within);
+        let text = if self.code == Code::Ok {
+            format!("{}\n  decision-to-healthy {}ms; runbook target < {} ({})", self.text, self.decision_to_healthy_ms, humantime::format_duration(target), if within { "met" } else { "MISSED" })
+        } else {
+            self.text
+        };
+        Outcome::new(self.code, json, text)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_to(
+    engine: &Engine,
+    store: &mut Store,
+    client: &reqwest::Client,
+    cfg: &crate::config::Config,
+    spec: &DeploySpec,
+    from_deployment: Option<i64>,
+    a: &RollbackArgs,
+    decision: Instant,
+    wait: Duration,
+    kind: &str,
+) -> Result<Restored> {
+    let progress = crate::output::Progress::new(true);
+    let image = engine.ensure_image(&spec.image, &progress).await?;
+    let from = from_deployment.and_then(|id| store.deployment(id).ok().flatten());
+    // The restored deployment's own baseline is whatever preceded the one it restores, so a
+    // second rollback walks further back instead of flipping between two images.
+    let previous_id = match from.as_ref().and_then(|f| f.previous_id).and_then(|p| store.deployment(p).ok().flatten()) {
+        Some(base) if base.image_ref == spec.image && kind == "rollback" => base.previous_id,
+        _ => from.as_ref().map(|f| f.id),
+    };
+    let id = store.insert_deployment(&NewDeployment {
+        kind: kind.into(),
+        image_ref: spec.image.clone(),
+        image_id: image.id.clone(),
+        digest: image.repo_digests.as_ref().and_then(|d| d.first()).and_then(|d| d.split('@').nth(1)).map(str::to_string),
+        container_name: spec.name.clone(),
+        previous_id,
+        insecure: false,
+    })?;
+    let swap = match rollout::swap(engine, spec, cfg_rollback_grace(cfg)).await {
+        Ok(s) => s,
+        Err(e) => {
+            store.finish_deployment(id, "failed", None)?;
+            store.event("rollback", Some(id), &json!({"kind": kind, "restored": false, "error": format!("{e:#}")}))?;
+            return Err(crate::exit::failure(Code::RollbackFailed, format!("{kind} to {} failed: {e:#}", spec.image)));
+        }
+    };
+    store.set_container(id, &swap.new_id)?;
+    let w = rollout::wait_healthy(engine, client, &swap.new_id, &cfg.health_url(), wait, cfg.verify.poll_interval).await;
+    let elapsed = decision.elapsed().as_millis();
+    let stop_note = swap
+        .old
+        .as_ref()
+        .map(|o| {
+            format!(
+                "  stopped {} in {}ms{}\n",
+                o.image,
+                o.stop_ms,
+                if o.sigkill_needed { format!(" (it ignored SIGTERM; killed after the {}ms grace)", cfg_rollback_grace(cfg).as_millis()) } else { String::new() }
+            )
+        })
+        .unwrap_or_default();
+    if w.healthy {
+        rollout::commit(engine, &swap).await?;
+        store.mark_healthy(id, chrono::Utc::now())?;
+        store.finish_deployment(id, "active", Some(&json!({"wait": w})))?;
+        let detail = json!({
+            "kind": kind, "from": from.as_ref().map(|f| f.image_ref.clone()), "to": spec.image, "reason": a.reason,
+            "approved_by": a.approved_by, "decision_to_healthy_ms": elapsed, "restored": true,
+            "target_ms": cfg.rollback.docker_target.as_millis(), "stop_ms": swap.old.as_ref().map(|o| o.stop_ms),
+            "sigkill_needed": swap.old.as_ref().map(|o| o.sigkill_needed),
+        });
+        store.event("rollback", Some(id), &detail)?;
+        let text = format!("{kind}: {} now runs {} (deployment #{id})\n{stop_note}  healthy after {} probes", spec.name, spec.image, w.probes);
+        return Ok(Restored { code: Code::Ok, deployment_id: Some(id), decision_to_healthy_ms: elapsed, json: json!({"ok": true, "deployment_id": id, "rollback": detail}), text });
+    }
+    // The target never became healthy: put back what ran before, the most useful container.
+    let reason = w.reason.clone().unwrap_or_else(|| "not healthy".into());
+    let back = rollout::restore(engine, &swap).await;
+    store.finish_deployment(id, "failed", Some(&json!({"wait": w})))?;
+    let left = match &back {
+        Ok(true) => {
+            if let Some(f) = &from {
+                store.reactivate(f.id)?;
+            }
+            format!("the previous container ({}) was put back and is running", swap.old.as_ref().map(|o| o.image.as_str()).unwrap_or("?"))
+        }
+        Ok(false) => "no container was running before; nothing is running now".to_string(),
+        Err(e) => format!("putting the previous container back failed too: {e:#}"),
+    };
+    let detail = json!({"kind": kind, "to": spec.image, "restored": false, "reason": a.reason, "failure": reason, "left_running": left, "decision_to_failure_ms": elapsed});
+    store.event("rollback", Some(id), &detail)?;
+    Ok(Restored {
+        code: Code::RollbackFailed,
+        deployment_id: Some(id),
+        decision_to_healthy_ms: elapsed,
+        json: json!({"ok": false, "deployment_id": id, "rollback": detail}),
+        text: format!("{kind} to {} FAILED: {reason}\n{stop_note}  {left}", spec.image),
+    })
+}
+
+/// A rollback is decided because the running container is bad: its SIGTERM grace is short.
+fn cfg_rollback_grace(cfg: &crate::config::Config) -> Duration {
+    cfg.rollback.stop_grace
+}

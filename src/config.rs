@@ -1,0 +1,577 @@
+//! The runbook's numbers as typed configuration.
+//!
+//! `config/staging.toml` is parsed strictly (unknown keys are errors) and every error names
+//! the file, line and dotted key, because an operator fixing a typo at 3 a.m. needs exactly
+//! that. Operator overrides (flags, `DHI_STAGE_*` variables) are applied on top by `apply`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The embedded default, so the tool runs on a fresh checkout without any file.
+pub const DEFAULT_TOML: &str = include_str!("../config/staging.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub environment: Environment,
+    pub env_file: PathBuf,
+    pub image: ImageConfig,
+    pub container: ContainerConfig,
+    pub verify: VerifyConfig,
+    pub monitoring: MonitoringConfig,
+    pub rollback: RollbackConfig,
+    pub load: LoadConfig,
+    pub promotion: PromotionConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Staging,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    pub name: String,
+    pub build_tag: String,
+    pub production_tag: String,
+    pub staging_tag_format: String,
+    pub baseline_tag: String,
+    pub max_size_mb: f64,
+    pub registry: String,
+    pub context: PathBuf,
+    pub dockerfile: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub host_ip: String,
+    pub user: String,
+    pub read_only: bool,
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub restart: String,
+    pub memory_request: ByteSize,
+    pub memory_limit: ByteSize,
+    pub cpu_request: Cpu,
+    pub cpu_limit: Cpu,
+    pub pids_limit: i64,
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+    pub tmpfs: Vec<TmpfsMount>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsMount {
+    pub path: String,
+    pub options: Vec<String>,
+    pub size: String,
+}
+
+impl TmpfsMount {
+    /// The option string `docker run --tmpfs PATH:OPTS` takes, e.g. `noexec,nosuid,size=100m`.
+    pub fn docker_options(&self) -> String {
+        let mut opts = self.options.clone();
+        opts.push(format!("size={}", self.size));
+        opts.join(",")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub health_path: String,
+    pub metrics_path: String,
+    pub base_url: String,
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    pub required_dependencies: Vec<String>,
+    pub version_command: Vec<String>,
+    pub expected_version: String,
+    pub expected_user: String,
+    #[serde(with = "humantime_serde")]
+    pub liveness_initial_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub liveness_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub readiness_initial_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub readiness_period: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    pub period_days: u32,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub memory_sample_interval: Duration,
+    pub targets: Targets,
+    pub rollback_triggers: Vec<TriggerRule>,
+    pub immediate_triggers: Vec<TriggerRule>,
+    pub production_cadence: Vec<CadenceStep>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    pub health_check_success_rate_pct: f64,
+    pub error_rate_pct: f64,
+    #[serde(with = "humantime_serde")]
+    pub p95_latency: Duration,
+    #[serde(with = "humantime_serde")]
+    pub p99_latency: Duration,
+    pub memory_min_mb: f64,
+    pub memory_max_mb: f64,
+}
+
+/// One rollback trigger: `metric op threshold`, held on every sample for `sustained_for`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRule {
+    pub name: String,
+    pub metric: Metric,
+    pub op: Comparison,
+    pub threshold: f64,
+    #[serde(with = "humantime_serde")]
+    pub sustained_for: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    HealthCheckSuccessRatePct,
+    HealthCheckFailureRatePct,
+    ErrorRatePct,
+    P95LatencyMs,
+    P99LatencyMs,
+    MemoryMb,
+    MemoryGrowth,
+    RestartsInWindow,
+    CriticalCves,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Comparison {
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = ">")]
+    Gt,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceStep {
+    #[serde(with = "humantime_serde")]
+    pub until: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackConfig {
+    #[serde(with = "humantime_serde")]
+    pub docker_target: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub kubernetes_target: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadConfig {
+    pub smoke: LoadProfile,
+    pub load: LoadProfile,
+    pub thresholds: LoadThresholds,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadProfile {
+    pub vus: u32,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ramp: Duration,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadThresholds {
+    #[serde(with = "humantime_serde")]
+    pub p95_latency: Duration,
+    #[serde(with = "humantime_serde")]
+    pub p99_latency: Duration,
+    pub http_failure_rate_pct: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionConfig {
+    pub days: u32,
+    pub health_check_success_rate_pct: f64,
+    pub error_rate_pct: f64,
+    #[serde(with = "humantime_serde")]
+    pub p95_latency: Duration,
+    #[serde(with = "humantime_serde")]
+    pub p99_latency: Duration,
+    pub memory_min_mb: f64,
+    pub memory_max_mb: f64,
+    pub max_restarts: u32,
+    pub max_rollbacks: u32,
+    pub max_high_critical_cves: u32,
+    pub security_score: u32,
+    pub e2e_expected: u32,
+}
+
+/// A memory size in Kubernetes (`64Mi`, `1Gi`) or Docker (`100m`, `1g`) notation; both
+/// binary. Plain numbers are bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct ByteSize {
+    pub bytes: u64,
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        format!("{}", b.bytes)
+    }
+}
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"64Mi\" or \"100m\""))?;
+        let mult: u64 = match unit {
+            "" | "b" | "B" => 1,
+            "k" | "K" | "Ki" | "kb" | "KB" => 1 << 10,
+            "m" | "M" | "Mi" | "mb" | "MB" => 1 << 20,
+            "g" | "G" | "Gi" | "gb" | "GB" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} in {s:?} (use Ki, Mi, Gi or k, m, g)")),
+        };
+        Ok(ByteSize { bytes: (num * mult as f64) as u64 })
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ByteSize::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// CPU in Kubernetes notation: `500m` = half a core, `2` = two cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Cpu {
+    pub millicores: u64,
+}
+
+impl From<Cpu> for String {
+    fn from(c: Cpu) -> String {
+        format!("{}m", c.millicores)
+    }
+}
+
+impl Cpu {
+    pub fn nano_cpus(self) -> i64 {
+        self.millicores as i64 * 1_000_000
+    }
+}
+
+impl<'de> Deserialize<'de> for Cpu {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed = match s.strip_suffix('m') {
+            Some(m) => m.parse::<u64>().ok(),
+            None => s.parse::<f64>().ok().map(|c| (c * 1000.0) as u64),
+        };
+        match parsed {
+            Some(millicores) if millicores > 0 => Ok(Cpu { millicores }),
+            _ => Err(serde::de::Error::custom(format!(
+                "{s:?} is not a CPU amount like \"500m\" or \"1\""
+            ))),
+        }
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => write!(f, "<embedded config/staging.toml>"),
+        }
+    }
+}
+
+/// Loads the config at `path`. The default path falls back to the embedded copy when the
+/// file does not exist, so `dhi-stage` works from any directory; an explicit path must exist.
+pub fn load(path: &Path, explicit: bool) -> Result<(Config, Source)> {
+    let (text, source) = match std::fs::read_to_string(path) {
+        Ok(t) => (t, Source::File(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            (DEFAULT_TOML.to_string(), Source::Embedded)
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+    };
+    let config = parse(&text, &source.to_string())?;
+    Ok((config, source))
+}
+
+/// Parses and validates config text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let (line, col, key) = match e.span() {
+            Some(span) => locate(text, span.start),
+            None => (0, 0, String::new()),
+        };
+        let key = if key.is_empty() { String::new() } else { format!(" key `{key}`:") };
+        anyhow::anyhow!("{origin}:{line}:{col}:{key} {}", e.message().trim())
+    })?;
+    validate(&config).map_err(|(key, msg)| {
+        let line = find_key_line(text, &key);
+        anyhow::anyhow!("{origin}:{line}: key `{key}`: {msg}")
+    })?;
+    Ok(config)
+}
+
+/// Checks that serde cannot express; returns the dotted key at fault.
+fn validate(c: &Config) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
+    if c.image.max_size_mb <= 0.0 {
+        return err("image.max_size_mb", "must be greater than 0".into());
+    }
+    if c.container.name.is_empty() {
+        return err("container.name", "must not be empty".into());
+    }
+    if c.container.host_port == 0 {
+        return err("container.host_port", "must be a port from 1 to 65535".into());
+    }
+    if !c.container.user.split(':').all(|p| p.parse::<u32>().is_ok()) {
+        return err("container.user", format!("{:?} must be numeric UID:GID", c.container.user));
+    }
+    if c.container.memory_limit.bytes < c.container.memory_request.bytes {
+        return err("container.memory_limit", "must not be below memory_request".into());
+    }
+    for t in &c.container.tmpfs {
+        if !t.path.starts_with('/') {
+            return err("container.tmpfs.path", format!("{:?} must be absolute", t.path));
+        }
+        ByteSize::parse(&t.size).map_err(|m| ("container.tmpfs.size".to_string(), m))?;
+    }
+    if !c.verify.base_url.starts_with("http://") && !c.verify.base_url.starts_with("https://") {
+        return err("verify.base_url", format!("{:?} must start with http:// or https://", c.verify.base_url));
+    }
+    if c.verify.version_command.is_empty() {
+        return err("verify.version_command", "must name a command".into());
+    }
+    if c.monitoring.interval.is_zero() {
+        return err("monitoring.interval", "must be greater than 0".into());
+    }
+    if c.verify.poll_interval.is_zero() {
+        return err("verify.poll_interval", "must be greater than 0".into());
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset, and the dotted key defined there.
+fn locate(text: &str, offset: usize) -> (usize, usize, String) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    let this_line = text.lines().nth(line - 1).unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_default();
+    let key = match this_line.split_once('=') {
+        Some((k, _)) if !this_line.trim_start().starts_with('[') => k.trim().to_string(),
+        _ => String::new(),
+    };
+    let dotted = match (table.is_empty(), key.is_empty()) {
+        (_, true) => table,
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
+    };
+    (line, col, dotted)
+}
+
+/// The line that defines a dotted key (`container.tmpfs.size`), or 0 when not in the text.
+fn find_key_line(text: &str, dotted: &str) -> usize {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            current = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == table && l.split('=').next().map(str::trim) == Some(key) {
+            return i + 1;
+        }
+    }
+    0
+}
+
+/// Operator overrides, from flags or `DHI_STAGE_*` variables (clap reads both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub image: Option<String>,
+    pub container: Option<String>,
+    pub port: Option<u16>,
+    pub base_url: Option<String>,
+    pub registry: Option<String>,
+    pub env_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn apply(&mut self, o: &Overrides) -> Result<()> {
+        if let Some(name) = &o.container {
+            if name.is_empty() {
+                bail!("container name must not be empty");
+            }
+            self.container.name = name.clone();
+        }
+        if let Some(port) = o.port {
+            self.container.host_port = port;
+            // The default base URL follows the published port unless given explicitly.
+            if o.base_url.is_none() {
+                self.verify.base_url = format!("http://127.0.0.1:{port}");
+            }
+        }
+        if let Some(url) = &o.base_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("base URL {url:?} must start with http:// or https://");
+            }
+            self.verify.base_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(r) = &o.registry {
+            self.image.registry = r.clone();
+        }
+        if let Some(p) = &o.env_file {
+            self.env_file = p.clone();
+        }
+        Ok(())
+    }
+
+    /// `authentication-service:dhi-staging`
+    pub fn build_ref(&self) -> String {
+        format!("{}:{}", self.image.name, self.image.build_tag)
+    }
+
+    /// `<registry>/authentication-service:staging-dhi-YYYYMMDD`, the date in UTC.
+    pub fn staging_ref(&self, date: chrono::NaiveDate) -> String {
+        format!(
+            "{}/{}:{}",
+            self.image.registry,
+            self.image.name,
+            date.format(&self.image.staging_tag_format)
+        )
+    }
+
+    /// `<registry>/authentication-service:baseline-distroless`
+    pub fn baseline_ref(&self) -> String {
+        format!("{}/{}:{}", self.image.registry, self.image.name, self.image.baseline_tag)
+    }
+
+    pub fn max_size_bytes(&self) -> u64 {
+        (self.image.max_size_mb * 1_000_000.0) as u64
+    }
+
+    pub fn health_url(&self) -> String {
+        format!("{}{}", self.verify.base_url, self.verify.health_path)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("{}{}", self.verify.base_url, self.verify.metrics_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_holds_the_runbook_numbers() {
+        let c = parse(DEFAULT_TOML, "embedded").unwrap();
+        assert_eq!(c.container.name, "auth-service-staging");
+        assert_eq!((c.container.host_port, c.container.container_port), (3002, 3000));
+        assert_eq!(c.container.user, "65532:65532");
+        assert_eq!(c.image.max_size_mb, 58.0);
+        assert_eq!(c.container.tmpfs[0].docker_options(), "noexec,nosuid,size=100m");
+        assert_eq!(c.container.tmpfs[1].docker_options(), "noexec,nosuid,size=50m");
+        assert_eq!(c.container.memory_limit.bytes, 128 << 20);
+        assert_eq!(c.container.cpu_limit.nano_cpus(), 500_000_000);
+        assert_eq!(c.verify.expected_version, "1.3.0");
+        assert_eq!(c.rollback.docker_target, Duration::from_secs(30));
+        assert_eq!(c.rollback.kubernetes_target, Duration::from_secs(60));
+        let t = &c.monitoring.rollback_triggers[0];
+        assert_eq!((t.metric, t.op, t.threshold), (Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0));
+        assert_eq!(t.sustained_for, Duration::from_secs(3600));
+        assert_eq!(c.monitoring.immediate_triggers.len(), 6);
+        assert_eq!(c.promotion.e2e_expected, 146);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = DEFAULT_TOML.replace("pids_limit = 256", "pids_limit = 256\npids_limt = 3");
+        let err = parse(&text, "cfg.toml").unwrap_err().to_string();
+        let line = text.lines().position(|l| l.starts_with("pids_limt")).unwrap() + 1;
+        assert!(err.starts_with(&format!("cfg.toml:{line}:")), "{err}");
+        assert!(err.contains("pids_limt"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let text = DEFAULT_TOML.replace("interval = \"30s\"", "interval = \"thirty\"");
+        let err = parse(&text, "cfg.toml").unwrap_err().to_string();
+        assert!(err.contains("monitoring.interval"), "{err}");
+    }
+
+    #[test]
+    fn validation_error_finds_the_line() {
+        let text = DEFAULT_TOML.replace("user = \"65532:65532\"", "user = \"nonroot\"");
+        let err = parse(&text, "cfg.toml").unwrap_err().to_string();
+        let line = text.lines().position(|l| l.starts_with("user = \"nonroot\"")).unwrap() + 1;
+        assert!(err.starts_with(&format!("cfg.toml:{line}: key `container.user`")), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_cpus() {
+        assert_eq!(ByteSize::parse("64Mi").unwrap().bytes, 64 << 20);
+        assert_eq!(ByteSize::parse("100m").unwrap().bytes, 100 << 20);
+        assert!(ByteSize::parse("12parsecs").is_err());
+    }
+}

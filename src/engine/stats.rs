@@ -1,0 +1,88 @@
+//! Container resources computed as `docker stats` computes them (docker/cli
+//! `cli/command/container/stats_helpers.go`): memory is usage minus the inactive file cache
+//! (`total_inactive_file` on cgroup v1, `inactive_file` on v2); CPU % is the container's share
+//! of system CPU time between two readings times the number of CPUs.
+
+use bollard::models::ContainerStatsResponse;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Resources {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// None when there is no previous reading to diff against.
+    pub cpu_pct: Option<f64>,
+    pub cpu_total_ns: u64,
+    pub system_cpu_ns: u64,
+}
+
+pub fn resources(s: &ContainerStatsResponse) -> Option<Resources> {
+    let mem = s.memory_stats.as_ref()?;
+    let usage = mem.usage?;
+    let stats = mem.stats.as_ref();
+    let cache = stats
+        .and_then(|m| m.get("total_inactive_file").copied().filter(|v| *v < usage))
+        .or_else(|| stats.and_then(|m| m.get("inactive_file").copied().filter(|v| *v < usage)))
+        .unwrap_or(0);
+    let cpu = s.cpu_stats.as_ref();
+    let pre = s.precpu_stats.as_ref();
+    let total = cpu.and_then(|c| c.cpu_usage.as_ref()?.total_usage).unwrap_or(0);
+    let system = cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0);
+    let online = cpu
+        .and_then(|c| c.online_cpus.or_else(|| c.cpu_usage.as_ref()?.percpu_usage.as_ref().map(|p| p.len() as u32)))
+        .unwrap_or(1)
+        .max(1);
+    let pre_total = pre.and_then(|c| c.cpu_usage.as_ref()?.total_usage);
+    let pre_system = pre.and_then(|c| c.system_cpu_usage);
+    let cpu_pct = match (pre_total, pre_system) {
+        (Some(pt), Some(ps)) if ps > 0 => cpu_percent(pt, ps, total, system, online),
+        _ => None,
+    };
+    Some(Resources {
+        memory_bytes: usage - cache,
+        memory_limit_bytes: mem.limit.unwrap_or(0),
+        cpu_pct,
+        cpu_total_ns: total,
+        system_cpu_ns: system,
+    })
+}
+
+/// CPU % between two readings of (container total ns, system total ns).
+pub fn cpu_percent(prev_total: u64, prev_system: u64, total: u64, system: u64, cpus: u32) -> Option<f64> {
+    let cpu_delta = total.checked_sub(prev_total)? as f64;
+    let sys_delta = system.checked_sub(prev_system)? as f64;
+    (sys_delta > 0.0).then(|| cpu_delta / sys_delta * cpus as f64 * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
+
+    #[test]
+    fn memory_excludes_inactive_file_like_docker_stats() {
+        let s = ContainerStatsResponse {
+            memory_stats: Some(ContainerMemoryStats {
+                usage: Some(100 << 20),
+                limit: Some(128 << 20),
+                stats: Some([("total_inactive_file".to_string(), 30u64 << 20)].into()),
+                ..Default::default()
+            }),
+            cpu_stats: Some(ContainerCpuStats {
+                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(2_000), ..Default::default() }),
+                system_cpu_usage: Some(20_000),
+                online_cpus: Some(2),
+                ..Default::default()
+            }),
+            precpu_stats: Some(ContainerCpuStats {
+                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(1_000), ..Default::default() }),
+                system_cpu_usage: Some(10_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = resources(&s).unwrap();
+        assert_eq!(r.memory_bytes, 70 << 20);
+        assert_eq!(r.cpu_pct, Some(20.0));
+    }
+}

@@ -1,0 +1,41 @@
+//! The exit statuses, in one place. CI jobs branch on these, so they are a contract:
+//! 0 ok, 1 operational error, 2 usage, 3 a check or criterion failed, 4 a rollback trigger
+//! fired, 5 a rollback failed.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    Ok = 0,
+    Operational = 1,
+    Usage = 2,
+    CheckFailed = 3,
+    TriggerFired = 4,
+    RollbackFailed = 5,
+}
+
+impl Code {
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+/// An error that carries its exit status; anything else that escapes is operational (1).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+}
+
+pub fn failure(code: Code, message: impl Into<String>) -> anyhow::Error {
+    Failure { code, message: message.into() }.into()
+}
+
+pub fn code_of(err: &anyhow::Error) -> Code {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Failure>())
+        .map(|f| f.code)
+        .unwrap_or(Code::Operational)
+}

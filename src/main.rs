@@ -1,0 +1,86 @@
+//! dhi-stage: parse, set up logging, run one command, map its outcome to the documented exit
+//! status. Results go to stdout (text or exactly one JSON document); logs go to stderr.
+
+mod cli;
+mod commands;
+mod config;
+mod engine;
+mod envfile;
+mod exit;
+mod lock;
+mod output;
+mod probe;
+mod rollout;
+mod store;
+
+use clap::Parser;
+
+use crate::cli::{Cli, LogFormat};
+use crate::output::Format;
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let format = cli.output;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::Code::Operational.as_i32());
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    let code = match result {
+        Ok(outcome) => {
+            match format {
+                Format::Json => println_safe(&serde_json::to_string_pretty(&outcome.json).unwrap_or_default()),
+                Format::Text => println_safe(outcome.text.trim_end()),
+            }
+            outcome.code
+        }
+        Err(err) => {
+            let code = exit::code_of(&err);
+            // Printed once, with its cause chain, as ripgrep does.
+            eprintln!("error: {err:#}");
+            if format == Format::Json {
+                let doc = serde_json::json!({"ok": false, "exit_code": code.as_i32(), "error": format!("{err:#}")});
+                println_safe(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            code
+        }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code.as_i32());
+}
+
+/// A closed pipe (`dhi-stage status | head -1`) is not an error.
+fn println_safe(s: &str) {
+    use std::io::Write;
+    if s.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}").and_then(|_| out.flush());
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},hyper=warn,hyper_util=warn,reqwest=warn,bollard=warn,rustls=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

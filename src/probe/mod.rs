@@ -1,0 +1,6 @@
+//! Talking to the service over HTTP: the `/health` probe, and image reference checks that
+//! keep bad input from ever reaching the engine.
+
+pub mod health;
+pub mod metrics;
+pub mod reference;

@@ -1,0 +1,277 @@
+//! Replacing the service's container, the part deploy, rollback and drills share.
+//!
+//! The old container keeps its state until the new one is proven: it is renamed to
+//! `<name>.previous` and stopped only because it holds the published port; if the new one
+//! does not become healthy, it is removed and the old one renamed back and started. Every
+//! wait is a poll against a deadline, never a fixed sleep, because rollback time is measured.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::engine::spec::{hardened, DeploySpec};
+use crate::engine::Engine;
+use crate::probe::health::{self, HealthResult};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitResult {
+    pub healthy: bool,
+    pub elapsed_ms: u128,
+    pub probes: u32,
+    pub last: Option<HealthResult>,
+    /// Why waiting stopped early or failed, in words.
+    pub reason: Option<String>,
+}
+
+/// Polls `url` until it is healthy, the container dies, or `limit` passes.
+pub async fn wait_healthy(engine: &Engine, client: &reqwest::Client, container: &str, url: &str, limit: Duration, poll: Duration) -> WaitResult {
+    let started = Instant::now();
+    let mut probes = 0;
+    let mut last: Option<HealthResult>;
+    let mut last_state_check = Instant::now();
+    loop {
+        let h = health::probe(client, url).await;
+        probes += 1;
+        let healthy = h.healthy;
+        last = Some(h);
+        if healthy {
+            return WaitResult { healthy: true, elapsed_ms: started.elapsed().as_millis(), probes, last, reason: None };
+        }
+        // Not every poll: inspecting costs more than probing.
+        if last_state_check.elapsed() >= Duration::from_millis(250) {
+            last_state_check = Instant::now();
+            if let Ok(c) = engine.inspect_container(container).await {
+                let state = c.state.unwrap_or_default();
+                let restarts = c.restart_count.unwrap_or(0);
+                if !state.running.unwrap_or(false) || restarts > 0 {
+                    let reason = format!(
+                        "container {container} exited (code {}, restarts {restarts}{})",
+                        state.exit_code.unwrap_or(0),
+                        if state.oom_killed.unwrap_or(false) { ", OOM-killed" } else { "" }
+                    );
+                    return WaitResult { healthy: false, elapsed_ms: started.elapsed().as_millis(), probes, last, reason: Some(reason) };
+                }
+            }
+        }
+        if started.elapsed() >= limit {
+            let why = last.as_ref().and_then(|h| h.error.clone()).unwrap_or_else(|| "not healthy".into());
+            return WaitResult {
+                healthy: false,
+                elapsed_ms: started.elapsed().as_millis(),
+                probes,
+                last,
+                reason: Some(format!("not healthy within {}: last probe: {why}", humantime::format_duration(limit))),
+            };
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The old container set aside during a swap.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetAside {
+    pub id: String,
+    pub renamed_to: String,
+    pub image: String,
+    pub was_running: bool,
+    pub restart_policy: String,
+    pub stop_ms: u128,
+    pub sigkill_needed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Swap {
+    pub name: String,
+    pub new_id: String,
+    pub old: Option<SetAside>,
+}
+
+pub fn aside_name(name: &str) -> String {
+    format!("{name}.previous")
+}
+
+/// Sets the current container aside and starts `spec` in its place. Creating the new
+/// container runs alongside stopping the old one; only the start waits for the port.
+pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result<Swap> {
+    let name = spec.name.clone();
+    let aside = aside_name(&name);
+    if let Some(stale) = engine.find_container(&aside).await? {
+        tracing::warn!(container = %aside, id = ?stale.id, "removing a container left aside by an earlier interrupted run");
+        engine.remove_container(&aside).await?;
+    }
+    let old = engine.find_container(&name).await?;
+    if let Some(old) = old {
+        let id = old.id.clone().unwrap_or_default();
+        engine.rename_container(&name, &aside).await?;
+        let was_running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let restart_policy = old
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|r| r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "no".into());
+        let image = old.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default();
+        let stop_started = Instant::now();
+        let body = hardened(spec);
+        let (stopped, created) = tokio::join!(engine.stop_within(&aside, grace), engine.create_container(&name, body));
+        let sigkill_needed = match stopped {
+            Ok(k) => k,
+            Err(e) => {
+                if let Ok(new_id) = &created {
+                    let _ = engine.remove_container(new_id).await;
+                }
+                let _ = engine.rename_container(&aside, &name).await;
+                return Err(e.context("cannot stop the current container"));
+            }
+        };
+        let stop_ms = stop_started.elapsed().as_millis();
+        let set_aside = Some(SetAside { id, renamed_to: aside.clone(), image, was_running, restart_policy, stop_ms, sigkill_needed });
+        let new_id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                let s = Swap { name: name.clone(), new_id: String::new(), old: set_aside };
+                restore(engine, &s).await.ok();
+                return Err(e);
+            }
+        };
+        let s = Swap { name: name.clone(), new_id, old: set_aside };
+        if let Err(e) = engine.start_container(&s.new_id).await {
+            restore(engine, &s).await.ok();
+            return Err(e);
+        }
+        return Ok(s);
+    }
+    let new_id = engine.create_container(&name, hardened(spec)).await?;
+    let s = Swap { name, new_id, old: None };
+    if let Err(e) = engine.start_container(&s.new_id).await {
+        let _ = engine.remove_container(&s.new_id).await;
+        return Err(e);
+    }
+    Ok(s)
+}
+
+/// The new container is proven: the old one goes.
+pub async fn commit(engine: &Engine, s: &Swap) -> Result<()> {
+    if let Some(old) = &s.old {
+        engine.remove_container(&old.id).await.context("cannot remove the previous container")?;
+    }
+    Ok(())
+}
+
+/// The new container failed: remove it, bring the old one back under its name, as it was.
+/// Returns false when there was nothing to restore.
+pub async fn restore(engine: &Engine, s: &Swap) -> Result<bool> {
+    if !s.new_id.is_empty() {
+        engine.remove_container(&s.new_id).await.context("cannot remove the failed container")?;
+    }
+    let Some(old) = &s.old else { return Ok(false) };
+    engine.rename_container(&old.id, &s.name).await?;
+    engine.set_restart_policy(&old.id, &old.restart_policy).await?;
+    if old.was_running {
+        engine.start_container(&old.id).await?;
+    }
+    Ok(true)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    /// None: the check could not be made (e.g. no `id` binary in a FROM scratch image).
+    pub ok: Option<bool>,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(check: &str, ok: Option<bool>, detail: impl Into<String>) -> Check {
+        Check { check: check.into(), ok, detail: detail.into() }
+    }
+}
+
+/// Step 4's checks, each from the engine's view of the running container (not our spec).
+pub async fn verify(engine: &Engine, cfg: &Config, spec: &DeploySpec, health: Option<&HealthResult>) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    match health {
+        Some(h) => {
+            checks.push(Check::new(
+                "health",
+                Some(h.healthy),
+                format!("HTTP {} status {}", h.http_status.map(|s| s.to_string()).unwrap_or("-".into()), h.status.as_deref().unwrap_or("-")),
+            ));
+            for dep in &cfg.verify.required_dependencies {
+                let state = h.dependencies.get(dep).map(String::as_str).unwrap_or("missing");
+                checks.push(Check::new(&format!("dependency {dep}"), Some(state == "healthy"), state));
+            }
+        }
+        None => checks.push(Check::new("health", Some(false), "no healthy response")),
+    }
+    let c = engine.inspect_container(&spec.name).await?;
+    let hc = c.host_config.clone().unwrap_or_default();
+    let sec = hc.security_opt.clone().unwrap_or_default();
+    checks.push(Check::new(
+        "SecurityOpt no-new-privileges:true",
+        Some(sec.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges")),
+        format!("{sec:?}"),
+    ));
+    let user = c.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
+    checks.push(Check::new("user (inspect)", Some(user == cfg.verify.expected_user), format!("{user:?}, expected {:?}", cfg.verify.expected_user)));
+    match engine.exec(&spec.name, &["id".to_string()]).await {
+        Ok((0, out)) => {
+            let (uid, gid) = cfg.verify.expected_user.split_once(':').unwrap_or((&cfg.verify.expected_user, ""));
+            let ok = out.contains(&format!("uid={uid}")) && out.contains(&format!("gid={gid}"));
+            checks.push(Check::new("user (id)", Some(ok), out.trim()));
+        }
+        Ok((code, out)) => checks.push(Check::new("user (id)", None, format!("not checkable: `id` exited {code}: {}", out.trim()))),
+        Err(e) => checks.push(Check::new("user (id)", None, format!("not checkable: no `id` in the image ({})", short(&e)))),
+    }
+    let expected = &cfg.verify.expected_version;
+    let cmd = cfg.verify.version_command.join(" ");
+    match engine.exec(&spec.name, &cfg.verify.version_command).await {
+        Ok((0, out)) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(out.trim() == expected), out.trim())),
+        Ok((code, out)) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(false), format!("exited {code}: {}", out.trim()))),
+        Err(e) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(false), format!("cannot run: {}", short(&e)))),
+    }
+    checks.push(Check::new("read-only root filesystem", Some(hc.readonly_rootfs == Some(spec.read_only)), format!("ReadonlyRootfs {:?}", hc.readonly_rootfs)));
+    let caps = hc.cap_drop.clone().unwrap_or_default();
+    let want_all = spec.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    checks.push(Check::new("cap-drop ALL", Some(!want_all || caps.iter().any(|c| c.eq_ignore_ascii_case("ALL"))), format!("CapDrop {caps:?}")));
+    let tmpfs = hc.tmpfs.clone().unwrap_or_default();
+    for t in &spec.tmpfs {
+        let got = tmpfs.get(&t.path).cloned();
+        checks.push(Check::new(&format!("tmpfs {}", t.path), Some(got.as_deref() == Some(t.docker_options().as_str())), format!("{got:?}")));
+    }
+    let policy = hc.restart_policy.as_ref().and_then(|r| r.name).map(|n| n.to_string()).unwrap_or_default();
+    checks.push(Check::new("restart policy", Some(policy == spec.restart), policy));
+    Ok(checks)
+}
+
+fn short(e: &anyhow::Error) -> String {
+    let s = format!("{e:#}");
+    s.chars().take(200).collect()
+}
+
+pub fn checks_pass(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.ok != Some(false))
+}
+
+pub fn render_checks(checks: &[Check]) -> String {
+    checks
+        .iter()
+        .map(|c| {
+            let mark = match c.ok {
+                Some(true) => "ok  ",
+                Some(false) => "FAIL",
+                None => "n/a ",
+            };
+            format!("  {mark} {:<40} {}", c.check, c.detail)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn checks_json(checks: &[Check]) -> Value {
+    json!(checks)
+}

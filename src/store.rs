@@ -1,0 +1,317 @@
+//! The state store: one SQLite file (`<state-dir>/state.db`, WAL) holding deployments,
+//! events, images, samples, validation and test results, so that separate invocations
+//! (cron, CI, an operator) share one history. The schema is versioned with `user_version`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Migrations in order; `user_version` counts how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,              -- build | push
+    reference TEXT NOT NULL,
+    image_id TEXT,
+    size_bytes INTEGER,
+    digest TEXT
+);
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                -- deploy | rollback | drill
+    status TEXT NOT NULL,              -- starting | active | failed | superseded
+    image_ref TEXT NOT NULL,
+    image_id TEXT,
+    digest TEXT,
+    container_id TEXT,
+    container_name TEXT NOT NULL,
+    previous_id INTEGER REFERENCES deployments(id),
+    insecure INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT NOT NULL,
+    healthy_at TEXT,
+    finished_at TEXT,
+    verification TEXT                  -- JSON
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,                -- deploy | verify | trigger | rollback | drill | ...
+    deployment_id INTEGER REFERENCES deployments(id),
+    detail TEXT NOT NULL               -- JSON
+);
+CREATE INDEX events_kind_at ON events(kind, at);
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    day INTEGER,
+    deployment_id INTEGER,
+    target TEXT NOT NULL,              -- base URL the sample was taken from
+    container TEXT,
+    health_ok INTEGER NOT NULL,
+    health_http_status INTEGER,
+    health_latency_ms REAL,
+    health_detail TEXT,                -- JSON: parsed status, dependencies, error
+    metrics TEXT,                      -- JSON: counters and histogram buckets
+    memory_bytes INTEGER,
+    cpu_pct REAL,
+    restart_count INTEGER,
+    oom_killed INTEGER,
+    log_errors INTEGER
+);
+CREATE INDEX samples_target_ts ON samples(target, ts_ms);
+CREATE TABLE validations (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    image_ref TEXT,
+    image_id TEXT,
+    kind TEXT NOT NULL,                -- score | sbom | cve | provenance | preflight
+    passed INTEGER NOT NULL,
+    detail TEXT NOT NULL               -- JSON
+);
+CREATE TABLE test_results (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    day INTEGER,
+    kind TEXT NOT NULL,                -- load:smoke | load:load | e2e | k6-import
+    passed INTEGER NOT NULL,
+    detail TEXT NOT NULL               -- JSON
+);
+"#];
+
+pub struct Store {
+    conn: Connection,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub image_ref: String,
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub container_id: Option<String>,
+    pub container_name: String,
+    pub previous_id: Option<i64>,
+    pub insecure: bool,
+    pub started_at: DateTime<Utc>,
+    pub healthy_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub verification: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewDeployment {
+    pub kind: String,
+    pub image_ref: String,
+    pub image_id: Option<String>,
+    pub digest: Option<String>,
+    pub container_name: String,
+    pub previous_id: Option<i64>,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub deployment_id: Option<i64>,
+    pub detail: Value,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        let path = dir.join("state.db");
+        let mut conn = Connection::open(&path).with_context(|| format!("cannot open state store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "state store {} has schema version {version}, newer than this dhi-stage knows ({}); upgrade dhi-stage",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql).with_context(|| format!("state store migration {} failed", i + 1))?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn, dir: dir.to_path_buf() })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn record_image(&self, action: &str, reference: &str, image_id: Option<&str>, size: Option<i64>, digest: Option<&str>) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO images(at, action, reference, image_id, size_bytes, digest) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![now(), action, reference, image_id, size, digest],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The digest recorded by the last push of `reference`, if any.
+    pub fn pushed_digest(&self, reference: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT digest FROM images WHERE action='push' AND reference=?1 ORDER BY id DESC LIMIT 1",
+                [reference],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn insert_deployment(&self, d: &NewDeployment) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO deployments(kind, status, image_ref, image_id, digest, container_name, previous_id, insecure, started_at)
+             VALUES (?1,'starting',?2,?3,?4,?5,?6,?7,?8)",
+            params![d.kind, d.image_ref, d.image_id, d.digest, d.container_name, d.previous_id, d.insecure, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_container(&self, id: i64, container_id: &str) -> Result<()> {
+        self.conn.execute("UPDATE deployments SET container_id=?2 WHERE id=?1", params![id, container_id])?;
+        Ok(())
+    }
+
+    pub fn mark_healthy(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute("UPDATE deployments SET healthy_at=?2 WHERE id=?1", params![id, at.to_rfc3339()])?;
+        Ok(())
+    }
+
+    /// Closes a deployment attempt. When it becomes `active`, whatever was active for the
+    /// same container name is `superseded`, in one transaction.
+    pub fn finish_deployment(&mut self, id: i64, status: &str, verification: Option<&Value>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if status == "active" {
+            tx.execute(
+                "UPDATE deployments SET status='superseded' WHERE status='active' AND id<>?1
+                 AND container_name=(SELECT container_name FROM deployments WHERE id=?1)",
+                [id],
+            )?;
+        }
+        tx.execute(
+            "UPDATE deployments SET status=?2, finished_at=?3, verification=COALESCE(?4, verification) WHERE id=?1",
+            params![id, status, now(), verification.map(|v| v.to_string())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks an earlier deployment active again (a rollback restored its container as it was).
+    pub fn reactivate(&mut self, id: i64) -> Result<()> {
+        self.finish_deployment(id, "active", None)
+    }
+
+    pub fn active_deployment(&self, container_name: &str) -> Result<Option<Deployment>> {
+        self.query_deployment("WHERE status='active' AND container_name=?1 ORDER BY id DESC LIMIT 1", params![container_name])
+    }
+
+    pub fn deployment(&self, id: i64) -> Result<Option<Deployment>> {
+        self.query_deployment("WHERE id=?1", params![id])
+    }
+
+    pub fn deployments(&self) -> Result<Vec<Deployment>> {
+        let mut stmt = self.conn.prepare(&format!("{DEPLOYMENT_COLUMNS} ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_deployment)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn query_deployment(&self, clause: &str, p: impl rusqlite::Params) -> Result<Option<Deployment>> {
+        Ok(self
+            .conn
+            .query_row(&format!("{DEPLOYMENT_COLUMNS} {clause}"), p, row_to_deployment)
+            .optional()?)
+    }
+
+    pub fn event(&self, kind: &str, deployment_id: Option<i64>, detail: &Value) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO events(at, kind, deployment_id, detail) VALUES (?1,?2,?3,?4)",
+            params![now(), kind, deployment_id, detail.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, kind, deployment_id, detail FROM events WHERE (?1 IS NULL OR kind=?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([kind], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                at: parse_time(&r.get::<_, String>(1)?),
+                kind: r.get(2)?,
+                deployment_id: r.get(3)?,
+                detail: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const DEPLOYMENT_COLUMNS: &str = "SELECT id, kind, status, image_ref, image_id, digest, container_id, container_name, previous_id, insecure, started_at, healthy_at, finished_at, verification FROM deployments";
+
+fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+    Ok(Deployment {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        status: r.get(2)?,
+        image_ref: r.get(3)?,
+        image_id: r.get(4)?,
+        digest: r.get(5)?,
+        container_id: r.get(6)?,
+        container_name: r.get(7)?,
+        previous_id: r.get(8)?,
+        insecure: r.get(9)?,
+        started_at: parse_time(&r.get::<_, String>(10)?),
+        healthy_at: r.get::<_, Option<String>>(11)?.map(|s| parse_time(&s)),
+        finished_at: r.get::<_, Option<String>>(12)?.map(|s| parse_time(&s)),
+        verification: r.get::<_, Option<String>>(13)?.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_supersedes_on_activation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let d = |r: &str, prev| NewDeployment { kind: "deploy".into(), image_ref: r.into(), container_name: "c".into(), previous_id: prev, ..Default::default() };
+        let a = s.insert_deployment(&d("a", None)).unwrap();
+        s.finish_deployment(a, "active", None).unwrap();
+        let b = s.insert_deployment(&d("b", Some(a))).unwrap();
+        s.finish_deployment(b, "active", Some(&serde_json::json!({"ok": true}))).unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap(); // reopening applies nothing twice
+        let active = s.active_deployment("c").unwrap().unwrap();
+        assert_eq!((active.id, active.previous_id), (b, Some(a)));
+        assert_eq!(s.deployment(a).unwrap().unwrap().status, "superseded");
+        assert_eq!(active.verification.unwrap()["ok"], true);
+    }
+}
