@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::output::Format;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h: {e}"))
 }
 
 #[derive(Debug, Parser)]
@@ -31,7 +32,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "DHI_STAGE_ENV_FILE", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// Where the state store (state.db) and lock live
-    #[arg(long, global = true, env = "DHI_STAGE_STATE_DIR", default_value = ".dhi-stage", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "DHI_STAGE_STATE_DIR",
+        default_value = ".dhi-stage",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
     /// text for people, json for scripts (exactly one JSON document on stdout)
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -95,7 +102,12 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct TargetArgs {
     /// Container name [default: from config, auth-service-staging]
-    #[arg(long, alias = "container", env = "DHI_STAGE_CONTAINER", value_name = "NAME")]
+    #[arg(
+        long,
+        alias = "container",
+        env = "DHI_STAGE_CONTAINER",
+        value_name = "NAME"
+    )]
     pub name: Option<String>,
     /// Host port published for the service's port [default: from config, 3002]
     #[arg(long, env = "DHI_STAGE_PORT", value_name = "PORT")]

@@ -260,7 +260,9 @@ impl From<ByteSize> for String {
 impl ByteSize {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let num: f64 = num
             .parse()
@@ -270,9 +272,15 @@ impl ByteSize {
             "k" | "K" | "Ki" | "kb" | "KB" => 1 << 10,
             "m" | "M" | "Mi" | "mb" | "MB" => 1 << 20,
             "g" | "G" | "Gi" | "gb" | "GB" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} in {s:?} (use Ki, Mi, Gi or k, m, g)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use Ki, Mi, Gi or k, m, g)"
+                ))
+            }
         };
-        Ok(ByteSize { bytes: (num * mult as f64) as u64 })
+        Ok(ByteSize {
+            bytes: (num * mult as f64) as u64,
+        })
     }
 }
 
@@ -342,7 +350,9 @@ pub fn load(path: &Path, explicit: bool) -> Result<(Config, Source)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             (DEFAULT_TOML.to_string(), Source::Embedded)
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+        }
     };
     let config = parse(&text, &source.to_string())?;
     Ok((config, source))
@@ -355,7 +365,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
             Some(span) => locate(text, span.start),
             None => (0, 0, String::new()),
         };
-        let key = if key.is_empty() { String::new() } else { format!(" key `{key}`:") };
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!(" key `{key}`:")
+        };
         anyhow::anyhow!("{origin}:{line}:{col}:{key} {}", e.message().trim())
     })?;
     validate(&config).map_err(|(key, msg)| {
@@ -375,22 +389,45 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         return err("container.name", "must not be empty".into());
     }
     if c.container.host_port == 0 {
-        return err("container.host_port", "must be a port from 1 to 65535".into());
+        return err(
+            "container.host_port",
+            "must be a port from 1 to 65535".into(),
+        );
     }
-    if !c.container.user.split(':').all(|p| p.parse::<u32>().is_ok()) {
-        return err("container.user", format!("{:?} must be numeric UID:GID", c.container.user));
+    if !c
+        .container
+        .user
+        .split(':')
+        .all(|p| p.parse::<u32>().is_ok())
+    {
+        return err(
+            "container.user",
+            format!("{:?} must be numeric UID:GID", c.container.user),
+        );
     }
     if c.container.memory_limit.bytes < c.container.memory_request.bytes {
-        return err("container.memory_limit", "must not be below memory_request".into());
+        return err(
+            "container.memory_limit",
+            "must not be below memory_request".into(),
+        );
     }
     for t in &c.container.tmpfs {
         if !t.path.starts_with('/') {
-            return err("container.tmpfs.path", format!("{:?} must be absolute", t.path));
+            return err(
+                "container.tmpfs.path",
+                format!("{:?} must be absolute", t.path),
+            );
         }
         ByteSize::parse(&t.size).map_err(|m| ("container.tmpfs.size".to_string(), m))?;
     }
     if !c.verify.base_url.starts_with("http://") && !c.verify.base_url.starts_with("https://") {
-        return err("verify.base_url", format!("{:?} must start with http:// or https://", c.verify.base_url));
+        return err(
+            "verify.base_url",
+            format!(
+                "{:?} must start with http:// or https://",
+                c.verify.base_url
+            ),
+        );
     }
     if c.verify.version_command.is_empty() {
         return err("verify.version_command", "must name a command".into());
@@ -448,7 +485,6 @@ fn find_key_line(text: &str, dotted: &str) -> usize {
 /// Operator overrides, from flags or `DHI_STAGE_*` variables (clap reads both).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub image: Option<String>,
     pub container: Option<String>,
     pub port: Option<u16>,
     pub base_url: Option<String>,
@@ -503,11 +539,10 @@ impl Config {
 
     /// `<registry>/authentication-service:baseline-distroless`
     pub fn baseline_ref(&self) -> String {
-        format!("{}/{}:{}", self.image.registry, self.image.name, self.image.baseline_tag)
-    }
-
-    pub fn max_size_bytes(&self) -> u64 {
-        (self.image.max_size_mb * 1_000_000.0) as u64
+        format!(
+            "{}/{}:{}",
+            self.image.registry, self.image.name, self.image.baseline_tag
+        )
     }
 
     pub fn health_url(&self) -> String {
@@ -527,18 +562,30 @@ mod tests {
     fn embedded_default_holds_the_runbook_numbers() {
         let c = parse(DEFAULT_TOML, "embedded").unwrap();
         assert_eq!(c.container.name, "auth-service-staging");
-        assert_eq!((c.container.host_port, c.container.container_port), (3002, 3000));
+        assert_eq!(
+            (c.container.host_port, c.container.container_port),
+            (3002, 3000)
+        );
         assert_eq!(c.container.user, "65532:65532");
         assert_eq!(c.image.max_size_mb, 58.0);
-        assert_eq!(c.container.tmpfs[0].docker_options(), "noexec,nosuid,size=100m");
-        assert_eq!(c.container.tmpfs[1].docker_options(), "noexec,nosuid,size=50m");
+        assert_eq!(
+            c.container.tmpfs[0].docker_options(),
+            "noexec,nosuid,size=100m"
+        );
+        assert_eq!(
+            c.container.tmpfs[1].docker_options(),
+            "noexec,nosuid,size=50m"
+        );
         assert_eq!(c.container.memory_limit.bytes, 128 << 20);
         assert_eq!(c.container.cpu_limit.nano_cpus(), 500_000_000);
         assert_eq!(c.verify.expected_version, "1.3.0");
         assert_eq!(c.rollback.docker_target, Duration::from_secs(30));
         assert_eq!(c.rollback.kubernetes_target, Duration::from_secs(60));
         let t = &c.monitoring.rollback_triggers[0];
-        assert_eq!((t.metric, t.op, t.threshold), (Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0));
+        assert_eq!(
+            (t.metric, t.op, t.threshold),
+            (Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0)
+        );
         assert_eq!(t.sustained_for, Duration::from_secs(3600));
         assert_eq!(c.monitoring.immediate_triggers.len(), 6);
         assert_eq!(c.promotion.e2e_expected, 146);
@@ -548,7 +595,11 @@ mod tests {
     fn unknown_key_names_file_line_and_key() {
         let text = DEFAULT_TOML.replace("pids_limit = 256", "pids_limit = 256\npids_limt = 3");
         let err = parse(&text, "cfg.toml").unwrap_err().to_string();
-        let line = text.lines().position(|l| l.starts_with("pids_limt")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("pids_limt"))
+            .unwrap()
+            + 1;
         assert!(err.starts_with(&format!("cfg.toml:{line}:")), "{err}");
         assert!(err.contains("pids_limt"), "{err}");
     }
@@ -564,8 +615,15 @@ mod tests {
     fn validation_error_finds_the_line() {
         let text = DEFAULT_TOML.replace("user = \"65532:65532\"", "user = \"nonroot\"");
         let err = parse(&text, "cfg.toml").unwrap_err().to_string();
-        let line = text.lines().position(|l| l.starts_with("user = \"nonroot\"")).unwrap() + 1;
-        assert!(err.starts_with(&format!("cfg.toml:{line}: key `container.user`")), "{err}");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("user = \"nonroot\""))
+            .unwrap()
+            + 1;
+        assert!(
+            err.starts_with(&format!("cfg.toml:{line}: key `container.user`")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,12 +23,19 @@ impl EnvVar {
 }
 
 pub fn read(path: &Path) -> Result<Vec<EnvVar>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read env file {}", path.display()))?;
-    parse(&bytes, &path.display().to_string(), |k| std::env::var(k).ok())
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read env file {}", path.display()))?;
+    parse(&bytes, &path.display().to_string(), |k| {
+        std::env::var(k).ok()
+    })
 }
 
 /// Parses env-file bytes; `lookup` resolves bare keys (the caller's environment in real use).
-pub fn parse(bytes: &[u8], origin: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<EnvVar>> {
+pub fn parse(
+    bytes: &[u8],
+    origin: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<EnvVar>> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -49,13 +56,22 @@ pub fn parse(bytes: &[u8], origin: &str, lookup: impl Fn(&str) -> Option<String>
             bail!("env file {origin}:{n}: no variable name on line '{line}'");
         }
         if key.contains(char::is_whitespace) {
-            bail!("env file {origin}:{n}: variable '{}' contains whitespaces", key);
+            bail!(
+                "env file {origin}:{n}: variable '{}' contains whitespaces",
+                key
+            );
         }
         match value {
-            Some(v) => out.push(EnvVar { key: key.into(), value: v.into() }),
+            Some(v) => out.push(EnvVar {
+                key: key.into(),
+                value: v.into(),
+            }),
             None => {
                 if let Some(v) = lookup(key) {
-                    out.push(EnvVar { key: key.into(), value: v });
+                    out.push(EnvVar {
+                        key: key.into(),
+                        value: v,
+                    });
                 }
             }
         }
@@ -68,11 +84,13 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Vec<(String, String)> {
-        parse(s.as_bytes(), "t", |k| (k == "FROM_CALLER").then(|| "caller value".to_string()))
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.key, e.value))
-            .collect()
+        parse(s.as_bytes(), "t", |k| {
+            (k == "FROM_CALLER").then(|| "caller value".to_string())
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect()
     }
 
     fn kv(k: &str, v: &str) -> (String, String) {
@@ -84,7 +102,10 @@ mod tests {
         // dotenv strips quotes, trims values, expands ${X} and cuts inline comments; Docker does none.
         assert_eq!(p("A=\"quoted\"\n"), vec![kv("A", "\"quoted\"")]);
         assert_eq!(p("A='single'\n"), vec![kv("A", "'single'")]);
-        assert_eq!(p("A=value # not a comment\n"), vec![kv("A", "value # not a comment")]);
+        assert_eq!(
+            p("A=value # not a comment\n"),
+            vec![kv("A", "value # not a comment")]
+        );
         assert_eq!(p("A=trailing  \n"), vec![kv("A", "trailing  ")]);
         assert_eq!(p("A=${HOME}\n"), vec![kv("A", "${HOME}")]);
         assert_eq!(p("A= leading\n"), vec![kv("A", " leading")]);
@@ -94,21 +115,36 @@ mod tests {
 
     #[test]
     fn bare_keys_pass_the_callers_value_or_vanish() {
-        assert_eq!(p("FROM_CALLER\nNOT_SET\n"), vec![kv("FROM_CALLER", "caller value")]);
+        assert_eq!(
+            p("FROM_CALLER\nNOT_SET\n"),
+            vec![kv("FROM_CALLER", "caller value")]
+        );
     }
 
     #[test]
     fn comments_blank_lines_bom_and_crlf() {
-        assert_eq!(p("\u{feff}# c\n\n   # indented comment\n  B=1\r\n"), vec![kv("B", "1")]);
+        assert_eq!(
+            p("\u{feff}# c\n\n   # indented comment\n  B=1\r\n"),
+            vec![kv("B", "1")]
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse(b"A=1\nBAD KEY=2\n", "f.env", |_| None).unwrap_err().to_string();
+        let e = parse(b"A=1\nBAD KEY=2\n", "f.env", |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("f.env:2") && e.contains("whitespaces"), "{e}");
-        let e = parse(b"=nokey\n", "f.env", |_| None).unwrap_err().to_string();
-        assert!(e.contains("f.env:1") && e.contains("no variable name"), "{e}");
-        let e = parse(b"A=\xff\n", "f.env", |_| None).unwrap_err().to_string();
+        let e = parse(b"=nokey\n", "f.env", |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.env:1") && e.contains("no variable name"),
+            "{e}"
+        );
+        let e = parse(b"A=\xff\n", "f.env", |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid utf8") && e.contains("line 1"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub enum Code {
     Operational = 1,
     Usage = 2,
     CheckFailed = 3,
+    #[allow(dead_code)] // monitor (issue C) fires triggers
     TriggerFired = 4,
     RollbackFailed = 5,
 }
@@ -30,7 +31,11 @@ pub struct Failure {
 }
 
 pub fn failure(code: Code, message: impl Into<String>) -> anyhow::Error {
-    Failure { code, message: message.into() }.into()
+    Failure {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 pub fn code_of(err: &anyhow::Error) -> Code {

@@ -19,7 +19,8 @@ pub struct StateLock {
 impl StateLock {
     /// Takes the lock, waiting up to `wait` (zero: fail at once, naming the holder).
     pub fn acquire(dir: &Path, command: &str, wait: Duration) -> Result<StateLock> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         let path = dir.join("lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -44,7 +45,11 @@ impl StateLock {
                 let _ = file.rewind();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let holder = if holder.is_empty() { "another process" } else { holder };
+                let holder = if holder.is_empty() {
+                    "another process"
+                } else {
+                    holder
+                };
                 return Err(failure(
                     Code::Operational,
                     format!(
@@ -57,7 +62,12 @@ impl StateLock {
         }
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "pid {} running `dhi-stage {command}` since {}", std::process::id(), crate::store::now())?;
+        write!(
+            file,
+            "pid {} running `dhi-stage {command}` since {}",
+            std::process::id(),
+            crate::store::now()
+        )?;
         file.flush()?;
         Ok(StateLock { file })
     }

@@ -22,7 +22,11 @@ fn main() {
     let cli = Cli::parse();
     init_tracing(&cli);
     let format = cli.output;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -33,7 +37,9 @@ fn main() {
     let code = match result {
         Ok(outcome) => {
             match format {
-                Format::Json => println_safe(&serde_json::to_string_pretty(&outcome.json).unwrap_or_default()),
+                Format::Json => {
+                    println_safe(&serde_json::to_string_pretty(&outcome.json).unwrap_or_default())
+                }
                 Format::Text => println_safe(outcome.text.trim_end()),
             }
             outcome.code
@@ -76,9 +82,14 @@ fn init_tracing(cli: &Cli) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},hyper=warn,hyper_util=warn,reqwest=warn,bollard=warn,rustls=warn"))
+        EnvFilter::new(format!(
+            "{level},hyper=warn,hyper_util=warn,reqwest=warn,bollard=warn,rustls=warn"
+        ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -15,7 +15,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn new(code: Code, json: Value, text: impl Into<String>) -> Self {
-        Outcome { code, json, text: text.into() }
+        Outcome {
+            code,
+            json,
+            text: text.into(),
+        }
     }
 }
 
@@ -35,14 +39,23 @@ impl Progress {
     pub fn new(quiet: bool) -> Self {
         use std::io::IsTerminal;
         if quiet {
-            return Progress { bar: None, plain: false };
+            return Progress {
+                bar: None,
+                plain: false,
+            };
         }
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            Progress { bar: Some(bar), plain: false }
+            Progress {
+                bar: Some(bar),
+                plain: false,
+            }
         } else {
-            Progress { bar: None, plain: true }
+            Progress {
+                bar: None,
+                plain: true,
+            }
         }
     }
 

@@ -27,7 +27,14 @@ pub struct WaitResult {
 }
 
 /// Polls `url` until it is healthy, the container dies, or `limit` passes.
-pub async fn wait_healthy(engine: &Engine, client: &reqwest::Client, container: &str, url: &str, limit: Duration, poll: Duration) -> WaitResult {
+pub async fn wait_healthy(
+    engine: &Engine,
+    client: &reqwest::Client,
+    container: &str,
+    url: &str,
+    limit: Duration,
+    poll: Duration,
+) -> WaitResult {
     let started = Instant::now();
     let mut probes = 0;
     let mut last: Option<HealthResult>;
@@ -38,7 +45,13 @@ pub async fn wait_healthy(engine: &Engine, client: &reqwest::Client, container: 
         let healthy = h.healthy;
         last = Some(h);
         if healthy {
-            return WaitResult { healthy: true, elapsed_ms: started.elapsed().as_millis(), probes, last, reason: None };
+            return WaitResult {
+                healthy: true,
+                elapsed_ms: started.elapsed().as_millis(),
+                probes,
+                last,
+                reason: None,
+            };
         }
         // Not every poll: inspecting costs more than probing.
         if last_state_check.elapsed() >= Duration::from_millis(250) {
@@ -50,20 +63,36 @@ pub async fn wait_healthy(engine: &Engine, client: &reqwest::Client, container: 
                     let reason = format!(
                         "container {container} exited (code {}, restarts {restarts}{})",
                         state.exit_code.unwrap_or(0),
-                        if state.oom_killed.unwrap_or(false) { ", OOM-killed" } else { "" }
+                        if state.oom_killed.unwrap_or(false) {
+                            ", OOM-killed"
+                        } else {
+                            ""
+                        }
                     );
-                    return WaitResult { healthy: false, elapsed_ms: started.elapsed().as_millis(), probes, last, reason: Some(reason) };
+                    return WaitResult {
+                        healthy: false,
+                        elapsed_ms: started.elapsed().as_millis(),
+                        probes,
+                        last,
+                        reason: Some(reason),
+                    };
                 }
             }
         }
         if started.elapsed() >= limit {
-            let why = last.as_ref().and_then(|h| h.error.clone()).unwrap_or_else(|| "not healthy".into());
+            let why = last
+                .as_ref()
+                .and_then(|h| h.error.clone())
+                .unwrap_or_else(|| "not healthy".into());
             return WaitResult {
                 healthy: false,
                 elapsed_ms: started.elapsed().as_millis(),
                 probes,
                 last,
-                reason: Some(format!("not healthy within {}: last probe: {why}", humantime::format_duration(limit))),
+                reason: Some(format!(
+                    "not healthy within {}: last probe: {why}",
+                    humantime::format_duration(limit)
+                )),
             };
         }
         tokio::time::sleep(poll).await;
@@ -114,10 +143,17 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
             .and_then(|r| r.name)
             .map(|n| n.to_string())
             .unwrap_or_else(|| "no".into());
-        let image = old.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default();
+        let image = old
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
         let stop_started = Instant::now();
         let body = hardened(spec);
-        let (stopped, created) = tokio::join!(engine.stop_within(&aside, grace), engine.create_container(&name, body));
+        let (stopped, created) = tokio::join!(
+            engine.stop_within(&aside, grace),
+            engine.create_container(&name, body)
+        );
         let sigkill_needed = match stopped {
             Ok(k) => k,
             Err(e) => {
@@ -129,16 +165,32 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
             }
         };
         let stop_ms = stop_started.elapsed().as_millis();
-        let set_aside = Some(SetAside { id, renamed_to: aside.clone(), image, was_running, restart_policy, stop_ms, sigkill_needed });
+        let set_aside = Some(SetAside {
+            id,
+            renamed_to: aside.clone(),
+            image,
+            was_running,
+            restart_policy,
+            stop_ms,
+            sigkill_needed,
+        });
         let new_id = match created {
             Ok(id) => id,
             Err(e) => {
-                let s = Swap { name: name.clone(), new_id: String::new(), old: set_aside };
+                let s = Swap {
+                    name: name.clone(),
+                    new_id: String::new(),
+                    old: set_aside,
+                };
                 restore(engine, &s).await.ok();
                 return Err(e);
             }
         };
-        let s = Swap { name: name.clone(), new_id, old: set_aside };
+        let s = Swap {
+            name: name.clone(),
+            new_id,
+            old: set_aside,
+        };
         if let Err(e) = engine.start_container(&s.new_id).await {
             restore(engine, &s).await.ok();
             return Err(e);
@@ -146,7 +198,11 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
         return Ok(s);
     }
     let new_id = engine.create_container(&name, hardened(spec)).await?;
-    let s = Swap { name, new_id, old: None };
+    let s = Swap {
+        name,
+        new_id,
+        old: None,
+    };
     if let Err(e) = engine.start_container(&s.new_id).await {
         let _ = engine.remove_container(&s.new_id).await;
         return Err(e);
@@ -157,7 +213,10 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
 /// The new container is proven: the old one goes.
 pub async fn commit(engine: &Engine, s: &Swap) -> Result<()> {
     if let Some(old) = &s.old {
-        engine.remove_container(&old.id).await.context("cannot remove the previous container")?;
+        engine
+            .remove_container(&old.id)
+            .await
+            .context("cannot remove the previous container")?;
     }
     Ok(())
 }
@@ -166,11 +225,16 @@ pub async fn commit(engine: &Engine, s: &Swap) -> Result<()> {
 /// Returns false when there was nothing to restore.
 pub async fn restore(engine: &Engine, s: &Swap) -> Result<bool> {
     if !s.new_id.is_empty() {
-        engine.remove_container(&s.new_id).await.context("cannot remove the failed container")?;
+        engine
+            .remove_container(&s.new_id)
+            .await
+            .context("cannot remove the failed container")?;
     }
     let Some(old) = &s.old else { return Ok(false) };
     engine.rename_container(&old.id, &s.name).await?;
-    engine.set_restart_policy(&old.id, &old.restart_policy).await?;
+    engine
+        .set_restart_policy(&old.id, &old.restart_policy)
+        .await?;
     if old.was_running {
         engine.start_container(&old.id).await?;
     }
@@ -187,23 +251,44 @@ pub struct Check {
 
 impl Check {
     fn new(check: &str, ok: Option<bool>, detail: impl Into<String>) -> Check {
-        Check { check: check.into(), ok, detail: detail.into() }
+        Check {
+            check: check.into(),
+            ok,
+            detail: detail.into(),
+        }
     }
 }
 
 /// Step 4's checks, each from the engine's view of the running container (not our spec).
-pub async fn verify(engine: &Engine, cfg: &Config, spec: &DeploySpec, health: Option<&HealthResult>) -> Result<Vec<Check>> {
+pub async fn verify(
+    engine: &Engine,
+    cfg: &Config,
+    spec: &DeploySpec,
+    health: Option<&HealthResult>,
+) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     match health {
         Some(h) => {
             checks.push(Check::new(
                 "health",
                 Some(h.healthy),
-                format!("HTTP {} status {}", h.http_status.map(|s| s.to_string()).unwrap_or("-".into()), h.status.as_deref().unwrap_or("-")),
+                format!(
+                    "HTTP {} status {}",
+                    h.http_status.map(|s| s.to_string()).unwrap_or("-".into()),
+                    h.status.as_deref().unwrap_or("-")
+                ),
             ));
             for dep in &cfg.verify.required_dependencies {
-                let state = h.dependencies.get(dep).map(String::as_str).unwrap_or("missing");
-                checks.push(Check::new(&format!("dependency {dep}"), Some(state == "healthy"), state));
+                let state = h
+                    .dependencies
+                    .get(dep)
+                    .map(String::as_str)
+                    .unwrap_or("missing");
+                checks.push(Check::new(
+                    &format!("dependency {dep}"),
+                    Some(state == "healthy"),
+                    state,
+                ));
             }
         }
         None => checks.push(Check::new("health", Some(false), "no healthy response")),
@@ -213,38 +298,99 @@ pub async fn verify(engine: &Engine, cfg: &Config, spec: &DeploySpec, health: Op
     let sec = hc.security_opt.clone().unwrap_or_default();
     checks.push(Check::new(
         "SecurityOpt no-new-privileges:true",
-        Some(sec.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges")),
+        Some(
+            sec.iter()
+                .any(|o| o == "no-new-privileges:true" || o == "no-new-privileges"),
+        ),
         format!("{sec:?}"),
     ));
-    let user = c.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
-    checks.push(Check::new("user (inspect)", Some(user == cfg.verify.expected_user), format!("{user:?}, expected {:?}", cfg.verify.expected_user)));
+    let user = c
+        .config
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .unwrap_or_default();
+    checks.push(Check::new(
+        "user (inspect)",
+        Some(user == cfg.verify.expected_user),
+        format!("{user:?}, expected {:?}", cfg.verify.expected_user),
+    ));
     match engine.exec(&spec.name, &["id".to_string()]).await {
         Ok((0, out)) => {
-            let (uid, gid) = cfg.verify.expected_user.split_once(':').unwrap_or((&cfg.verify.expected_user, ""));
+            let (uid, gid) = cfg
+                .verify
+                .expected_user
+                .split_once(':')
+                .unwrap_or((&cfg.verify.expected_user, ""));
             let ok = out.contains(&format!("uid={uid}")) && out.contains(&format!("gid={gid}"));
             checks.push(Check::new("user (id)", Some(ok), out.trim()));
         }
-        Ok((code, out)) => checks.push(Check::new("user (id)", None, format!("not checkable: `id` exited {code}: {}", out.trim()))),
-        Err(e) => checks.push(Check::new("user (id)", None, format!("not checkable: no `id` in the image ({})", short(&e)))),
+        Ok((_, out)) if out.contains("executable file not found") => checks.push(Check::new(
+            "user (id)",
+            None,
+            "not checkable: the image has no `id` (FROM scratch); the inspect check above stands",
+        )),
+        Ok((code, out)) => checks.push(Check::new(
+            "user (id)",
+            None,
+            format!("not checkable: `id` exited {code}: {}", out.trim()),
+        )),
+        Err(e) => checks.push(Check::new(
+            "user (id)",
+            None,
+            format!("not checkable: {}", short(&e)),
+        )),
     }
     let expected = &cfg.verify.expected_version;
     let cmd = cfg.verify.version_command.join(" ");
     match engine.exec(&spec.name, &cfg.verify.version_command).await {
-        Ok((0, out)) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(out.trim() == expected), out.trim())),
-        Ok((code, out)) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(false), format!("exited {code}: {}", out.trim()))),
-        Err(e) => checks.push(Check::new(&format!("{cmd} = {expected}"), Some(false), format!("cannot run: {}", short(&e)))),
+        Ok((0, out)) => checks.push(Check::new(
+            &format!("{cmd} = {expected}"),
+            Some(out.trim() == expected),
+            out.trim(),
+        )),
+        Ok((code, out)) => checks.push(Check::new(
+            &format!("{cmd} = {expected}"),
+            Some(false),
+            format!("exited {code}: {}", out.trim()),
+        )),
+        Err(e) => checks.push(Check::new(
+            &format!("{cmd} = {expected}"),
+            Some(false),
+            format!("cannot run: {}", short(&e)),
+        )),
     }
-    checks.push(Check::new("read-only root filesystem", Some(hc.readonly_rootfs == Some(spec.read_only)), format!("ReadonlyRootfs {:?}", hc.readonly_rootfs)));
+    checks.push(Check::new(
+        "read-only root filesystem",
+        Some(hc.readonly_rootfs == Some(spec.read_only)),
+        format!("ReadonlyRootfs {:?}", hc.readonly_rootfs),
+    ));
     let caps = hc.cap_drop.clone().unwrap_or_default();
     let want_all = spec.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
-    checks.push(Check::new("cap-drop ALL", Some(!want_all || caps.iter().any(|c| c.eq_ignore_ascii_case("ALL"))), format!("CapDrop {caps:?}")));
+    checks.push(Check::new(
+        "cap-drop ALL",
+        Some(!want_all || caps.iter().any(|c| c.eq_ignore_ascii_case("ALL"))),
+        format!("CapDrop {caps:?}"),
+    ));
     let tmpfs = hc.tmpfs.clone().unwrap_or_default();
     for t in &spec.tmpfs {
         let got = tmpfs.get(&t.path).cloned();
-        checks.push(Check::new(&format!("tmpfs {}", t.path), Some(got.as_deref() == Some(t.docker_options().as_str())), format!("{got:?}")));
+        checks.push(Check::new(
+            &format!("tmpfs {}", t.path),
+            Some(got.as_deref() == Some(t.docker_options().as_str())),
+            format!("{got:?}"),
+        ));
     }
-    let policy = hc.restart_policy.as_ref().and_then(|r| r.name).map(|n| n.to_string()).unwrap_or_default();
-    checks.push(Check::new("restart policy", Some(policy == spec.restart), policy));
+    let policy = hc
+        .restart_policy
+        .as_ref()
+        .and_then(|r| r.name)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    checks.push(Check::new(
+        "restart policy",
+        Some(policy == spec.restart),
+        policy,
+    ));
     Ok(checks)
 }
 

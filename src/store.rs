@@ -2,7 +2,7 @@
 //! events, images, samples, validation and test results, so that separate invocations
 //! (cron, CI, an operator) share one history. The schema is versioned with `user_version`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -85,7 +85,6 @@ CREATE TABLE test_results (
 
 pub struct Store {
     conn: Connection,
-    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +116,7 @@ pub struct NewDeployment {
     pub insecure: bool,
 }
 
+#[allow(dead_code)] // report (issue E) reads events
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: i64,
@@ -128,9 +128,11 @@ pub struct Event {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         let path = dir.join("state.db");
-        let mut conn = Connection::open(&path).with_context(|| format!("cannot open state store {}", path.display()))?;
+        let mut conn = Connection::open(&path)
+            .with_context(|| format!("cannot open state store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -144,36 +146,27 @@ impl Store {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
-            tx.execute_batch(sql).with_context(|| format!("state store migration {} failed", i + 1))?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("state store migration {} failed", i + 1))?;
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn, dir: dir.to_path_buf() })
+        Ok(Store { conn })
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    pub fn record_image(&self, action: &str, reference: &str, image_id: Option<&str>, size: Option<i64>, digest: Option<&str>) -> Result<i64> {
+    pub fn record_image(
+        &self,
+        action: &str,
+        reference: &str,
+        image_id: Option<&str>,
+        size: Option<i64>,
+        digest: Option<&str>,
+    ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO images(at, action, reference, image_id, size_bytes, digest) VALUES (?1,?2,?3,?4,?5,?6)",
             params![now(), action, reference, image_id, size, digest],
         )?;
         Ok(self.conn.last_insert_rowid())
-    }
-
-    /// The digest recorded by the last push of `reference`, if any.
-    pub fn pushed_digest(&self, reference: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT digest FROM images WHERE action='push' AND reference=?1 ORDER BY id DESC LIMIT 1",
-                [reference],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
     }
 
     pub fn insert_deployment(&self, d: &NewDeployment) -> Result<i64> {
@@ -186,18 +179,29 @@ impl Store {
     }
 
     pub fn set_container(&self, id: i64, container_id: &str) -> Result<()> {
-        self.conn.execute("UPDATE deployments SET container_id=?2 WHERE id=?1", params![id, container_id])?;
+        self.conn.execute(
+            "UPDATE deployments SET container_id=?2 WHERE id=?1",
+            params![id, container_id],
+        )?;
         Ok(())
     }
 
     pub fn mark_healthy(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
-        self.conn.execute("UPDATE deployments SET healthy_at=?2 WHERE id=?1", params![id, at.to_rfc3339()])?;
+        self.conn.execute(
+            "UPDATE deployments SET healthy_at=?2 WHERE id=?1",
+            params![id, at.to_rfc3339()],
+        )?;
         Ok(())
     }
 
     /// Closes a deployment attempt. When it becomes `active`, whatever was active for the
     /// same container name is `superseded`, in one transaction.
-    pub fn finish_deployment(&mut self, id: i64, status: &str, verification: Option<&Value>) -> Result<()> {
+    pub fn finish_deployment(
+        &mut self,
+        id: i64,
+        status: &str,
+        verification: Option<&Value>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         if status == "active" {
             tx.execute(
@@ -220,23 +224,28 @@ impl Store {
     }
 
     pub fn active_deployment(&self, container_name: &str) -> Result<Option<Deployment>> {
-        self.query_deployment("WHERE status='active' AND container_name=?1 ORDER BY id DESC LIMIT 1", params![container_name])
+        self.query_deployment(
+            "WHERE status='active' AND container_name=?1 ORDER BY id DESC LIMIT 1",
+            params![container_name],
+        )
     }
 
     pub fn deployment(&self, id: i64) -> Result<Option<Deployment>> {
         self.query_deployment("WHERE id=?1", params![id])
     }
 
-    pub fn deployments(&self) -> Result<Vec<Deployment>> {
-        let mut stmt = self.conn.prepare(&format!("{DEPLOYMENT_COLUMNS} ORDER BY id"))?;
-        let rows = stmt.query_map([], row_to_deployment)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn query_deployment(&self, clause: &str, p: impl rusqlite::Params) -> Result<Option<Deployment>> {
+    fn query_deployment(
+        &self,
+        clause: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Option<Deployment>> {
         Ok(self
             .conn
-            .query_row(&format!("{DEPLOYMENT_COLUMNS} {clause}"), p, row_to_deployment)
+            .query_row(
+                &format!("{DEPLOYMENT_COLUMNS} {clause}"),
+                p,
+                row_to_deployment,
+            )
             .optional()?)
     }
 
@@ -248,6 +257,7 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    #[allow(dead_code)] // report (issue E) reads events
     pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, at, kind, deployment_id, detail FROM events WHERE (?1 IS NULL OR kind=?1) ORDER BY id",
@@ -282,7 +292,9 @@ fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
         started_at: parse_time(&r.get::<_, String>(10)?),
         healthy_at: r.get::<_, Option<String>>(11)?.map(|s| parse_time(&s)),
         finished_at: r.get::<_, Option<String>>(12)?.map(|s| parse_time(&s)),
-        verification: r.get::<_, Option<String>>(13)?.and_then(|s| serde_json::from_str(&s).ok()),
+        verification: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -291,7 +303,9 @@ pub fn now() -> String {
 }
 
 fn parse_time(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -302,11 +316,18 @@ mod tests {
     fn migrates_once_and_supersedes_on_activation() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();
-        let d = |r: &str, prev| NewDeployment { kind: "deploy".into(), image_ref: r.into(), container_name: "c".into(), previous_id: prev, ..Default::default() };
+        let d = |r: &str, prev| NewDeployment {
+            kind: "deploy".into(),
+            image_ref: r.into(),
+            container_name: "c".into(),
+            previous_id: prev,
+            ..Default::default()
+        };
         let a = s.insert_deployment(&d("a", None)).unwrap();
         s.finish_deployment(a, "active", None).unwrap();
         let b = s.insert_deployment(&d("b", Some(a))).unwrap();
-        s.finish_deployment(b, "active", Some(&serde_json::json!({"ok": true}))).unwrap();
+        s.finish_deployment(b, "active", Some(&serde_json::json!({"ok": true})))
+            .unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap(); // reopening applies nothing twice
         let active = s.active_deployment("c").unwrap().unwrap();

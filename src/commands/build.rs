@@ -16,8 +16,14 @@ pub async fn run(ctx: Ctx, a: BuildArgs) -> Result<Outcome> {
     let cfg = &ctx.config;
     let tag = a.tag.clone().unwrap_or_else(|| cfg.build_ref());
     crate::probe::reference::check(&tag).map_err(|e| failure(Code::Usage, e))?;
-    let context_dir = a.context.clone().unwrap_or_else(|| cfg.image.context.clone());
-    let dockerfile = a.file.clone().unwrap_or_else(|| cfg.image.dockerfile.clone());
+    let context_dir = a
+        .context
+        .clone()
+        .unwrap_or_else(|| cfg.image.context.clone());
+    let dockerfile = a
+        .file
+        .clone()
+        .unwrap_or_else(|| cfg.image.dockerfile.clone());
     let max_mb = a.max_size.unwrap_or(cfg.image.max_size_mb);
     let mut build_args = HashMap::new();
     for kv in &a.build_args {
@@ -26,12 +32,19 @@ pub async fn run(ctx: Ctx, a: BuildArgs) -> Result<Outcome> {
             .ok_or_else(|| failure(Code::Usage, format!("--build-arg {kv:?} must be KEY=VALUE")))?;
         build_args.insert(k.to_string(), v.to_string());
     }
-    let tar = context::tar_context(&context_dir, &dockerfile).map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
+    let tar = context::tar_context(&context_dir, &dockerfile)
+        .map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
     let engine = Engine::connect().await?;
     let progress = ctx.progress();
-    progress.line(&format!("sending build context {} ({} bytes)", context_dir.display(), tar.len()));
+    progress.line(&format!(
+        "sending build context {} ({} bytes)",
+        context_dir.display(),
+        tar.len()
+    ));
     let started = std::time::Instant::now();
-    let id = engine.build(tar, &dockerfile, &tag, &build_args, &progress).await?;
+    let id = engine
+        .build(tar, &dockerfile, &tag, &build_args, &progress)
+        .await?;
     progress.finish();
     let image = engine.inspect_image(&id).await?;
     let size = image.size.unwrap_or(0).max(0) as u64;
@@ -57,6 +70,10 @@ pub async fn run(ctx: Ctx, a: BuildArgs) -> Result<Outcome> {
     if within {
         Ok(Outcome::new(Code::Ok, json, text))
     } else {
-        Ok(Outcome::new(Code::CheckFailed, json, format!("{text}\nerror: image size {mb:.2} MB exceeds the {max_mb} MB limit")))
+        Ok(Outcome::new(
+            Code::CheckFailed,
+            json,
+            format!("{text}\nerror: image size {mb:.2} MB exceeds the {max_mb} MB limit"),
+        ))
     }
 }

@@ -19,7 +19,10 @@ use crate::store::NewDeployment;
 pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let ctx = ctx.with_target(&a.target)?;
     let cfg = &ctx.config;
-    let image = a.image.clone().unwrap_or_else(|| cfg.staging_ref(chrono::Utc::now().date_naive()));
+    let image = a
+        .image
+        .clone()
+        .unwrap_or_else(|| cfg.staging_ref(chrono::Utc::now().date_naive()));
     crate::probe::reference::check(&image).map_err(|e| failure(Code::Usage, e))?;
     let env = super::read_env_file(&cfg.env_file)?;
     let spec = DeploySpec::from_config(cfg, &image, env);
@@ -44,7 +47,12 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let inspected = engine.ensure_image(&image, &progress).await?;
     let mut store = ctx.store()?;
     let previous = store.active_deployment(&spec.name)?;
-    let digest = inspected.repo_digests.as_ref().and_then(|d| d.first()).and_then(|d| d.split('@').nth(1)).map(str::to_string);
+    let digest = inspected
+        .repo_digests
+        .as_ref()
+        .and_then(|d| d.first())
+        .and_then(|d| d.split('@').nth(1))
+        .map(str::to_string);
     let id = store.insert_deployment(&NewDeployment {
         kind: "deploy".into(),
         image_ref: image.clone(),
@@ -62,18 +70,34 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
         Ok(s) => s,
         Err(e) => {
             store.finish_deployment(id, "failed", Some(&json!({"error": format!("{e:#}")})))?;
-            store.event("deploy", Some(id), &json!({"phase": "failed", "error": format!("{e:#}")}))?;
+            store.event(
+                "deploy",
+                Some(id),
+                &json!({"phase": "failed", "error": format!("{e:#}")}),
+            )?;
             return Err(e);
         }
     };
     store.set_container(id, &swap.new_id)?;
     let client = crate::probe::health::client(cfg.verify.probe_timeout);
     let limit = a.wait.unwrap_or(cfg.verify.startup_wait);
-    let wait = rollout::wait_healthy(&engine, &client, &swap.new_id, &cfg.health_url(), limit, cfg.verify.poll_interval).await;
+    let wait = rollout::wait_healthy(
+        &engine,
+        &client,
+        &swap.new_id,
+        &cfg.health_url(),
+        limit,
+        cfg.verify.poll_interval,
+    )
+    .await;
     let to_healthy = started.elapsed();
     progress.finish();
 
-    let checks = if wait.healthy { rollout::verify(&engine, cfg, &spec, wait.last.as_ref()).await? } else { Vec::new() };
+    let checks = if wait.healthy {
+        rollout::verify(&engine, cfg, &spec, wait.last.as_ref()).await?
+    } else {
+        Vec::new()
+    };
     let verified = wait.healthy && checks_pass(&checks);
     let verification = json!({"wait": wait, "checks": checks_json(&checks)});
     store.event("verify", Some(id), &json!({"passed": verified, "checks": checks_json(&checks), "healthy": wait.healthy, "reason": wait.reason}))?;
@@ -85,7 +109,11 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
             &old.id[..12.min(old.id.len())],
             old.image,
             old.stop_ms,
-            if old.sigkill_needed { " (SIGTERM ignored: killed after the stop grace)" } else { "" }
+            if old.sigkill_needed {
+                " (SIGTERM ignored: killed after the stop grace)"
+            } else {
+                ""
+            }
         );
     }
     if verified {
@@ -96,13 +124,27 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
             }
         }
         store.finish_deployment(id, "active", Some(&verification))?;
-        store.event("deploy", Some(id), &json!({"phase": "active", "start_to_healthy_ms": to_healthy.as_millis()}))?;
-        text += &format!("  healthy after {} ({} probes)\n", super::fmt_duration(to_healthy), wait.probes);
+        store.event(
+            "deploy",
+            Some(id),
+            &json!({"phase": "active", "start_to_healthy_ms": to_healthy.as_millis()}),
+        )?;
+        text += &format!(
+            "  healthy after {} ({} probes)\n",
+            super::fmt_duration(to_healthy),
+            wait.probes
+        );
         text += &format!("verification (Step 4):\n{}\n", render_checks(&checks));
         if let Some(body) = wait.last.as_ref().and_then(|h| h.body.as_ref()) {
             text += &format!("health: {body}\n");
         }
-        text += &format!("deployment #{id} active; rollback baseline: {}", previous.as_ref().map(|p| format!("#{} {}", p.id, p.image_ref)).unwrap_or("none recorded".into()));
+        text += &format!(
+            "deployment #{id} active; rollback baseline: {}",
+            previous
+                .as_ref()
+                .map(|p| format!("#{} {}", p.id, p.image_ref))
+                .unwrap_or("none recorded".into())
+        );
         return Ok(Outcome::new(
             Code::Ok,
             json!({"ok": true, "deployment_id": id, "image": image, "image_id": inspected.id, "digest": digest, "container_id": swap.new_id,
@@ -115,7 +157,11 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let why = if !wait.healthy {
         wait.reason.clone().unwrap_or_else(|| "not healthy".into())
     } else {
-        let failed: Vec<_> = checks.iter().filter(|c| c.ok == Some(false)).map(|c| format!("{} ({})", c.check, c.detail)).collect();
+        let failed: Vec<_> = checks
+            .iter()
+            .filter(|c| c.ok == Some(false))
+            .map(|c| format!("{} ({})", c.check, c.detail))
+            .collect();
         format!("verification failed: {}", failed.join("; "))
     };
     text += &format!("  FAILED: {why}\n");
@@ -124,19 +170,37 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     }
     if a.no_rollback {
         store.finish_deployment(id, "failed", Some(&verification))?;
-        store.event("deploy", Some(id), &json!({"phase": "failed", "reason": why, "restored": false}))?;
+        store.event(
+            "deploy",
+            Some(id),
+            &json!({"phase": "failed", "reason": why, "restored": false}),
+        )?;
         text += "  --no-rollback: the failed container is left in place";
         if let Some(old) = &swap.old {
             text += &format!("; the previous one is stopped as {}", old.renamed_to);
         }
-        return Ok(Outcome::new(Code::CheckFailed, json!({"ok": false, "deployment_id": id, "reason": why, "checks": checks_json(&checks), "restored": false}), text));
+        return Ok(Outcome::new(
+            Code::CheckFailed,
+            json!({"ok": false, "deployment_id": id, "reason": why, "checks": checks_json(&checks), "restored": false}),
+            text,
+        ));
     }
 
     let restore_started = Instant::now();
     let restored = rollout::restore(&engine, &swap).await;
     let mut restore_wait = None;
     if let Ok(true) = restored {
-        restore_wait = Some(rollout::wait_healthy(&engine, &client, &spec.name, &cfg.health_url(), limit, cfg.verify.poll_interval).await);
+        restore_wait = Some(
+            rollout::wait_healthy(
+                &engine,
+                &client,
+                &spec.name,
+                &cfg.health_url(),
+                limit,
+                cfg.verify.poll_interval,
+            )
+            .await,
+        );
     }
     store.finish_deployment(id, "failed", Some(&verification))?;
     let restore_ok = matches!(&restore_wait, Some(w) if w.healthy);
@@ -172,13 +236,22 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
             Code::RollbackFailed
         }
     };
-    Ok(Outcome::new(code, json!({"ok": false, "deployment_id": id, "reason": why, "checks": checks_json(&checks), "restored": restore_ok, "restore_ms": restore_ms}), text))
+    Ok(Outcome::new(
+        code,
+        json!({"ok": false, "deployment_id": id, "reason": why, "checks": checks_json(&checks), "restored": restore_ok, "restore_ms": restore_ms}),
+        text,
+    ))
 }
 
 fn dry_run(spec: &DeploySpec, gaps: &[String]) -> Outcome {
     let mut body = hardened(spec);
     // Env values can be secrets: the keys show what is set, the values stay out of output.
-    body.env = Some(spec.env.iter().map(|e| format!("{}=<redacted>", e.key)).collect());
+    body.env = Some(
+        spec.env
+            .iter()
+            .map(|e| format!("{}=<redacted>", e.key))
+            .collect(),
+    );
     let json = json!({
         "dry_run": true,
         "name": spec.name,

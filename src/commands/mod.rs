@@ -22,7 +22,6 @@ use crate::output::{Format, Outcome};
 /// What every command gets: the resolved config and the global flags.
 pub struct Ctx {
     pub config: Config,
-    pub config_source: config::Source,
     pub state_dir: PathBuf,
     pub format: Format,
     pub quiet: bool,
@@ -36,8 +35,15 @@ impl Ctx {
 
     /// Applies per-command target overrides (container name, port, base URL).
     pub fn with_target(mut self, t: &TargetArgs) -> Result<Ctx> {
-        let o = Overrides { container: t.name.clone(), port: t.port, base_url: t.base_url.clone(), ..Default::default() };
-        self.config.apply(&o).map_err(|e| failure(Code::Usage, e.to_string()))?;
+        let o = Overrides {
+            container: t.name.clone(),
+            port: t.port,
+            base_url: t.base_url.clone(),
+            ..Default::default()
+        };
+        self.config
+            .apply(&o)
+            .map_err(|e| failure(Code::Usage, e.to_string()))?;
         Ok(self)
     }
 
@@ -51,25 +57,36 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "dhi-stage", &mut buf);
-            return Ok(Outcome::new(Code::Ok, serde_json::json!({"completions": String::from_utf8_lossy(&buf)}), String::from_utf8_lossy(&buf)));
+            return Ok(Outcome::new(
+                Code::Ok,
+                serde_json::json!({"completions": String::from_utf8_lossy(&buf)}),
+                String::from_utf8_lossy(&buf),
+            ));
         }
         Command::Man => {
             let mut buf = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
-            return Ok(Outcome::new(Code::Ok, serde_json::json!({"man": String::from_utf8_lossy(&buf)}), String::from_utf8_lossy(&buf)));
+            return Ok(Outcome::new(
+                Code::Ok,
+                serde_json::json!({"man": String::from_utf8_lossy(&buf)}),
+                String::from_utf8_lossy(&buf),
+            ));
         }
         _ => {}
     }
     let explicit = cli.config.is_some();
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/staging.toml"));
-    let (mut config, source) = config::load(&path, explicit).map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("config/staging.toml"));
+    let (mut config, source) =
+        config::load(&path, explicit).map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
     if let Some(env_file) = &cli.env_file {
         config.env_file = env_file.clone();
     }
     tracing::info!(config = %source, "configuration loaded");
     let ctx = Ctx {
         config,
-        config_source: source,
         state_dir: cli.state_dir.clone(),
         format: cli.output,
         quiet: cli.quiet,
@@ -92,7 +109,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 }
 
 fn not_implemented(cmd: &str, issue: &str) -> Result<Outcome> {
-    Err(failure(Code::Operational, format!("`{cmd}` is not implemented yet (issue {issue})")))
+    Err(failure(
+        Code::Operational,
+        format!("`{cmd}` is not implemented yet (issue {issue})"),
+    ))
 }
 
 /// Reads the env file for the container; a missing file is an error naming it.

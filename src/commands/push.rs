@@ -19,7 +19,12 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
     let cfg = &ctx.config;
     let source = a.image.clone().unwrap_or_else(|| cfg.build_ref());
     let registry = cfg.image.registry.clone();
-    let tag = a.tag.clone().unwrap_or_else(|| chrono::Utc::now().date_naive().format(&cfg.image.staging_tag_format).to_string());
+    let tag = a.tag.clone().unwrap_or_else(|| {
+        chrono::Utc::now()
+            .date_naive()
+            .format(&cfg.image.staging_tag_format)
+            .to_string()
+    });
     let repo = format!("{registry}/{}", cfg.image.name);
     let target = format!("{repo}:{tag}");
     crate::probe::reference::check(&source).map_err(|e| failure(Code::Usage, e))?;
@@ -28,27 +33,40 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
     let credentials = match &a.username {
         Some(user) => {
             let mut password = String::new();
-            std::io::stdin().take(64 * 1024).read_to_string(&mut password)?;
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_string(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']);
             if password.is_empty() {
-                return Err(failure(Code::Usage, "--password-stdin read an empty password"));
+                return Err(failure(
+                    Code::Usage,
+                    "--password-stdin read an empty password",
+                ));
             }
             Some(auth::explicit(&registry, user, password))
         }
         None => auth::from_docker_config(&registry)?,
     };
     let engine = Engine::connect().await?;
-    let image = engine
-        .inspect_image(&source)
-        .await
-        .map_err(|e| failure(Code::Operational, format!("cannot push {source}: {e:#}; build it first with `dhi-stage build`")))?;
+    let image = engine.inspect_image(&source).await.map_err(|e| {
+        failure(
+            Code::Operational,
+            format!("cannot push {source}: {e:#}; build it first with `dhi-stage build`"),
+        )
+    })?;
     engine.tag(&source, &repo, &tag).await?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
     let digest = engine.push(&repo, &tag, credentials, &progress).await?;
     progress.finish();
     let store = ctx.store()?;
-    store.record_image("push", &target, image.id.as_deref(), image.size, Some(&digest))?;
+    store.record_image(
+        "push",
+        &target,
+        image.id.as_deref(),
+        image.size,
+        Some(&digest),
+    )?;
     let text = format!(
         "pushed {target}\n  digest: {digest}\n  pull:   {repo}@{digest}\n  took:   {}",
         super::fmt_duration(started.elapsed())

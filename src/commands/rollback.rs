@@ -22,7 +22,9 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
     let decision = Instant::now();
     let ctx = ctx.with_target(&a.target)?;
     let cfg = &ctx.config;
-    if cfg.environment == Environment::Production && a.approved_by.as_deref().unwrap_or("").is_empty() {
+    if cfg.environment == Environment::Production
+        && a.approved_by.as_deref().unwrap_or("").is_empty()
+    {
         return Err(failure(Code::Usage, "environment is production: a rollback needs executive approval, pass --approved-by NAME"));
     }
     if let Some(to) = &a.to {
@@ -61,21 +63,43 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
 
     // Idempotent: what already runs healthy from the target image stays.
     let running = engine.find_container(&cfg.container.name).await?;
-    let running_image = running.as_ref().and_then(|c| c.config.as_ref()).and_then(|c| c.image.clone());
+    let running_image = running
+        .as_ref()
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.image.clone());
     if !a.drill && running_image.as_deref() == Some(target.as_str()) {
         let h = crate::probe::health::probe(&client, &cfg.health_url()).await;
         if h.healthy {
-            store.event("rollback-noop", active.as_ref().map(|d| d.id), &json!({"target": target, "reason": a.reason}))?;
+            store.event(
+                "rollback-noop",
+                active.as_ref().map(|d| d.id),
+                &json!({"target": target, "reason": a.reason}),
+            )?;
             return Ok(Outcome::new(
                 Code::Ok,
                 json!({"ok": true, "noop": true, "target": target}),
-                format!("nothing to do: {} already runs {target} and is healthy", cfg.container.name),
+                format!(
+                    "nothing to do: {} already runs {target} and is healthy",
+                    cfg.container.name
+                ),
             ));
         }
     }
 
     let spec = DeploySpec::from_config(cfg, &target, env.clone());
-    let first = restore_to(&engine, &mut store, &client, cfg, &spec, active.as_ref().map(|d| d.id), &a, decision, wait, "rollback").await?;
+    let first = restore_to(
+        &engine,
+        &mut store,
+        &client,
+        cfg,
+        &spec,
+        active.as_ref().map(|d| d.id),
+        &a,
+        decision,
+        wait,
+        "rollback",
+    )
+    .await?;
     if !a.drill || first.code != Code::Ok {
         return Ok(first.into_outcome(cfg.rollback.docker_target));
     }
@@ -86,7 +110,19 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
     let forward_spec = DeploySpec::from_config(cfg, &forward_ref, env);
     let forward_started = Instant::now();
     let new_active = store.active_deployment(&cfg.container.name)?.map(|d| d.id);
-    let second = restore_to(&engine, &mut store, &client, cfg, &forward_spec, new_active, &a, forward_started, wait, "drill").await?;
+    let second = restore_to(
+        &engine,
+        &mut store,
+        &client,
+        cfg,
+        &forward_spec,
+        new_active,
+        &a,
+        forward_started,
+        wait,
+        "drill",
+    )
+    .await?;
     let passed = second.code == Code::Ok;
     let detail = json!({
         "rollback_to": target, "rollback_decision_to_healthy_ms": first.decision_to_healthy_ms,
@@ -102,7 +138,15 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         first.decision_to_healthy_ms,
         second.decision_to_healthy_ms
     );
-    Ok(Outcome::new(if passed { Code::Ok } else { Code::RollbackFailed }, json!({"ok": passed, "drill": detail}), text))
+    Ok(Outcome::new(
+        if passed {
+            Code::Ok
+        } else {
+            Code::RollbackFailed
+        },
+        json!({"ok": passed, "drill": detail}),
+        text,
+    ))
 }
 
 struct Restored {
@@ -120,7 +164,13 @@ impl Restored {
         json["target_ms"] = json!(target.as_millis());
         json["within_target"] = json!(within);
         let text = if self.code == Code::Ok {
-            format!("{}\n  decision-to-healthy {}ms; runbook target < {} ({})", self.text, self.decision_to_healthy_ms, humantime::format_duration(target), if within { "met" } else { "MISSED" })
+            format!(
+                "{}\n  decision-to-healthy {}ms; runbook target < {} ({})",
+                self.text,
+                self.decision_to_healthy_ms,
+                humantime::format_duration(target),
+                if within { "met" } else { "MISSED" }
+            )
         } else {
             self.text
         };
@@ -146,7 +196,11 @@ async fn restore_to(
     let from = from_deployment.and_then(|id| store.deployment(id).ok().flatten());
     // The restored deployment's own baseline is whatever preceded the one it restores, so a
     // second rollback walks further back instead of flipping between two images.
-    let previous_id = match from.as_ref().and_then(|f| f.previous_id).and_then(|p| store.deployment(p).ok().flatten()) {
+    let previous_id = match from
+        .as_ref()
+        .and_then(|f| f.previous_id)
+        .and_then(|p| store.deployment(p).ok().flatten())
+    {
         Some(base) if base.image_ref == spec.image && kind == "rollback" => base.previous_id,
         _ => from.as_ref().map(|f| f.id),
     };
@@ -154,7 +208,12 @@ async fn restore_to(
         kind: kind.into(),
         image_ref: spec.image.clone(),
         image_id: image.id.clone(),
-        digest: image.repo_digests.as_ref().and_then(|d| d.first()).and_then(|d| d.split('@').nth(1)).map(str::to_string),
+        digest: image
+            .repo_digests
+            .as_ref()
+            .and_then(|d| d.first())
+            .and_then(|d| d.split('@').nth(1))
+            .map(str::to_string),
         container_name: spec.name.clone(),
         previous_id,
         insecure: false,
@@ -163,12 +222,27 @@ async fn restore_to(
         Ok(s) => s,
         Err(e) => {
             store.finish_deployment(id, "failed", None)?;
-            store.event("rollback", Some(id), &json!({"kind": kind, "restored": false, "error": format!("{e:#}")}))?;
-            return Err(crate::exit::failure(Code::RollbackFailed, format!("{kind} to {} failed: {e:#}", spec.image)));
+            store.event(
+                "rollback",
+                Some(id),
+                &json!({"kind": kind, "restored": false, "error": format!("{e:#}")}),
+            )?;
+            return Err(crate::exit::failure(
+                Code::RollbackFailed,
+                format!("{kind} to {} failed: {e:#}", spec.image),
+            ));
         }
     };
     store.set_container(id, &swap.new_id)?;
-    let w = rollout::wait_healthy(engine, client, &swap.new_id, &cfg.health_url(), wait, cfg.verify.poll_interval).await;
+    let w = rollout::wait_healthy(
+        engine,
+        client,
+        &swap.new_id,
+        &cfg.health_url(),
+        wait,
+        cfg.verify.poll_interval,
+    )
+    .await;
     let elapsed = decision.elapsed().as_millis();
     let stop_note = swap
         .old
@@ -178,7 +252,14 @@ async fn restore_to(
                 "  stopped {} in {}ms{}\n",
                 o.image,
                 o.stop_ms,
-                if o.sigkill_needed { format!(" (it ignored SIGTERM; killed after the {}ms grace)", cfg_rollback_grace(cfg).as_millis()) } else { String::new() }
+                if o.sigkill_needed {
+                    format!(
+                        " (it ignored SIGTERM; killed after the {}ms grace)",
+                        cfg_rollback_grace(cfg).as_millis()
+                    )
+                } else {
+                    String::new()
+                }
             )
         })
         .unwrap_or_default();
@@ -193,8 +274,17 @@ async fn restore_to(
             "sigkill_needed": swap.old.as_ref().map(|o| o.sigkill_needed),
         });
         store.event("rollback", Some(id), &detail)?;
-        let text = format!("{kind}: {} now runs {} (deployment #{id})\n{stop_note}  healthy after {} probes", spec.name, spec.image, w.probes);
-        return Ok(Restored { code: Code::Ok, deployment_id: Some(id), decision_to_healthy_ms: elapsed, json: json!({"ok": true, "deployment_id": id, "rollback": detail}), text });
+        let text = format!(
+            "{kind}: {} now runs {} (deployment #{id})\n{stop_note}  healthy after {} probes",
+            spec.name, spec.image, w.probes
+        );
+        return Ok(Restored {
+            code: Code::Ok,
+            deployment_id: Some(id),
+            decision_to_healthy_ms: elapsed,
+            json: json!({"ok": true, "deployment_id": id, "rollback": detail}),
+            text,
+        });
     }
     // The target never became healthy: put back what ran before, the most useful container.
     let reason = w.reason.clone().unwrap_or_else(|| "not healthy".into());
@@ -205,7 +295,10 @@ async fn restore_to(
             if let Some(f) = &from {
                 store.reactivate(f.id)?;
             }
-            format!("the previous container ({}) was put back and is running", swap.old.as_ref().map(|o| o.image.as_str()).unwrap_or("?"))
+            format!(
+                "the previous container ({}) was put back and is running",
+                swap.old.as_ref().map(|o| o.image.as_str()).unwrap_or("?")
+            )
         }
         Ok(false) => "no container was running before; nothing is running now".to_string(),
         Err(e) => format!("putting the previous container back failed too: {e:#}"),
@@ -217,7 +310,10 @@ async fn restore_to(
         deployment_id: Some(id),
         decision_to_healthy_ms: elapsed,
         json: json!({"ok": false, "deployment_id": id, "rollback": detail}),
-        text: format!("{kind} to {} FAILED: {reason}\n{stop_note}  {left}", spec.image),
+        text: format!(
+            "{kind} to {} FAILED: {reason}\n{stop_note}  {left}",
+            spec.image
+        ),
     })
 }
 

@@ -15,28 +15,48 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
     let name = cfg.container.name.clone();
     let client = health::client(cfg.verify.probe_timeout);
     let (health_url, metrics_url) = (cfg.health_url(), cfg.metrics_url());
-    let (h, m) = tokio::join!(health::probe(&client, &health_url), health::get_bounded(&client, &metrics_url, 4 << 20));
+    let (h, m) = tokio::join!(
+        health::probe(&client, &health_url),
+        health::get_bounded(&client, &metrics_url, 4 << 20)
+    );
     let snapshot = match &m {
-        Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(&String::from_utf8_lossy(body)))),
+        Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(
+            &String::from_utf8_lossy(body),
+        ))),
         _ => None,
     };
     let engine = Engine::connect().await;
     let mut container = json!(null);
-    let mut text = format!("=== {name} ({}) at {} ===\n", cfg.verify.base_url, chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut text = format!(
+        "=== {name} ({}) at {} ===\n",
+        cfg.verify.base_url,
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     text += &format!(
         "health: {} (HTTP {}, {:.1}ms){}\n",
         if h.healthy { "healthy" } else { "NOT healthy" },
         h.http_status.map(|s| s.to_string()).unwrap_or("-".into()),
         h.latency_ms,
-        h.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        h.error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
     );
     if let Some(body) = &h.body {
         text += &format!("  {body}\n");
     }
     match &snapshot {
         Some(s) => {
-            let q = |p: f64| metrics::histogram_quantile(p, &s.buckets).map(|v| format!("{:.1}ms", v * 1000.0)).unwrap_or("-".into());
-            let mean = if s.duration_count > 0.0 { format!("{:.1}ms", s.duration_sum / s.duration_count * 1000.0) } else { "-".into() };
+            let q = |p: f64| {
+                metrics::histogram_quantile(p, &s.buckets)
+                    .map(|v| format!("{:.1}ms", v * 1000.0))
+                    .unwrap_or("-".into())
+            };
+            let mean = if s.duration_count > 0.0 {
+                format!("{:.1}ms", s.duration_sum / s.duration_count * 1000.0)
+            } else {
+                "-".into()
+            };
             text += &format!(
                 "metrics: http_requests_total {} (5xx {}), http_request_duration mean {mean} p95 {} p99 {} (since start)\n",
                 s.requests_total,
@@ -45,9 +65,20 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 q(0.99)
             );
         }
-        None => text += &format!("metrics: unavailable ({})\n", m.as_ref().map(|(c, _)| format!("HTTP {c}")).unwrap_or_else(|e| e.clone())),
+        None => {
+            text += &format!(
+                "metrics: unavailable ({})\n",
+                m.as_ref()
+                    .map(|(c, _)| format!("HTTP {c}"))
+                    .unwrap_or_else(|e| e.clone())
+            )
+        }
     }
-    let mut code = if h.healthy { Code::Ok } else { Code::CheckFailed };
+    let mut code = if h.healthy {
+        Code::Ok
+    } else {
+        Code::CheckFailed
+    };
     match engine {
         Err(e) => {
             text += &format!("container: unavailable ({e:#})\n");
@@ -62,7 +93,15 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 let state = c.state.clone().unwrap_or_default();
                 let restarts = c.restart_count.unwrap_or(0);
                 let running = state.running.unwrap_or(false);
-                let res = if running { engine.stats(&name, true).await.ok().and_then(|s| stats::resources(&s)) } else { None };
+                let res = if running {
+                    engine
+                        .stats(&name, true)
+                        .await
+                        .ok()
+                        .and_then(|s| stats::resources(&s))
+                } else {
+                    None
+                };
                 let since = chrono::Utc::now().timestamp() - 3600;
                 let errors: Vec<String> = engine
                     .logs_since(&name, since, 10_000)
@@ -75,7 +114,10 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 text += &format!(
                     "container: {} image {} state {} restarts {restarts} oom_killed {}\n",
                     &c.id.clone().unwrap_or_default()[..12],
-                    c.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default(),
+                    c.config
+                        .as_ref()
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default(),
                     state.status.map(|s| s.to_string()).unwrap_or_default(),
                     state.oom_killed.unwrap_or(false)
                 );
@@ -90,7 +132,10 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                     }
                     None => text += "resources: unavailable (container not running)\n",
                 }
-                text += &format!("recent errors (last hour, {} in all, last 10):\n", errors.len());
+                text += &format!(
+                    "recent errors (last hour, {} in all, last 10):\n",
+                    errors.len()
+                );
                 for l in &last10 {
                     text += &format!("  {l}\n");
                 }

@@ -19,7 +19,9 @@ pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     add_dir(&mut builder, dir, dir, &ignore, dockerfile)?;
-    builder.into_inner().context("cannot finish the context tar")
+    builder
+        .into_inner()
+        .context("cannot finish the context tar")
 }
 
 fn read_dockerignore(dir: &Path) -> Result<Gitignore> {
@@ -35,13 +37,20 @@ fn read_dockerignore(dir: &Path) -> Result<Gitignore> {
                 None => ("", line),
             };
             let pat = pat.trim_start_matches("./").trim_start_matches('/');
-            b.add_line(None, &format!("{neg}/{pat}")).with_context(|| format!(".dockerignore: bad pattern {line:?}"))?;
+            b.add_line(None, &format!("{neg}/{pat}"))
+                .with_context(|| format!(".dockerignore: bad pattern {line:?}"))?;
         }
     }
     b.build().context("cannot compile .dockerignore")
 }
 
-fn add_dir(b: &mut tar::Builder<Vec<u8>>, root: &Path, dir: &Path, ignore: &Gitignore, dockerfile: &str) -> Result<()> {
+fn add_dir(
+    b: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    dir: &Path,
+    ignore: &Gitignore,
+    dockerfile: &str,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .collect::<Result<_, _>>()?;
@@ -51,14 +60,19 @@ fn add_dir(b: &mut tar::Builder<Vec<u8>>, root: &Path, dir: &Path, ignore: &Giti
         let rel = path.strip_prefix(root).unwrap_or(&path);
         let ft = entry.file_type()?;
         let always = rel == Path::new(dockerfile) || rel == Path::new(".dockerignore");
-        if !always && ignore.matched_path_or_any_parents(rel, ft.is_dir()).is_ignore() {
+        if !always
+            && ignore
+                .matched_path_or_any_parents(rel, ft.is_dir())
+                .is_ignore()
+        {
             continue;
         }
         if ft.is_dir() {
             b.append_dir(rel, &path)?;
             add_dir(b, root, &path, ignore, dockerfile)?;
         } else {
-            b.append_path_with_name(&path, rel).with_context(|| format!("cannot add {} to the context", path.display()))?;
+            b.append_path_with_name(&path, rel)
+                .with_context(|| format!("cannot add {} to the context", path.display()))?;
         }
     }
     Ok(())
@@ -70,7 +84,10 @@ mod tests {
 
     fn names(tar: &[u8]) -> Vec<String> {
         let mut a = tar::Archive::new(tar);
-        a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
     }
 
     #[test]
@@ -85,8 +102,15 @@ mod tests {
         std::fs::create_dir(p.join("secrets")).unwrap();
         std::fs::write(p.join("secrets/key.pem"), "x").unwrap();
         let n = names(&tar_context(p, "Dockerfile").unwrap());
-        assert!(n.contains(&"app".to_string()) && n.contains(&"keep.log".to_string()), "{n:?}");
-        assert!(!n.iter().any(|x| x.contains("debug.log") || x.contains("secrets")), "{n:?}");
+        assert!(
+            n.contains(&"app".to_string()) && n.contains(&"keep.log".to_string()),
+            "{n:?}"
+        );
+        assert!(
+            !n.iter()
+                .any(|x| x.contains("debug.log") || x.contains("secrets")),
+            "{n:?}"
+        );
         assert!(n.contains(&"Dockerfile".to_string()) && n.contains(&".dockerignore".to_string()));
     }
 }

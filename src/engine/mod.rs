@@ -16,8 +16,9 @@ use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ExecConfig, ImageInspect};
 use bollard::models::{ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder, PushImageOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, LogsOptionsBuilder, PushImageOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StatsOptionsBuilder,
     TagImageOptionsBuilder,
 };
 use bollard::Docker;
@@ -38,17 +39,28 @@ pub struct Engine {
 /// How to get an engine, printed whenever none answers.
 pub const START_HINT: &str = "start one with `sudo bash scripts/setup.sh` (installs docker.io and starts dockerd), or point DOCKER_HOST at a running engine";
 
-async fn timed<T>(what: &str, fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>) -> Result<T> {
+async fn timed<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(|e| anyhow!(docker_message(&e))).with_context(|| what.to_string()),
-        Err(_) => Err(anyhow!("{what}: the Docker Engine did not answer within {}s", CALL_TIMEOUT.as_secs())),
+        Ok(r) => r
+            .map_err(|e| anyhow!(docker_message(&e)))
+            .with_context(|| what.to_string()),
+        Err(_) => Err(anyhow!(
+            "{what}: the Docker Engine did not answer within {}s",
+            CALL_TIMEOUT.as_secs()
+        )),
     }
 }
 
 /// The engine's own message, without bollard's wrapping.
 pub fn docker_message(e: &bollard::errors::Error) -> String {
     match e {
-        bollard::errors::Error::DockerResponseServerError { message, status_code } => format!("{message} (HTTP {status_code})"),
+        bollard::errors::Error::DockerResponseServerError {
+            message,
+            status_code,
+        } => format!("{message} (HTTP {status_code})"),
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
@@ -62,14 +74,18 @@ impl Engine {
     /// Connects as `docker` does (DOCKER_HOST with unix:// or tcp://, else the local socket)
     /// and negotiates the API version, so older engines (20.10 speaks 1.41) work.
     pub async fn connect() -> Result<Engine> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let fail = |e: String| anyhow!("no Docker Engine answers at {host}: {e}; {START_HINT}");
-        let docker = Docker::connect_with_defaults().map_err(|e| fail(e.to_string()))?.with_timeout(STREAM_TIMEOUT);
-        let docker = match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Err(fail(docker_message(&e))),
-            Err(_) => return Err(fail("no answer within 10s".into())),
-        };
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| fail(e.to_string()))?
+            .with_timeout(STREAM_TIMEOUT);
+        let docker =
+            match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return Err(fail(docker_message(&e))),
+                Err(_) => return Err(fail("no answer within 10s".into())),
+            };
         match tokio::time::timeout(Duration::from_secs(10), docker.ping()).await {
             Ok(Ok(_)) => Ok(Engine { docker }),
             Ok(Err(e)) => Err(fail(docker_message(&e))),
@@ -77,13 +93,14 @@ impl Engine {
         }
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
+    #[allow(dead_code)] // preflight (issue D) reports it
     pub async fn server_version(&self) -> Result<String> {
         let v = timed("reading the engine version", self.docker.version()).await?;
-        Ok(format!("{} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+        Ok(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
     }
 
     /// Builds `context_tar` and tags it `tag`; returns the image id.
@@ -102,7 +119,9 @@ impl Engine {
             .forcerm(true)
             .buildargs(build_args)
             .build();
-        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context_tar.into())));
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context_tar.into())));
         let mut log_tail: Vec<String> = Vec::new();
         while let Some(item) = stream.next().await {
             match item {
@@ -117,30 +136,60 @@ impl Engine {
                 }
                 Err(e) => {
                     let tail = log_tail.join("\n");
-                    return Err(anyhow!("docker build failed: {}\n{tail}", docker_message(&e)));
+                    return Err(anyhow!(
+                        "docker build failed: {}\n{tail}",
+                        docker_message(&e)
+                    ));
                 }
             }
         }
-        let image = self.inspect_image(tag).await.context("the build finished but its image cannot be found")?;
-        image.id.ok_or_else(|| anyhow!("the engine reported no id for {tag}"))
+        let image = self
+            .inspect_image(tag)
+            .await
+            .context("the build finished but its image cannot be found")?;
+        image
+            .id
+            .ok_or_else(|| anyhow!("the engine reported no id for {tag}"))
     }
 
     pub async fn inspect_image(&self, reference: &str) -> Result<ImageInspect> {
-        timed(&format!("inspecting image {reference}"), self.docker.inspect_image(reference)).await
+        timed(
+            &format!("inspecting image {reference}"),
+            self.docker.inspect_image(reference),
+        )
+        .await
     }
 
     pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
-        let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-        timed(&format!("tagging {source} as {repo}:{tag}"), self.docker.tag_image(source, Some(options))).await
+        let options = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        timed(
+            &format!("tagging {source} as {repo}:{tag}"),
+            self.docker.tag_image(source, Some(options)),
+        )
+        .await
     }
 
     /// Pushes `repo:tag`; returns the manifest digest the registry acknowledged.
-    pub async fn push(&self, repo: &str, tag: &str, credentials: Option<DockerCredentials>, progress: &Progress) -> Result<String> {
+    pub async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credentials: Option<DockerCredentials>,
+        progress: &Progress,
+    ) -> Result<String> {
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = self.docker.push_image(repo, Some(options), credentials);
         let mut digest = None;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| anyhow!("the registry refused the push of {repo}:{tag}: {}", docker_message(&e)))?;
+            let info = item.map_err(|e| {
+                anyhow!(
+                    "the registry refused the push of {repo}:{tag}: {}",
+                    docker_message(&e)
+                )
+            })?;
             if let Some(status) = &info.status {
                 // The engine's last status line: "<tag>: digest: sha256:... size: 528"
                 if let Some(rest) = status.split("digest: ").nth(1) {
@@ -154,11 +203,16 @@ impl Engine {
                 progress.line(&format!("{status}{detail}"));
             }
         }
-        digest.ok_or_else(|| anyhow!("push of {repo}:{tag} ended without a digest from the registry"))
+        digest
+            .ok_or_else(|| anyhow!("push of {repo}:{tag} ended without a digest from the registry"))
     }
 
     pub async fn inspect_container(&self, name: &str) -> Result<ContainerInspectResponse> {
-        timed(&format!("inspecting container {name}"), self.docker.inspect_container(name, None)).await
+        timed(
+            &format!("inspecting container {name}"),
+            self.docker.inspect_container(name, None),
+        )
+        .await
     }
 
     /// The container, or None when no container has that name.
@@ -172,34 +226,44 @@ impl Engine {
 
     pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        let r = timed(&format!("creating container {name}"), self.docker.create_container(Some(options), body)).await?;
+        let r = timed(
+            &format!("creating container {name}"),
+            self.docker.create_container(Some(options), body),
+        )
+        .await?;
         Ok(r.id)
     }
 
     pub async fn start_container(&self, name: &str) -> Result<()> {
-        timed(&format!("starting container {name}"), self.docker.start_container(name, None)).await
-    }
-
-    /// Stops with a grace period of `grace` before SIGKILL; a stopped container is fine.
-    pub async fn stop_container(&self, name: &str, grace: Duration) -> Result<()> {
-        let options = StopContainerOptionsBuilder::default().t(grace.as_secs().min(i32::MAX as u64) as i32).build();
-        match timed(&format!("stopping container {name}"), self.docker.stop_container(name, Some(options))).await {
-            Err(e) if e.chain().any(|c| c.to_string().contains("(HTTP 304)")) => Ok(()),
-            other => other,
-        }
+        timed(
+            &format!("starting container {name}"),
+            self.docker.start_container(name, None),
+        )
+        .await
     }
 
     pub async fn remove_container(&self, name: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match timed(&format!("removing container {name}"), self.docker.remove_container(name, Some(options))).await {
+        match timed(
+            &format!("removing container {name}"),
+            self.docker.remove_container(name, Some(options)),
+        )
+        .await
+        {
             Err(e) if is_not_found(&e) => Ok(()),
             other => other,
         }
     }
 
     pub async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
-        let options = RenameContainerOptionsBuilder::default().name(new_name).build();
-        timed(&format!("renaming container {name} to {new_name}"), self.docker.rename_container(name, options)).await
+        let options = RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        timed(
+            &format!("renaming container {name} to {new_name}"),
+            self.docker.rename_container(name, options),
+        )
+        .await
     }
 
     /// Runs `cmd` in the container; returns (exit code, stdout+stderr). The output is capped.
@@ -210,7 +274,11 @@ impl Engine {
             cmd: Some(cmd.to_vec()),
             ..Default::default()
         };
-        let exec = timed(&format!("exec in {name}"), self.docker.create_exec(name, config)).await?;
+        let exec = timed(
+            &format!("exec in {name}"),
+            self.docker.create_exec(name, config),
+        )
+        .await?;
         let started = timed("starting exec", self.docker.start_exec(&exec.id, None)).await?;
         let mut out = String::new();
         if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
@@ -221,7 +289,9 @@ impl Engine {
                     }
                 }
             };
-            tokio::time::timeout(CALL_TIMEOUT, read).await.map_err(|_| anyhow!("exec in {name} did not finish"))?;
+            tokio::time::timeout(CALL_TIMEOUT, read)
+                .await
+                .map_err(|_| anyhow!("exec in {name} did not finish"))?;
         }
         let inspect = timed("inspecting exec", self.docker.inspect_exec(&exec.id)).await?;
         Ok((inspect.exit_code.unwrap_or(-1), out))
@@ -229,18 +299,35 @@ impl Engine {
 
     /// One stats reading. `settle` waits for the engine's second reading so CPU % has a
     /// previous value (what `docker stats --no-stream` does, about a second).
-    pub async fn stats(&self, name: &str, settle: bool) -> Result<bollard::models::ContainerStatsResponse> {
-        let options = StatsOptionsBuilder::default().stream(false).one_shot(!settle).build();
+    pub async fn stats(
+        &self,
+        name: &str,
+        settle: bool,
+    ) -> Result<bollard::models::ContainerStatsResponse> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(!settle)
+            .build();
         let mut stream = self.docker.stats(name, Some(options));
         match tokio::time::timeout(CALL_TIMEOUT, stream.next()).await {
-            Ok(Some(r)) => r.map_err(|e| anyhow!(docker_message(&e))).with_context(|| format!("reading stats of {name}")),
+            Ok(Some(r)) => r
+                .map_err(|e| anyhow!(docker_message(&e)))
+                .with_context(|| format!("reading stats of {name}")),
             Ok(None) => Err(anyhow!("the engine returned no stats for {name}")),
-            Err(_) => Err(anyhow!("stats of {name} did not arrive within {}s", CALL_TIMEOUT.as_secs())),
+            Err(_) => Err(anyhow!(
+                "stats of {name} did not arrive within {}s",
+                CALL_TIMEOUT.as_secs()
+            )),
         }
     }
 
     /// Log lines (stdout and stderr) since a Unix time, at most `max_lines` from the end.
-    pub async fn logs_since(&self, name: &str, since_unix: i64, max_lines: usize) -> Result<Vec<String>> {
+    pub async fn logs_since(
+        &self,
+        name: &str,
+        since_unix: i64,
+        max_lines: usize,
+    ) -> Result<Vec<String>> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -260,7 +347,12 @@ impl Engine {
         };
         tokio::time::timeout(CALL_TIMEOUT, read)
             .await
-            .map_err(|_| anyhow!("logs of {name} did not arrive within {}s", CALL_TIMEOUT.as_secs()))??;
+            .map_err(|_| {
+                anyhow!(
+                    "logs of {name} did not arrive within {}s",
+                    CALL_TIMEOUT.as_secs()
+                )
+            })??;
         Ok(lines)
     }
 
@@ -272,10 +364,17 @@ impl Engine {
             Err(_) => {}
         }
         progress.line(&format!("pulling {reference}"));
-        let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| anyhow!("image {reference} is not present and cannot be pulled: {}", docker_message(&e)))?;
+            let info = item.map_err(|e| {
+                anyhow!(
+                    "image {reference} is not present and cannot be pulled: {}",
+                    docker_message(&e)
+                )
+            })?;
             if let Some(s) = info.status {
                 progress.line(&s);
             }
@@ -319,11 +418,18 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(anyhow!("container {name} is still running 5s after SIGKILL"))
+        Err(anyhow!(
+            "container {name} is still running 5s after SIGKILL"
+        ))
     }
 
     pub async fn is_running(&self, name: &str) -> Result<bool> {
-        Ok(self.inspect_container(name).await?.state.and_then(|s| s.running).unwrap_or(false))
+        Ok(self
+            .inspect_container(name)
+            .await?
+            .state
+            .and_then(|s| s.running)
+            .unwrap_or(false))
     }
 
     pub async fn set_restart_policy(&self, name: &str, policy: &str) -> Result<()> {
@@ -334,9 +440,16 @@ impl Engine {
             _ => RestartPolicyNameEnum::NO,
         };
         let body = ContainerUpdateBody {
-            restart_policy: Some(RestartPolicy { name: Some(name_enum), maximum_retry_count: None }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(name_enum),
+                maximum_retry_count: None,
+            }),
             ..Default::default()
         };
-        timed(&format!("setting restart policy of {name}"), self.docker.update_container(name, body)).await
+        timed(
+            &format!("setting restart policy of {name}"),
+            self.docker.update_container(name, body),
+        )
+        .await
     }
 }

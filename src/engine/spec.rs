@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use serde::Serialize;
 
 use crate::config::{Config, TmpfsMount};
@@ -66,9 +68,16 @@ impl DeploySpec {
     /// What this spec lacks of the runbook's hardening; empty means fully hardened.
     pub fn hardening_gaps(&self) -> Vec<String> {
         let mut gaps = Vec::new();
-        let uid = self.user.split(':').next().and_then(|u| u.parse::<u32>().ok());
+        let uid = self
+            .user
+            .split(':')
+            .next()
+            .and_then(|u| u.parse::<u32>().ok());
         if !matches!(uid, Some(u) if u != 0) {
-            gaps.push(format!("user {:?} is not a numeric non-root UID (--user 65532:65532)", self.user));
+            gaps.push(format!(
+                "user {:?} is not a numeric non-root UID (--user 65532:65532)",
+                self.user
+            ));
         }
         if !self.read_only {
             gaps.push("root filesystem is writable (--read-only)".into());
@@ -76,8 +85,14 @@ impl DeploySpec {
         if !self.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
             gaps.push("capabilities are not all dropped (--cap-drop=ALL)".into());
         }
-        if !self.security_opt.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges") {
-            gaps.push("no-new-privileges is not set (--security-opt=no-new-privileges:true)".into());
+        if !self
+            .security_opt
+            .iter()
+            .any(|o| o == "no-new-privileges:true" || o == "no-new-privileges")
+        {
+            gaps.push(
+                "no-new-privileges is not set (--security-opt=no-new-privileges:true)".into(),
+            );
         }
         for t in &self.tmpfs {
             for needed in ["noexec", "nosuid"] {
@@ -95,7 +110,10 @@ impl DeploySpec {
         for e in &self.env {
             parts.push(format!("-e {}", e.key));
         }
-        parts.push(format!("-p {}:{}:{}", self.host_ip, self.host_port, self.container_port));
+        parts.push(format!(
+            "-p {}:{}:{}",
+            self.host_ip, self.host_port, self.container_port
+        ));
         parts.push(format!("--user {}", self.user));
         if self.read_only {
             parts.push("--read-only".into());
@@ -105,9 +123,16 @@ impl DeploySpec {
         }
         parts.extend(self.cap_drop.iter().map(|c| format!("--cap-drop={c}")));
         parts.extend(self.cap_add.iter().map(|c| format!("--cap-add={c}")));
-        parts.extend(self.security_opt.iter().map(|o| format!("--security-opt={o}")));
+        parts.extend(
+            self.security_opt
+                .iter()
+                .map(|o| format!("--security-opt={o}")),
+        );
         parts.push(format!("--restart={}", self.restart));
-        parts.push(format!("--memory={}b --memory-reservation={}b", self.memory_limit_bytes, self.memory_reservation_bytes));
+        parts.push(format!(
+            "--memory={}b --memory-reservation={}b",
+            self.memory_limit_bytes, self.memory_reservation_bytes
+        ));
         parts.push(format!("--cpus={}", self.nano_cpus as f64 / 1e9));
         parts.push(format!("--pids-limit={}", self.pids_limit));
         parts.push(format!("--stop-timeout={}", self.stop_grace_secs));
@@ -121,9 +146,16 @@ pub fn hardened(spec: &DeploySpec) -> ContainerCreateBody {
     let port_key = format!("{}/tcp", spec.container_port);
     let port_bindings = HashMap::from([(
         port_key.clone(),
-        Some(vec![PortBinding { host_ip: Some(spec.host_ip.clone()), host_port: Some(spec.host_port.to_string()) }]),
+        Some(vec![PortBinding {
+            host_ip: Some(spec.host_ip.clone()),
+            host_port: Some(spec.host_port.to_string()),
+        }]),
     )]);
-    let tmpfs: HashMap<String, String> = spec.tmpfs.iter().map(|t| (t.path.clone(), t.docker_options())).collect();
+    let tmpfs: HashMap<String, String> = spec
+        .tmpfs
+        .iter()
+        .map(|t| (t.path.clone(), t.docker_options()))
+        .collect();
     let restart = match spec.restart.as_str() {
         "always" => RestartPolicyNameEnum::ALWAYS,
         "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
@@ -147,7 +179,10 @@ pub fn hardened(spec: &DeploySpec) -> ContainerCreateBody {
             cap_drop: Some(spec.cap_drop.clone()),
             cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
             security_opt: Some(spec.security_opt.clone()),
-            restart_policy: Some(RestartPolicy { name: Some(restart), maximum_retry_count: None }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
             memory: Some(spec.memory_limit_bytes as i64),
             memory_reservation: Some(spec.memory_reservation_bytes as i64),
             nano_cpus: Some(spec.nano_cpus),
@@ -164,7 +199,14 @@ mod tests {
 
     fn spec() -> DeploySpec {
         let cfg = crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap();
-        DeploySpec::from_config(&cfg, "reg/authentication-service:staging-dhi-20260211", vec![EnvVar { key: "NODE_ENV".into(), value: "staging".into() }])
+        DeploySpec::from_config(
+            &cfg,
+            "reg/authentication-service:staging-dhi-20260211",
+            vec![EnvVar {
+                key: "NODE_ENV".into(),
+                value: "staging".into(),
+            }],
+        )
     }
 
     #[test]
@@ -190,7 +232,12 @@ mod tests {
                 "Tmpfs": {"/tmp": "noexec,nosuid,size=100m", "/app/profiles": "noexec,nosuid,size=50m"}
             }
         });
-        assert_eq!(body, expected, "{}", serde_json::to_string_pretty(&body).unwrap());
+        assert_eq!(
+            body,
+            expected,
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap()
+        );
     }
 
     #[test]
@@ -201,6 +248,11 @@ mod tests {
         s.cap_drop.clear();
         s.user = "0:0".into();
         let gaps = s.hardening_gaps().join("; ");
-        assert!(gaps.contains("--read-only") && gaps.contains("--cap-drop=ALL") && gaps.contains("non-root"), "{gaps}");
+        assert!(
+            gaps.contains("--read-only")
+                && gaps.contains("--cap-drop=ALL")
+                && gaps.contains("non-root"),
+            "{gaps}"
+        );
     }
 }

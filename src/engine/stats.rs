@@ -26,10 +26,20 @@ pub fn resources(s: &ContainerStatsResponse) -> Option<Resources> {
         .unwrap_or(0);
     let cpu = s.cpu_stats.as_ref();
     let pre = s.precpu_stats.as_ref();
-    let total = cpu.and_then(|c| c.cpu_usage.as_ref()?.total_usage).unwrap_or(0);
+    let total = cpu
+        .and_then(|c| c.cpu_usage.as_ref()?.total_usage)
+        .unwrap_or(0);
     let system = cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0);
     let online = cpu
-        .and_then(|c| c.online_cpus.or_else(|| c.cpu_usage.as_ref()?.percpu_usage.as_ref().map(|p| p.len() as u32)))
+        .and_then(|c| {
+            c.online_cpus.or_else(|| {
+                c.cpu_usage
+                    .as_ref()?
+                    .percpu_usage
+                    .as_ref()
+                    .map(|p| p.len() as u32)
+            })
+        })
         .unwrap_or(1)
         .max(1);
     let pre_total = pre.and_then(|c| c.cpu_usage.as_ref()?.total_usage);
@@ -48,7 +58,13 @@ pub fn resources(s: &ContainerStatsResponse) -> Option<Resources> {
 }
 
 /// CPU % between two readings of (container total ns, system total ns).
-pub fn cpu_percent(prev_total: u64, prev_system: u64, total: u64, system: u64, cpus: u32) -> Option<f64> {
+pub fn cpu_percent(
+    prev_total: u64,
+    prev_system: u64,
+    total: u64,
+    system: u64,
+    cpus: u32,
+) -> Option<f64> {
     let cpu_delta = total.checked_sub(prev_total)? as f64;
     let sys_delta = system.checked_sub(prev_system)? as f64;
     (sys_delta > 0.0).then(|| cpu_delta / sys_delta * cpus as f64 * 100.0)
@@ -69,13 +85,19 @@ mod tests {
                 ..Default::default()
             }),
             cpu_stats: Some(ContainerCpuStats {
-                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(2_000), ..Default::default() }),
+                cpu_usage: Some(ContainerCpuUsage {
+                    total_usage: Some(2_000),
+                    ..Default::default()
+                }),
                 system_cpu_usage: Some(20_000),
                 online_cpus: Some(2),
                 ..Default::default()
             }),
             precpu_stats: Some(ContainerCpuStats {
-                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(1_000), ..Default::default() }),
+                cpu_usage: Some(ContainerCpuUsage {
+                    total_usage: Some(1_000),
+                    ..Default::default()
+                }),
                 system_cpu_usage: Some(10_000),
                 ..Default::default()
             }),

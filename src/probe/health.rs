@@ -34,7 +34,11 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// GET `url` with the client's timeout; reads at most `limit` bytes of body.
-pub async fn get_bounded(client: &reqwest::Client, url: &str, limit: usize) -> Result<(u16, Vec<u8>), String> {
+pub async fn get_bounded(
+    client: &reqwest::Client,
+    url: &str,
+    limit: usize,
+) -> Result<(u16, Vec<u8>), String> {
     let mut resp = client.get(url).send().await.map_err(describe)?;
     let status = resp.status().as_u16();
     let mut body = Vec::new();
@@ -85,14 +89,25 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> HealthResult {
 /// The verdict on one response; pure so it can be tested on every odd body.
 pub fn judge(code: u16, body: &[u8], latency_ms: f64) -> HealthResult {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let status = parsed.as_ref().and_then(|v| v.get("status")).and_then(Value::as_str).map(str::to_string);
+    let status = parsed
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let dependencies = parsed
         .as_ref()
         .and_then(|v| v.get("dependencies"))
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -100,11 +115,22 @@ pub fn judge(code: u16, body: &[u8], latency_ms: f64) -> HealthResult {
     let error = if parsed.is_none() {
         Some(format!("HTTP {code}, body is not JSON"))
     } else if !healthy {
-        Some(format!("HTTP {code}, status {}", status.as_deref().unwrap_or("missing")))
+        Some(format!(
+            "HTTP {code}, status {}",
+            status.as_deref().unwrap_or("missing")
+        ))
     } else {
         None
     };
-    HealthResult { healthy, http_status: Some(code), latency_ms, status, dependencies, body: parsed, error }
+    HealthResult {
+        healthy,
+        http_status: Some(code),
+        latency_ms,
+        status,
+        dependencies,
+        body: parsed,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -113,11 +139,15 @@ mod tests {
 
     #[test]
     fn healthy_needs_200_and_exact_status() {
-        let ok = br#"{"status":"healthy","dependencies":{"kong":"healthy","telemetry":"degraded"}}"#;
+        let ok =
+            br#"{"status":"healthy","dependencies":{"kong":"healthy","telemetry":"degraded"}}"#;
         let r = judge(200, ok, 1.0);
         assert!(r.healthy);
         assert_eq!(r.dependencies["telemetry"], "degraded");
-        assert!(!judge(200, br#"{"status":"unhealthy"}"#, 1.0).healthy, "unhealthy contains healthy");
+        assert!(
+            !judge(200, br#"{"status":"unhealthy"}"#, 1.0).healthy,
+            "unhealthy contains healthy"
+        );
         assert!(!judge(503, br#"{"status":"healthy"}"#, 1.0).healthy);
         assert!(!judge(200, b"healthy", 1.0).healthy);
         assert!(!judge(200, br#"{"state":"healthy"}"#, 1.0).healthy);

@@ -15,8 +15,14 @@ pub fn check(r: &str) -> Result<(), String> {
         None => (r, None),
     };
     if let Some(d) = digest {
-        let Some(hex) = d.strip_prefix("sha256:") else { return bad("digest must be sha256:<64 hex>") };
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        let Some(hex) = d.strip_prefix("sha256:") else {
+            return bad("digest must be sha256:<64 hex>");
+        };
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
             return bad("digest must be sha256:<64 lowercase hex>");
         }
     }
@@ -29,8 +35,11 @@ pub fn check(r: &str) -> Result<(), String> {
     if let Some(t) = tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
             return bad("tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
         }
@@ -40,7 +49,11 @@ pub fn check(r: &str) -> Result<(), String> {
         let first = parts[0];
         if first.contains('.') || first.contains(':') || first == "localhost" {
             let (host, port) = first.split_once(':').unwrap_or((first, ""));
-            if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')) {
+            if host.is_empty()
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            {
                 return bad("registry host is not a valid hostname");
             }
             if !port.is_empty() && port.parse::<u16>().is_err() {
@@ -51,11 +64,15 @@ pub fn check(r: &str) -> Result<(), String> {
     }
     for p in parts {
         let ok = !p.is_empty()
-            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
             && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && p.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
         if !ok {
-            return bad("repository path components must be lowercase letters, digits and . _ - separators");
+            return bad(
+                "repository path components must be lowercase letters, digits and . _ - separators",
+            );
         }
     }
     Ok(())
@@ -79,7 +96,16 @@ mod tests {
 
     #[test]
     fn rejects_what_docker_rejects() {
-        for r in ["", "Auth-Service:x", "auth::tag", "auth:-bad", "a//b", "auth@sha256:xyz", "-auth", "host:port/x"] {
+        for r in [
+            "",
+            "Auth-Service:x",
+            "auth::tag",
+            "auth:-bad",
+            "a//b",
+            "auth@sha256:xyz",
+            "-auth",
+            "host:port/x",
+        ] {
             assert!(check(r).is_err(), "{r} should be rejected");
         }
     }

@@ -38,7 +38,9 @@ impl Faults {
             "latency_ms" => self.latency_ms = value.parse().map_err(|_| bad())?,
             "tail_latency_ms" => self.tail_latency_ms = value.parse().map_err(|_| bad())?,
             "tail_fraction" => self.tail_fraction = value.parse().map_err(|_| bad())?,
-            "mem_growth_mb_per_min" => self.mem_growth_mb_per_min = value.parse().map_err(|_| bad())?,
+            "mem_growth_mb_per_min" => {
+                self.mem_growth_mb_per_min = value.parse().map_err(|_| bad())?
+            }
             "health_unhealthy" => self.health_unhealthy = truthy(value),
             "degraded_dep" => self.degraded_dep = value.to_string(),
             "hang" => self.hang = truthy(value),
@@ -159,7 +161,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 fn install_sigterm(ignore: bool) {
     // As PID 1 in a container a signal without a handler is dropped, so honouring SIGTERM
     // needs a handler; ignoring it is what a badly written service does.
-    let handler = if ignore { libc::SIG_IGN } else { on_sigterm as *const () as libc::sighandler_t };
+    let handler = if ignore {
+        libc::SIG_IGN
+    } else {
+        on_sigterm as *const () as libc::sighandler_t
+    };
     unsafe {
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGINT, handler);
@@ -208,7 +214,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target, String::new()),
     };
-    Some(Request { method, path, query, keep_alive })
+    Some(Request {
+        method,
+        path,
+        query,
+        keep_alive,
+    })
 }
 
 fn serve(conn: TcpStream, state: &State) {
@@ -261,7 +272,8 @@ fn serve(conn: TcpStream, state: &State) {
             body.len(),
             if req.keep_alive { "keep-alive" } else { "close" }
         );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err() {
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err()
+        {
             return;
         }
         if !req.keep_alive {
@@ -276,12 +288,27 @@ fn crosses(n: u64, fraction: f64) -> bool {
     ((n + 1) as f64 * fraction).floor() > (n as f64 * fraction).floor()
 }
 
-fn route(req: &Request, state: &State, faults: &Faults, inject_error: bool) -> (u16, &'static str, String, &'static str) {
+fn route(
+    req: &Request,
+    state: &State,
+    faults: &Faults,
+    inject_error: bool,
+) -> (u16, &'static str, String, &'static str) {
     const JSON: &str = "application/json";
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/health") => {
-            let dep = |name: &str| if faults.degraded_dep == name { "degraded" } else { "healthy" };
-            let status = if faults.health_unhealthy { "unhealthy" } else { "healthy" };
+            let dep = |name: &str| {
+                if faults.degraded_dep == name {
+                    "degraded"
+                } else {
+                    "healthy"
+                }
+            };
+            let status = if faults.health_unhealthy {
+                "unhealthy"
+            } else {
+                "healthy"
+            };
             let code = if faults.health_unhealthy { 503 } else { 200 };
             let body = format!(
                 "{{\"status\":\"{status}\",\"timestamp\":\"{}\",\"dependencies\":{{\"kong\":\"{}\",\"telemetry\":\"{}\"}}}}",
@@ -289,13 +316,32 @@ fn route(req: &Request, state: &State, faults: &Faults, inject_error: bool) -> (
             );
             (code, JSON, body, "/health")
         }
-        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics_text(state), "/metrics"),
+        ("GET", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4",
+            metrics_text(state),
+            "/metrics",
+        ),
         (_, "/auth/login") | (_, "/auth/verify") if inject_error => {
-            let route = if req.path == "/auth/login" { "/auth/login" } else { "/auth/verify" };
+            let route = if req.path == "/auth/login" {
+                "/auth/login"
+            } else {
+                "/auth/verify"
+            };
             (500, JSON, "{\"error\":\"injected fault\"}".into(), route)
         }
-        ("POST", "/auth/login") => (200, JSON, "{\"token\":\"stand-in-token\",\"expires_in\":900}".into(), "/auth/login"),
-        ("GET", "/auth/verify") => (200, JSON, "{\"valid\":true,\"sub\":\"user-1\"}".into(), "/auth/verify"),
+        ("POST", "/auth/login") => (
+            200,
+            JSON,
+            "{\"token\":\"stand-in-token\",\"expires_in\":900}".into(),
+            "/auth/login",
+        ),
+        ("GET", "/auth/verify") => (
+            200,
+            JSON,
+            "{\"valid\":true,\"sub\":\"user-1\"}".into(),
+            "/auth/verify",
+        ),
         ("GET", "/admin/faults") => (200, JSON, faults.render(), "/admin/faults"),
         ("POST", "/admin/faults") => {
             let mut f = state.faults.lock().unwrap();
@@ -330,11 +376,16 @@ fn record(state: &State, method: &str, route: &str, status: u16, took: Duration)
         }
     }
     state.metrics.count.fetch_add(1, Ordering::Relaxed);
-    state.metrics.sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    state
+        .metrics
+        .sum_micros
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
 }
 
 fn metrics_text(state: &State) -> String {
-    let mut out = String::from("# HELP http_requests_total Total HTTP requests.\n# TYPE http_requests_total counter\n");
+    let mut out = String::from(
+        "# HELP http_requests_total Total HTTP requests.\n# TYPE http_requests_total counter\n",
+    );
     for ((m, r, s), n) in state.metrics.requests.lock().unwrap().iter() {
         out += &format!("http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}\n");
     }
@@ -361,13 +412,20 @@ fn metrics_text(state: &State) -> String {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
 
 fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant), to avoid a date crate in a static binary.
     let z = days as i64 + 719_468;
@@ -379,5 +437,10 @@ fn rfc3339_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

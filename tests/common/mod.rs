@@ -1,0 +1,311 @@
+//! Shared harness: the real binary, the real Docker Engine, the real local registry.
+//! Each test gets its own state dir, env file, container name and host port, and its
+//! containers are removed when it ends, pass or fail.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dhi-stage");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fails (never skips) when no engine answers, saying how to get one.
+pub fn require_docker() {
+    static OK: OnceLock<()> = OnceLock::new();
+    OK.get_or_init(|| {
+        let ok = Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "no Docker Engine answers (`docker info` failed). These tests need one: run `sudo bash scripts/setup.sh`, which installs docker.io and starts dockerd and the local registries.");
+    });
+}
+
+pub fn registry() -> String {
+    std::env::var("DHI_TEST_REGISTRY").unwrap_or_else(|_| {
+        format!(
+            "127.0.0.1:{}",
+            std::env::var("DHI_REGISTRY_PORT").unwrap_or_else(|_| "5000".into())
+        )
+    })
+}
+
+pub fn auth_registry() -> String {
+    format!(
+        "127.0.0.1:{}",
+        std::env::var("DHI_AUTH_REGISTRY_PORT").unwrap_or_else(|_| "5001".into())
+    )
+}
+
+pub fn require_registry(addr: &str) {
+    let ok = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        .is_ok();
+    assert!(ok, "no registry answers on {addr}. Run `sudo bash scripts/setup.sh` to start the local registries.");
+}
+
+/// The test service's build context (static binaries + Dockerfile), built once per run.
+pub fn testsvc_context() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/build-testsvc.sh"))
+            .output()
+            .expect("run scripts/build-testsvc.sh");
+        assert!(
+            out.status.success(),
+            "building the test service failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// Builds the test service image with `dhi-stage build`, tagged `tag`, with build args
+/// (faults, BUN_VERSION). Returns the tag.
+pub fn testsvc_image(tag: &str, build_args: &[&str]) -> String {
+    require_docker();
+    let ctx = testsvc_context();
+    let mut args = vec![
+        "build".to_string(),
+        "--context".into(),
+        ctx.display().to_string(),
+        "--tag".into(),
+        tag.into(),
+    ];
+    for a in build_args {
+        args.push("--build-arg".into());
+        args.push(a.to_string());
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(&args)
+        .args(["--state-dir", state.path().to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dhi-stage build {tag} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tag.to_string()
+}
+
+/// The healthy image every test can use as "current" or baseline.
+pub fn good_image() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| testsvc_image("dhi-test/authsvc:good", &[]))
+        .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One isolated operator: own state dir, env file, container name and port.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub port: u16,
+    pub env_file: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    pub fn all(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    }
+}
+
+impl Stage {
+    pub fn new() -> Stage {
+        require_docker();
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join(".env.stg");
+        std::fs::write(
+            &env_file,
+            "NODE_ENV=staging\nPORT=3000\nTELEMETRY_MODE=otlp\nJWT_SECRET=s3cr3t-value\n",
+        )
+        .unwrap();
+        Stage {
+            name: unique("dhi-test"),
+            port: free_port(),
+            env_file,
+            dir,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("DHI_STAGE_STATE_DIR", self.state_dir())
+            .env("DHI_STAGE_ENV_FILE", &self.env_file)
+            .env("DHI_STAGE_CONTAINER", &self.name)
+            .env("DHI_STAGE_PORT", self.port.to_string())
+            .env_remove("DHI_STAGE_BASE_URL")
+            .env_remove("DHI_STAGE_IMAGE")
+            .env_remove("DHI_STAGE_CONFIG")
+            .current_dir(self.dir.path());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dhi-stage")
+            .into()
+    }
+
+    pub fn deploy(&self, image: &str) -> Run {
+        self.run(&["deploy", "--image", image, "--output", "json"])
+    }
+
+    pub fn inspect(&self) -> serde_json::Value {
+        docker_inspect(&self.name)
+    }
+
+    pub fn health(&self) -> Option<String> {
+        http_get(&format!("{}/health", self.base_url()))
+    }
+
+    pub fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        let db = rusqlite::Connection::open(self.state_dir().join("state.db")).unwrap();
+        let mut st = db
+            .prepare("SELECT detail FROM events WHERE kind=?1 ORDER BY id")
+            .unwrap();
+        st.query_map([kind], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|s| serde_json::from_str(&s.unwrap()).unwrap())
+            .collect()
+    }
+
+    pub fn write_config(&self, edit: impl Fn(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(root().join("config/staging.toml")).unwrap();
+        let p = self.dir.path().join("custom.toml");
+        std::fs::write(&p, edit(text)).unwrap();
+        p
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let aside = format!("{}.previous", self.name);
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name, &aside])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn docker(args: &[&str]) -> Run {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+        .into()
+}
+
+pub fn docker_inspect(name: &str) -> serde_json::Value {
+    let r = docker(&["inspect", name]);
+    assert_eq!(r.code, 0, "docker inspect {name}: {}", r.stderr);
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
+}
+
+/// A plain HTTP/1.1 GET over a TCP socket to loopback; the body, or None on any failure.
+pub fn http_get(url: &str) -> Option<String> {
+    http("GET", url)
+}
+
+pub fn http(method: &str, url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s =
+        std::net::TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(body.to_string())
+}
+
+pub fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
