@@ -223,15 +223,36 @@ pub struct MonitorArgs {
     /// Run the rollback when a trigger fires
     #[arg(long)]
     pub auto_rollback: bool,
+    /// staging (fixed interval) or production (the runbook's first-24-hours cadence)
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// smoke (2 VUs, 60 s, /health) or load (10 VUs, 5 min, auth routes)
-    #[arg(long, default_value = "smoke")]
+    /// smoke (2 VUs, 60 s, /health) or load (ramp to 10 VUs, steady 5 min, auth routes)
+    #[arg(long, value_parser = ["smoke", "load"], default_value = "smoke")]
     pub profile: String,
+    /// Virtual users [default: K6_SMOKE_VUS / K6_LOAD_TARGET_VUS, else config]
+    #[arg(long)]
+    pub vus: Option<u32>,
+    /// Steady duration [default: K6_SMOKE_DURATION / K6_LOAD_STEADY_DURATION, else config]
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Ramp-up before the steady part [default: from config: 0s smoke, 30s load]
+    #[arg(long, value_parser = duration)]
+    pub ramp: Option<Duration>,
+    /// Open model: this many requests per second, latency measured from the schedule
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Write the result as a k6 --summary-export style JSON file
+    #[arg(long, value_name = "FILE")]
+    pub summary_export: Option<PathBuf>,
+    /// Import a k6 --summary-export JSON file instead of running
+    #[arg(long = "import", value_name = "FILE", conflicts_with_all = ["vus", "duration", "rate"])]
+    pub import: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
 }

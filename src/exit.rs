@@ -11,7 +11,6 @@ pub enum Code {
     Operational = 1,
     Usage = 2,
     CheckFailed = 3,
-    #[allow(dead_code)] // monitor (issue C) fires triggers
     TriggerFired = 4,
     RollbackFailed = 5,
 }

@@ -257,6 +257,95 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    pub fn insert_sample(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO samples(ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
+               health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+            params![
+                s.ts_ms,
+                s.day,
+                s.deployment_id,
+                s.target,
+                s.container,
+                s.health_ok,
+                s.health_http_status,
+                s.health_latency_ms,
+                s.health_detail.to_string(),
+                s.metrics.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()),
+                s.memory_bytes.map(|m| m as i64),
+                s.cpu_pct,
+                s.restart_count,
+                s.oom_killed,
+                s.log_errors,
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Samples of `target` from `since_ms` on, oldest first; only those of `deployment_id`
+    /// when given, so a new deployment starts with fresh windows.
+    pub fn samples(&self, target: &str, since_ms: i64, deployment_id: Option<i64>) -> Result<Vec<crate::monitor::sample::Sample>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
+                    health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors
+             FROM samples WHERE target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3) ORDER BY ts_ms",
+        )?;
+        let rows = stmt.query_map(params![target, since_ms, deployment_id], |r| {
+            Ok(crate::monitor::sample::Sample {
+                ts_ms: r.get(0)?,
+                day: r.get(1)?,
+                deployment_id: r.get(2)?,
+                target: r.get(3)?,
+                container: r.get(4)?,
+                health_ok: r.get(5)?,
+                health_http_status: r.get(6)?,
+                health_latency_ms: r.get(7)?,
+                health_detail: r.get::<_, Option<String>>(8)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+                metrics: r.get::<_, Option<String>>(9)?.and_then(|s| serde_json::from_str(&s).ok()),
+                memory_bytes: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
+                cpu_pct: r.get(11)?,
+                restart_count: r.get(12)?,
+                oom_killed: r.get(13)?,
+                log_errors: r.get(14)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// CRITICAL CVEs left after VEX in the latest CVE validation of `image_ref`, if any ran.
+    pub fn critical_cves(&self, image_ref: Option<&str>) -> Result<Option<u32>> {
+        let detail: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT detail FROM validations WHERE kind='cve' AND (?1 IS NULL OR image_ref=?1) ORDER BY id DESC LIMIT 1",
+                [image_ref],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(detail
+            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+            .and_then(|v| v.pointer("/after_vex/critical").and_then(Value::as_u64))
+            .map(|n| n as u32))
+    }
+
+    #[allow(dead_code)] // validate (issue D) records its results
+    pub fn record_validation(&self, image_ref: Option<&str>, image_id: Option<&str>, kind: &str, passed: bool, detail: &Value) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO validations(at, image_ref, image_id, kind, passed, detail) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![now(), image_ref, image_id, kind, passed, detail.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn record_test_result(&self, day: Option<u32>, kind: &str, passed: bool, detail: &Value) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO test_results(at, day, kind, passed, detail) VALUES (?1,?2,?3,?4,?5)",
+            params![now(), day, kind, passed, detail.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
     #[allow(dead_code)] // report (issue E) reads events
     pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare(

@@ -4,6 +4,8 @@
 
 mod build;
 mod deploy;
+mod load;
+mod monitor;
 mod push;
 mod rollback;
 mod status;
@@ -20,6 +22,7 @@ use crate::exit::{failure, Code};
 use crate::output::{Format, Outcome};
 
 /// What every command gets: the resolved config and the global flags.
+#[derive(Clone)]
 pub struct Ctx {
     pub config: Config,
     pub state_dir: PathBuf,
@@ -100,8 +103,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Status(a) => status::run(ctx.with_target(&a)?).await,
         Command::Validate(_) => not_implemented("validate", "D"),
         Command::Preflight(_) => not_implemented("preflight", "D"),
-        Command::Monitor(_) => not_implemented("monitor", "C"),
-        Command::Load(_) => not_implemented("load", "C"),
+        Command::Monitor(a) => monitor::run(ctx, a).await,
+        Command::Load(a) => load::run(ctx, a).await,
         Command::Report(_) => not_implemented("report", "E"),
         Command::Gate(_) => not_implemented("gate", "E"),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),

@@ -452,4 +452,37 @@ impl Engine {
         )
         .await
     }
+
+    /// Log lines since a Unix second with the engine's nanosecond timestamps, so a caller can
+    /// resume exactly where it stopped.
+    pub async fn logs_with_timestamps(&self, name: &str, since_unix: i64, max_lines: usize) -> Result<Vec<(i128, String)>> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .since(since_unix.clamp(0, i32::MAX as i64) as i32)
+            .tail(&max_lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(item) = stream.next().await {
+                let chunk = item.map_err(|e| anyhow!(docker_message(&e)))?;
+                for l in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+                    let (ts, text) = l.split_once(' ').unwrap_or((l, ""));
+                    let ns = chrono::DateTime::parse_from_rfc3339(ts)
+                        .ok()
+                        .and_then(|t| t.timestamp_nanos_opt())
+                        .map(i128::from)
+                        .unwrap_or(0);
+                    out.push((ns, text.to_string()));
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, read)
+            .await
+            .map_err(|_| anyhow!("logs of {name} did not arrive within {}s", CALL_TIMEOUT.as_secs()))??;
+        Ok(out)
+    }
 }

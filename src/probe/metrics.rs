@@ -130,7 +130,6 @@ pub fn snapshot(series: &[Series]) -> Snapshot {
 
 /// Counter increase between two readings the way Prometheus' `increase()` treats resets: a
 /// drop means the process restarted and counted from zero, so the new value is the increase.
-#[allow(dead_code)] // monitor windows (issue C)
 pub fn increase(before: f64, after: f64) -> f64 {
     if after >= before {
         after - before
@@ -140,7 +139,6 @@ pub fn increase(before: f64, after: f64) -> f64 {
 }
 
 /// Bucket-wise increase of two cumulative histograms with the same bounds.
-#[allow(dead_code)] // monitor windows (issue C)
 pub fn bucket_increase(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let reset =
         after.last().map(|a| a.1).unwrap_or(0.0) < before.last().map(|b| b.1).unwrap_or(0.0);
