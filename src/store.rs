@@ -285,7 +285,12 @@ impl Store {
 
     /// Samples of `target` from `since_ms` on, oldest first; only those of `deployment_id`
     /// when given, so a new deployment starts with fresh windows.
-    pub fn samples(&self, target: &str, since_ms: i64, deployment_id: Option<i64>) -> Result<Vec<crate::monitor::sample::Sample>> {
+    pub fn samples(
+        &self,
+        target: &str,
+        since_ms: i64,
+        deployment_id: Option<i64>,
+    ) -> Result<Vec<crate::monitor::sample::Sample>> {
         let mut stmt = self.conn.prepare(
             "SELECT ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
                     health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors
@@ -301,8 +306,13 @@ impl Store {
                 health_ok: r.get(5)?,
                 health_http_status: r.get(6)?,
                 health_latency_ms: r.get(7)?,
-                health_detail: r.get::<_, Option<String>>(8)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
-                metrics: r.get::<_, Option<String>>(9)?.and_then(|s| serde_json::from_str(&s).ok()),
+                health_detail: r
+                    .get::<_, Option<String>>(8)?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null),
+                metrics: r
+                    .get::<_, Option<String>>(9)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
                 memory_bytes: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
                 cpu_pct: r.get(11)?,
                 restart_count: r.get(12)?,
@@ -330,7 +340,14 @@ impl Store {
     }
 
     #[allow(dead_code)] // validate (issue D) records its results
-    pub fn record_validation(&self, image_ref: Option<&str>, image_id: Option<&str>, kind: &str, passed: bool, detail: &Value) -> Result<i64> {
+    pub fn record_validation(
+        &self,
+        image_ref: Option<&str>,
+        image_id: Option<&str>,
+        kind: &str,
+        passed: bool,
+        detail: &Value,
+    ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO validations(at, image_ref, image_id, kind, passed, detail) VALUES (?1,?2,?3,?4,?5,?6)",
             params![now(), image_ref, image_id, kind, passed, detail.to_string()],
@@ -338,7 +355,13 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn record_test_result(&self, day: Option<u32>, kind: &str, passed: bool, detail: &Value) -> Result<i64> {
+    pub fn record_test_result(
+        &self,
+        day: Option<u32>,
+        kind: &str,
+        passed: bool,
+        detail: &Value,
+    ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO test_results(at, day, kind, passed, detail) VALUES (?1,?2,?3,?4,?5)",
             params![now(), day, kind, passed, detail.to_string()],

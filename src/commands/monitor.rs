@@ -23,7 +23,11 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let store = ctx.store()?;
     let active = store.active_deployment(&cfg.container.name)?;
     // A service this tool did not deploy: --base-url alone means no container to read.
-    let container = if explicit_name || !explicit_url { Some(cfg.container.name.clone()) } else { None };
+    let container = if explicit_name || !explicit_url {
+        Some(cfg.container.name.clone())
+    } else {
+        None
+    };
     let engine = match &container {
         Some(_) => Some(Engine::connect().await?),
         None => None,
@@ -34,18 +38,25 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         }
     }
     let deployed_at = active.as_ref().map(|d| d.started_at);
-    let day = a.day.or_else(|| deployed_at.map(|t| ((chrono::Utc::now() - t).num_days().max(0) + 1) as u32));
+    let day = a
+        .day
+        .or_else(|| deployed_at.map(|t| ((chrono::Utc::now() - t).num_days().max(0) + 1) as u32));
     let production = matches!(a.profile.as_deref(), Some("production"));
     if let Some(p) = &a.profile {
         if p != "production" && p != "staging" {
-            return Err(failure(Code::Usage, format!("--profile {p:?}: use staging or production")));
+            return Err(failure(
+                Code::Usage,
+                format!("--profile {p:?}: use staging or production"),
+            ));
         }
     }
     let cadence = match (a.interval, production) {
         (Some(i), _) => Cadence::Fixed(i),
         (None, true) => Cadence::Production {
             steps: cfg.monitoring.production_cadence.clone(),
-            deployed_at_ms: deployed_at.map(|t| t.timestamp_millis()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+            deployed_at_ms: deployed_at
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
         },
         (None, false) => Cadence::Fixed(cfg.monitoring.interval),
     };
@@ -54,7 +65,11 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             return Err(failure(Code::Usage, "--interval must be greater than 0"));
         }
     }
-    let plan = Plan { cadence, once: a.once, duration: a.duration };
+    let plan = Plan {
+        cadence,
+        once: a.once,
+        duration: a.duration,
+    };
     let sampler = Sampler {
         engine: engine.as_ref(),
         client: crate::probe::health::client(cfg.verify.probe_timeout),
@@ -63,14 +78,19 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         target: cfg.verify.base_url.clone(),
         container: container.clone(),
         day,
-        deployment_id: if explicit_url && !explicit_name { None } else { active.as_ref().map(|d| d.id) },
+        deployment_id: if explicit_url && !explicit_name {
+            None
+        } else {
+            active.as_ref().map(|d| d.id)
+        },
     };
 
     let cancel = CancellationToken::new();
     let watcher = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
@@ -92,11 +112,20 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         "monitor {} ({}) day {}: {} sample(s){}\n",
         cfg.verify.base_url,
         container.as_deref().unwrap_or("no container"),
-        day.map(|d| format!("{d}/{}", cfg.monitoring.period_days)).unwrap_or("-".into()),
+        day.map(|d| format!("{d}/{}", cfg.monitoring.period_days))
+            .unwrap_or("-".into()),
         summary.ticks,
-        if summary.interrupted { ", stopped by signal" } else { "" }
+        if summary.interrupted {
+            ", stopped by signal"
+        } else {
+            ""
+        }
     );
-    let today = store.samples(&cfg.verify.base_url, chrono::Utc::now().timestamp_millis() - 86_400_000, sampler.deployment_id)?;
+    let today = store.samples(
+        &cfg.verify.base_url,
+        chrono::Utc::now().timestamp_millis() - 86_400_000,
+        sampler.deployment_id,
+    )?;
     let targets = monitor::rules::targets(&cfg.monitoring.targets, &today);
     text += "targets (last 24 h of this deployment):\n";
     for t in &targets {
@@ -129,17 +158,33 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             sampler.deployment_id,
             &json!({"rule": f.name, "severity": f.severity, "condition": f.condition, "value": f.value, "evidence": f.evidence, "day": day}),
         )?;
-        text += &format!("\nTRIGGER FIRED: {} ({:?}): {}\n  evidence:\n", f.name, f.severity, f.condition);
+        text += &format!(
+            "\nTRIGGER FIRED: {} ({:?}): {}\n  evidence:\n",
+            f.name, f.severity, f.condition
+        );
         for (ts, v) in &f.evidence {
-            let at = chrono::DateTime::from_timestamp_millis(*ts).map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_default();
-            text += &format!("    {at}  {}\n", v.map(|v| format!("{v:.2}")).unwrap_or("-".into()));
+            let at = chrono::DateTime::from_timestamp_millis(*ts)
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_default();
+            text += &format!(
+                "    {at}  {}\n",
+                v.map(|v| format!("{v:.2}")).unwrap_or("-".into())
+            );
         }
     }
     if !a.auto_rollback {
         text += "\nrollback: dhi-stage rollback --reason \"monitor trigger\"";
         return Ok(Outcome::new(Code::TriggerFired, json, text));
     }
-    let reason = format!("monitor: {}", summary.fired.iter().map(|f| format!("{} ({})", f.name, f.condition)).collect::<Vec<_>>().join(", "));
+    let reason = format!(
+        "monitor: {}",
+        summary
+            .fired
+            .iter()
+            .map(|f| format!("{} ({})", f.name, f.condition))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let rb_args = RollbackArgs {
         to: None,
         reason: Some(reason),
@@ -152,7 +197,11 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let (code, rb_json, rb_text) = match rb {
         Ok(o) if o.code == Code::Ok => (Code::TriggerFired, o.json, o.text),
         Ok(o) => (Code::RollbackFailed, o.json, o.text),
-        Err(e) => (Code::RollbackFailed, json!({"ok": false, "error": format!("{e:#}")}), format!("rollback FAILED: {e:#}")),
+        Err(e) => (
+            Code::RollbackFailed,
+            json!({"ok": false, "error": format!("{e:#}")}),
+            format!("rollback FAILED: {e:#}"),
+        ),
     };
     json["rollback"] = rb_json;
     text += &format!("\nauto-rollback:\n{rb_text}");
@@ -161,15 +210,25 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
 
 fn tick_line(t: &Tick) -> String {
     let s = &t.sample;
-    let at = chrono::DateTime::from_timestamp_millis(s.ts_ms).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default();
+    let at = chrono::DateTime::from_timestamp_millis(s.ts_ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default();
     let health = if s.health_ok {
         format!("healthy {:.0}ms", s.health_latency_ms.unwrap_or(0.0))
     } else {
-        format!("UNHEALTHY ({})", s.health_detail["error"].as_str().unwrap_or("?"))
+        format!(
+            "UNHEALTHY ({})",
+            s.health_detail["error"].as_str().unwrap_or("?")
+        )
     };
     let degraded: Vec<String> = s.health_detail["dependencies"]
         .as_object()
-        .map(|m| m.iter().filter(|(_, v)| v.as_str() != Some("healthy")).map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?"))).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.as_str() != Some("healthy"))
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect()
+        })
         .unwrap_or_default();
     let fmt = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.1}{unit}")).unwrap_or("-".into());
     let mut line = format!(
@@ -200,6 +259,11 @@ fn rule_line(r: &RuleResult) -> String {
         crate::monitor::rules::Severity::Immediate => "immediate",
         crate::monitor::rules::Severity::Rollback => "rollback ",
     };
-    format!("{mark} {sev} {:<28} {}{} now {}", r.name, r.condition, why, r.value.map(|v| format!("{v:.2}")).unwrap_or("-".into()))
+    format!(
+        "{mark} {sev} {:<28} {}{} now {}",
+        r.name,
+        r.condition,
+        why,
+        r.value.map(|v| format!("{v:.2}")).unwrap_or("-".into())
+    )
 }
-

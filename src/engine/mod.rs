@@ -455,7 +455,12 @@ impl Engine {
 
     /// Log lines since a Unix second with the engine's nanosecond timestamps, so a caller can
     /// resume exactly where it stopped.
-    pub async fn logs_with_timestamps(&self, name: &str, since_unix: i64, max_lines: usize) -> Result<Vec<(i128, String)>> {
+    pub async fn logs_with_timestamps(
+        &self,
+        name: &str,
+        since_unix: i64,
+        max_lines: usize,
+    ) -> Result<Vec<(i128, String)>> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -482,7 +487,12 @@ impl Engine {
         };
         tokio::time::timeout(CALL_TIMEOUT, read)
             .await
-            .map_err(|_| anyhow!("logs of {name} did not arrive within {}s", CALL_TIMEOUT.as_secs()))??;
+            .map_err(|_| {
+                anyhow!(
+                    "logs of {name} did not arrive within {}s",
+                    CALL_TIMEOUT.as_secs()
+                )
+            })??;
         Ok(out)
     }
 }

@@ -22,12 +22,18 @@ pub struct Route {
 }
 
 pub fn parse_route(s: &str) -> Result<Route> {
-    let (m, p) = s.split_once(' ').ok_or_else(|| anyhow!("route {s:?} must be \"METHOD /path\""))?;
-    let method = reqwest::Method::from_bytes(m.as_bytes()).map_err(|_| anyhow!("route {s:?}: bad method"))?;
+    let (m, p) = s
+        .split_once(' ')
+        .ok_or_else(|| anyhow!("route {s:?} must be \"METHOD /path\""))?;
+    let method = reqwest::Method::from_bytes(m.as_bytes())
+        .map_err(|_| anyhow!("route {s:?}: bad method"))?;
     if !p.starts_with('/') {
         return Err(anyhow!("route {s:?}: the path must start with /"));
     }
-    Ok(Route { method, path: p.to_string() })
+    Ok(Route {
+        method,
+        path: p.to_string(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +100,11 @@ pub struct Live {
     pub p99_ms: f64,
 }
 
-pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(Live)) -> Result<Report> {
+pub async fn run(
+    plan: &Plan,
+    thresholds: &LoadThresholds,
+    on_progress: impl Fn(Live),
+) -> Result<Report> {
     if plan.routes.is_empty() {
         return Err(anyhow!("no routes to send requests to"));
     }
@@ -114,7 +124,8 @@ pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(
         Some(rate) => open_model(plan, rate, &client, tx, started, end, dropped.clone())?,
     };
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds");
     let (mut requests, mut failures) = (0u64, 0u64);
     let mut last_report = Instant::now();
     while let Some(s) = rx.recv().await {
@@ -126,7 +137,13 @@ pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(
         if last_report.elapsed() >= Duration::from_millis(250) {
             last_report = Instant::now();
             let elapsed = started.elapsed();
-            on_progress(Live { elapsed, requests, failures, rps: requests as f64 / elapsed.as_secs_f64(), p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0 });
+            on_progress(Live {
+                elapsed,
+                requests,
+                failures,
+                rps: requests as f64 / elapsed.as_secs_f64(),
+                p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            });
         }
     }
     for p in producers {
@@ -135,7 +152,15 @@ pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(
     let elapsed = started.elapsed().as_secs_f64();
     let ms = |v: u64| v as f64 / 1000.0;
     let latency = if requests == 0 {
-        Latency { min: 0.0, mean: 0.0, p50: 0.0, p90: 0.0, p95: 0.0, p99: None, max: 0.0 }
+        Latency {
+            min: 0.0,
+            mean: 0.0,
+            p50: 0.0,
+            p90: 0.0,
+            p95: 0.0,
+            p99: None,
+            max: 0.0,
+        }
     } else {
         Latency {
             min: ms(hist.min()),
@@ -158,7 +183,11 @@ pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(
         requests,
         failures,
         dropped,
-        failure_rate_pct: if requests == 0 { 0.0 } else { failures as f64 / requests as f64 * 100.0 },
+        failure_rate_pct: if requests == 0 {
+            0.0
+        } else {
+            failures as f64 / requests as f64 * 100.0
+        },
         rps: requests as f64 / elapsed.max(1e-9),
         latency_ms: latency,
         thresholds: Vec::new(),
@@ -168,10 +197,21 @@ pub async fn run(plan: &Plan, thresholds: &LoadThresholds, on_progress: impl Fn(
     Ok(report)
 }
 
-fn closed_model(plan: &Plan, client: &reqwest::Client, tx: mpsc::Sender<Sent>, started: Instant, end: Instant) -> Vec<tokio::task::JoinHandle<()>> {
+fn closed_model(
+    plan: &Plan,
+    client: &reqwest::Client,
+    tx: mpsc::Sender<Sent>,
+    started: Instant,
+    end: Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..plan.vus.max(1))
         .map(|vu| {
-            let (client, tx, routes, base) = (client.clone(), tx.clone(), plan.routes.clone(), plan.base_url.clone());
+            let (client, tx, routes, base) = (
+                client.clone(),
+                tx.clone(),
+                plan.routes.clone(),
+                plan.base_url.clone(),
+            );
             // Ramp: VU n starts n/vus of the way through the ramp, as k6's ramping-vus does.
             let start_at = started + plan.ramp.mul_f64(vu as f64 / plan.vus.max(1) as f64);
             tokio::spawn(async move {
@@ -182,7 +222,14 @@ fn closed_model(plan: &Plan, client: &reqwest::Client, tx: mpsc::Sender<Sent>, s
                     i += 1;
                     let t0 = Instant::now();
                     let ok = send(&client, &base, r).await;
-                    if tx.send(Sent { micros: t0.elapsed().as_micros() as u64, ok }).await.is_err() {
+                    if tx
+                        .send(Sent {
+                            micros: t0.elapsed().as_micros() as u64,
+                            ok,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -201,7 +248,9 @@ fn open_model(
     dropped: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     if !(rate > 0.0 && rate.is_finite()) {
-        return Err(anyhow!("--rate must be a positive number of requests per second"));
+        return Err(anyhow!(
+            "--rate must be a positive number of requests per second"
+        ));
     }
     let (client, routes, base) = (client.clone(), plan.routes.clone(), plan.base_url.clone());
     // In-flight cap: beyond it a request is counted as dropped (k6's dropped_iterations).
@@ -224,7 +273,12 @@ fn open_model(
             let (client, tx, base) = (client.clone(), tx.clone(), base.clone());
             tokio::spawn(async move {
                 let ok = send(&client, &base, &r).await;
-                let _ = tx.send(Sent { micros: scheduled.elapsed().as_micros() as u64, ok }).await;
+                let _ = tx
+                    .send(Sent {
+                        micros: scheduled.elapsed().as_micros() as u64,
+                        ok,
+                    })
+                    .await;
                 drop(permit);
             });
         }
@@ -234,7 +288,12 @@ fn open_model(
 /// One request; "ok" as k6's http_req_failed sees it: a response with status below 400.
 async fn send(client: &reqwest::Client, base: &str, r: &Route) -> bool {
     let req = client.request(r.method.clone(), format!("{base}{}", r.path));
-    let req = if r.method == reqwest::Method::POST { req.header("content-type", "application/json").body("{\"username\":\"load\",\"password\":\"load\"}") } else { req };
+    let req = if r.method == reqwest::Method::POST {
+        req.header("content-type", "application/json")
+            .body("{\"username\":\"load\",\"password\":\"load\"}")
+    } else {
+        req
+    };
     match req.send().await {
         Ok(mut resp) => {
             let ok = resp.status().as_u16() < 400;
@@ -258,11 +317,23 @@ pub fn judge(r: &mut Report, t: &LoadThresholds) {
     let p99 = t.p99_latency.as_secs_f64() * 1000.0;
     let none = r.requests == 0;
     r.thresholds = vec![
-        ThresholdResult { threshold: format!("http_req_duration p(95) < {p95}ms"), passed: (!none).then(|| r.latency_ms.p95 < p95), value: Some(r.latency_ms.p95) },
-        ThresholdResult { threshold: format!("http_req_duration p(99) < {p99}ms"), passed: if none { None } else { r.latency_ms.p99.map(|v| v < p99) }, value: r.latency_ms.p99 },
+        ThresholdResult {
+            threshold: format!("http_req_duration p(95) < {p95}ms"),
+            passed: (!none).then_some(r.latency_ms.p95 < p95),
+            value: Some(r.latency_ms.p95),
+        },
+        ThresholdResult {
+            threshold: format!("http_req_duration p(99) < {p99}ms"),
+            passed: if none {
+                None
+            } else {
+                r.latency_ms.p99.map(|v| v < p99)
+            },
+            value: r.latency_ms.p99,
+        },
         ThresholdResult {
             threshold: format!("http_req_failed rate <= {}%", t.http_failure_rate_pct),
-            passed: (!none).then(|| r.failure_rate_pct <= t.http_failure_rate_pct),
+            passed: (!none).then_some(r.failure_rate_pct <= t.http_failure_rate_pct),
             value: Some(r.failure_rate_pct),
         },
     ];
@@ -272,31 +343,63 @@ pub fn judge(r: &mut Report, t: &LoadThresholds) {
 /// Reads a k6 `--summary-export` file. k6 only exports the trend stats it was told to
 /// (`p(99)` needs `summaryTrendStats`); a missing one is "no data", never invented.
 pub fn import_k6(text: &str, profile: &str, t: &LoadThresholds) -> Result<Report> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow!("not a k6 summary (invalid JSON: {e})"))?;
-    let m = v.get("metrics").ok_or_else(|| anyhow!("not a k6 summary: no \"metrics\" object"))?;
-    let d = m.get("http_req_duration").ok_or_else(|| anyhow!("k6 summary has no http_req_duration metric"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("not a k6 summary (invalid JSON: {e})"))?;
+    let m = v
+        .get("metrics")
+        .ok_or_else(|| anyhow!("not a k6 summary: no \"metrics\" object"))?;
+    let d = m
+        .get("http_req_duration")
+        .ok_or_else(|| anyhow!("k6 summary has no http_req_duration metric"))?;
     let d = d.get("values").unwrap_or(d); // k6 >= 0.30 handleSummary nests values
     let f = |k: &str| d.get(k).and_then(serde_json::Value::as_f64);
     let reqs = m.get("http_reqs").map(|x| x.get("values").unwrap_or(x));
-    let requests = reqs.and_then(|x| x.get("count")).and_then(serde_json::Value::as_f64).unwrap_or(0.0) as u64;
-    let rps = reqs.and_then(|x| x.get("rate")).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-    let failed = m.get("http_req_failed").map(|x| x.get("values").unwrap_or(x));
+    let requests = reqs
+        .and_then(|x| x.get("count"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0) as u64;
+    let rps = reqs
+        .and_then(|x| x.get("rate"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    let failed = m
+        .get("http_req_failed")
+        .map(|x| x.get("values").unwrap_or(x));
     // summary-export: {"passes": failed count, "fails": ok count, "value": rate}
-    let rate = failed.and_then(|x| x.get("value").or_else(|| x.get("rate"))).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let rate = failed
+        .and_then(|x| x.get("value").or_else(|| x.get("rate")))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
     let need = |k: &str| f(k).ok_or_else(|| anyhow!("k6 summary's http_req_duration lacks {k:?}"));
     let mut r = Report {
         profile: profile.to_string(),
         source: "k6-import".into(),
         base_url: None,
-        vus: m.get("vus_max").and_then(|x| x.get("max").or_else(|| x.get("value"))).and_then(serde_json::Value::as_f64).map(|v| v as u32),
+        vus: m
+            .get("vus_max")
+            .and_then(|x| x.get("max").or_else(|| x.get("value")))
+            .and_then(serde_json::Value::as_f64)
+            .map(|v| v as u32),
         rate: None,
-        duration_s: if rps > 0.0 { requests as f64 / rps } else { 0.0 },
+        duration_s: if rps > 0.0 {
+            requests as f64 / rps
+        } else {
+            0.0
+        },
         requests,
         failures: (rate * requests as f64).round() as u64,
         dropped: 0,
         failure_rate_pct: rate * 100.0,
         rps,
-        latency_ms: Latency { min: need("min")?, mean: need("avg")?, p50: need("med")?, p90: need("p(90)")?, p95: need("p(95)")?, p99: f("p(99)"), max: need("max")? },
+        latency_ms: Latency {
+            min: need("min")?,
+            mean: need("avg")?,
+            p50: need("med")?,
+            p90: need("p(90)")?,
+            p95: need("p(95)")?,
+            p99: f("p(99)"),
+            max: need("max")?,
+        },
         thresholds: Vec::new(),
         passed: false,
     };
@@ -335,7 +438,10 @@ mod tests {
         let text = r#"{"metrics":{"http_req_duration":{"avg":20.5,"min":1.2,"med":15.0,"max":180.0,"p(90)":40.0,"p(95)":90.0,"p(99)":150.0},
             "http_reqs":{"count":1000,"rate":16.6},"http_req_failed":{"passes":0,"fails":1000,"value":0}}}"#;
         let r = import_k6(text, "load", &thresholds()).unwrap();
-        assert_eq!((r.requests, r.latency_ms.p95, r.latency_ms.p99), (1000, 90.0, Some(150.0)));
+        assert_eq!(
+            (r.requests, r.latency_ms.p95, r.latency_ms.p99),
+            (1000, 90.0, Some(150.0))
+        );
         assert!(r.passed);
         let slow = text.replace("\"p(95)\":90.0", "\"p(95)\":120.0");
         assert!(!import_k6(&slow, "load", &thresholds()).unwrap().passed);
@@ -348,7 +454,10 @@ mod tests {
 
     #[test]
     fn routes_parse() {
-        assert_eq!(parse_route("POST /auth/login").unwrap().method, reqwest::Method::POST);
+        assert_eq!(
+            parse_route("POST /auth/login").unwrap().method,
+            reqwest::Method::POST
+        );
         assert!(parse_route("/health").is_err());
     }
 }

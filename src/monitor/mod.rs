@@ -29,21 +29,33 @@ pub struct Tick {
 
 impl Tick {
     pub fn fired(&self) -> Vec<&RuleResult> {
-        self.results.iter().filter(|r| r.verdict == Verdict::Fired).collect()
+        self.results
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fired)
+            .collect()
     }
 }
 
 pub enum Cadence {
     Fixed(Duration),
     /// The production schedule, by time since the deployment started.
-    Production { steps: Vec<CadenceStep>, deployed_at_ms: i64 },
+    Production {
+        steps: Vec<CadenceStep>,
+        deployed_at_ms: i64,
+    },
 }
 
 impl Cadence {
     pub fn interval_at(&self, now_ms: i64) -> Duration {
         match self {
             Cadence::Fixed(d) => *d,
-            Cadence::Production { steps, deployed_at_ms } => production_interval(steps, Duration::from_millis((now_ms - deployed_at_ms).max(0) as u64)),
+            Cadence::Production {
+                steps,
+                deployed_at_ms,
+            } => production_interval(
+                steps,
+                Duration::from_millis((now_ms - deployed_at_ms).max(0) as u64),
+            ),
         }
     }
 }
@@ -104,7 +116,11 @@ pub async fn run(
         let cves = store.critical_cves(None)?;
         let results = evaluate_all(cfg, &history, sample.ts_ms, interval, cves);
         let last_two = &history[history.len().saturating_sub(2)..];
-        let now = |m| rules::per_interval(last_two, m).last().and_then(|(_, v)| *v);
+        let now = |m| {
+            rules::per_interval(last_two, m)
+                .last()
+                .and_then(|(_, v)| *v)
+        };
         let tick = Tick {
             n,
             sample,
@@ -117,10 +133,24 @@ pub async fn run(
         let fired: Vec<RuleResult> = tick.fired().into_iter().cloned().collect();
         last = Some(tick);
         if !fired.is_empty() {
-            return Ok(Summary { ticks: n, last, fired, interrupted: false });
+            return Ok(Summary {
+                ticks: n,
+                last,
+                fired,
+                interrupted: false,
+            });
         }
-        if plan.once || plan.duration.is_some_and(|d| started.elapsed() + interval > d) {
-            return Ok(Summary { ticks: n, last, fired, interrupted: false });
+        if plan.once
+            || plan
+                .duration
+                .is_some_and(|d| started.elapsed() + interval > d)
+        {
+            return Ok(Summary {
+                ticks: n,
+                last,
+                fired,
+                interrupted: false,
+            });
         }
         let next = tick_started + interval;
         tokio::select! {
@@ -130,12 +160,22 @@ pub async fn run(
     }
 }
 
-pub fn evaluate_all(cfg: &MonitoringConfig, history: &[Sample], now_ms: i64, interval: Duration, cves: Option<u32>) -> Vec<RuleResult> {
+pub fn evaluate_all(
+    cfg: &MonitoringConfig,
+    history: &[Sample],
+    now_ms: i64,
+    interval: Duration,
+    cves: Option<u32>,
+) -> Vec<RuleResult> {
     let iv = interval.as_millis() as i64;
     cfg.rollback_triggers
         .iter()
         .map(|r| rules::evaluate(r, Severity::Rollback, history, now_ms, iv, cves))
-        .chain(cfg.immediate_triggers.iter().map(|r| rules::evaluate(r, Severity::Immediate, history, now_ms, iv, cves)))
+        .chain(
+            cfg.immediate_triggers
+                .iter()
+                .map(|r| rules::evaluate(r, Severity::Immediate, history, now_ms, iv, cves)),
+        )
         .collect()
 }
 
@@ -152,6 +192,9 @@ mod tests {
         assert_eq!(production_interval(steps, h(5)), Duration::from_secs(900));
         assert_eq!(production_interval(steps, h(13)), Duration::from_secs(1800));
         assert_eq!(production_interval(steps, h(30)), Duration::from_secs(3600));
-        assert_eq!(production_interval(steps, h(24 * 9)), Duration::from_secs(3600));
+        assert_eq!(
+            production_interval(steps, h(24 * 9)),
+            Duration::from_secs(3600)
+        );
     }
 }

@@ -53,8 +53,16 @@ pub fn describe(rule: &TriggerRule) -> String {
         Comparison::Gt => ">",
     };
     let unit = unit(rule.metric);
-    let window = if rule.sustained_for.is_zero() { String::new() } else { format!(" for {}", humantime::format_duration(rule.sustained_for)) };
-    format!("{} {op} {}{unit}{window}", label(rule.metric), rule.threshold)
+    let window = if rule.sustained_for.is_zero() {
+        String::new()
+    } else {
+        format!(" for {}", humantime::format_duration(rule.sustained_for))
+    };
+    format!(
+        "{} {op} {}{unit}{window}",
+        label(rule.metric),
+        rule.threshold
+    )
 }
 
 /// The runbook's words for a metric.
@@ -74,7 +82,9 @@ pub fn label(m: Metric) -> &'static str {
 
 fn unit(m: Metric) -> &'static str {
     match m {
-        Metric::HealthCheckSuccessRatePct | Metric::HealthCheckFailureRatePct | Metric::ErrorRatePct => "%",
+        Metric::HealthCheckSuccessRatePct
+        | Metric::HealthCheckFailureRatePct
+        | Metric::ErrorRatePct => "%",
         Metric::P95LatencyMs | Metric::P99LatencyMs => "ms",
         Metric::MemoryMb => "MB",
         Metric::MemoryGrowth => "MB/min",
@@ -114,7 +124,11 @@ fn interval_value(prev: Option<&Sample>, s: &Sample, metric: Metric) -> Option<f
         }
         Metric::P95LatencyMs | Metric::P99LatencyMs => {
             let (a, b) = (prev?.metrics.as_ref()?, s.metrics.as_ref()?);
-            let q = if metric == Metric::P95LatencyMs { 0.95 } else { 0.99 };
+            let q = if metric == Metric::P95LatencyMs {
+                0.95
+            } else {
+                0.99
+            };
             histogram_quantile(q, &bucket_increase(&a.buckets, &b.buckets)).map(|v| v * 1000.0)
         }
         Metric::MemoryGrowth | Metric::RestartsInWindow | Metric::CriticalCves => None,
@@ -123,16 +137,30 @@ fn interval_value(prev: Option<&Sample>, s: &Sample, metric: Metric) -> Option<f
 
 /// The samples that make up the window ending now, starting at the last sample at or before
 /// `now - w` (the anchor); None when the samples do not reach back that far or leave a gap.
-pub fn covered_window(samples: &[Sample], now_ms: i64, w_ms: i64, max_gap_ms: i64) -> Result<&[Sample], String> {
+pub fn covered_window(
+    samples: &[Sample],
+    now_ms: i64,
+    w_ms: i64,
+    max_gap_ms: i64,
+) -> Result<&[Sample], String> {
     let start = now_ms - w_ms;
     let Some(anchor) = samples.iter().rposition(|s| s.ts_ms <= start) else {
-        let have = samples.first().map(|s| (now_ms - s.ts_ms) as f64 / 1000.0).unwrap_or(0.0);
-        return Err(format!("window not covered yet: samples reach back {have:.0}s of {:.0}s", w_ms as f64 / 1000.0));
+        let have = samples
+            .first()
+            .map(|s| (now_ms - s.ts_ms) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        return Err(format!(
+            "window not covered yet: samples reach back {have:.0}s of {:.0}s",
+            w_ms as f64 / 1000.0
+        ));
     };
     let win = &samples[anchor..];
     if let Some(gap) = win.windows(2).map(|p| p[1].ts_ms - p[0].ts_ms).max() {
         if gap > max_gap_ms {
-            return Err(format!("a {:.0}s gap between samples leaves the window uncovered", gap as f64 / 1000.0));
+            return Err(format!(
+                "a {:.0}s gap between samples leaves the window uncovered",
+                gap as f64 / 1000.0
+            ));
         }
     }
     Ok(win)
@@ -144,27 +172,47 @@ pub fn trend(points: &[(i64, f64)]) -> Option<(f64, f64)> {
         return None;
     }
     let n = points.len() as f64;
-    let xs: Vec<f64> = points.iter().map(|(t, _)| (*t - points[0].0) as f64 / 60_000.0).collect();
+    let xs: Vec<f64> = points
+        .iter()
+        .map(|(t, _)| (*t - points[0].0) as f64 / 60_000.0)
+        .collect();
     let mx = xs.iter().sum::<f64>() / n;
     let my = points.iter().map(|(_, y)| y).sum::<f64>() / n;
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let sxy: f64 = xs.iter().zip(points).map(|(x, (_, y))| (x - mx) * (y - my)).sum();
+    let sxy: f64 = xs
+        .iter()
+        .zip(points)
+        .map(|(x, (_, y))| (x - mx) * (y - my))
+        .sum();
     let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
     if sxx == 0.0 {
         return None;
     }
     let slope = sxy / sxx;
-    let r2 = if syy == 0.0 { 0.0 } else { (sxy * sxy) / (sxx * syy) };
+    let r2 = if syy == 0.0 {
+        0.0
+    } else {
+        (sxy * sxy) / (sxx * syy)
+    };
     Some((slope, r2))
 }
 
-pub fn evaluate(rule: &TriggerRule, severity: Severity, samples: &[Sample], now_ms: i64, interval_ms: i64, critical_cves: Option<u32>) -> RuleResult {
+pub fn evaluate(
+    rule: &TriggerRule,
+    severity: Severity,
+    samples: &[Sample],
+    now_ms: i64,
+    interval_ms: i64,
+    critical_cves: Option<u32>,
+) -> RuleResult {
     let mut r = RuleResult {
         name: rule.name.clone(),
         severity,
         metric: rule.metric,
         condition: describe(rule),
-        verdict: Verdict::Inconclusive { reason: "no samples".into() },
+        verdict: Verdict::Inconclusive {
+            reason: "no samples".into(),
+        },
         value: None,
         evidence: Vec::new(),
     };
@@ -185,33 +233,53 @@ pub fn evaluate(rule: &TriggerRule, severity: Severity, samples: &[Sample], now_
             let start = now_ms - w_ms;
             let base_idx = samples.iter().rposition(|s| s.ts_ms <= start).unwrap_or(0);
             let win = &samples[base_idx.min(samples.len())..];
-            let counts: Vec<(i64, Option<f64>)> = win.iter().map(|s| (s.ts_ms, s.restart_count.map(|c| c as f64))).collect();
+            let counts: Vec<(i64, Option<f64>)> = win
+                .iter()
+                .map(|s| (s.ts_ms, s.restart_count.map(|c| c as f64)))
+                .collect();
             let known: Vec<f64> = counts.iter().filter_map(|(_, c)| *c).collect();
             r.evidence = counts;
             if known.is_empty() {
                 r.verdict = inconclusive("no container to read restarts from".into());
             } else {
-                let restarts = known.last().unwrap() - known.iter().cloned().fold(f64::INFINITY, f64::min);
+                let restarts =
+                    known.last().unwrap() - known.iter().cloned().fold(f64::INFINITY, f64::min);
                 r.value = Some(restarts);
-                r.verdict = if breaches(rule.op, restarts, rule.threshold) { Verdict::Fired } else { Verdict::Clear };
+                r.verdict = if breaches(rule.op, restarts, rule.threshold) {
+                    Verdict::Fired
+                } else {
+                    Verdict::Clear
+                };
             }
         }
         Metric::MemoryGrowth => match covered_window(samples, now_ms, w_ms, max_gap) {
             Err(e) => r.verdict = inconclusive(e),
             Ok(win) => {
-                let pts: Vec<(i64, f64)> = win.iter().filter_map(|s| Some((s.ts_ms, s.memory_mb()?))).collect();
+                let pts: Vec<(i64, f64)> = win
+                    .iter()
+                    .filter_map(|s| Some((s.ts_ms, s.memory_mb()?)))
+                    .collect();
                 r.evidence = pts.iter().map(|(t, v)| (*t, Some(*v))).collect();
                 match trend(&pts) {
                     None => r.verdict = inconclusive("too few memory readings for a trend".into()),
                     Some((slope, r2)) => {
                         r.value = Some(slope);
-                        r.verdict = if r2 >= GROWTH_MIN_R2 && breaches(rule.op, slope, rule.threshold) { Verdict::Fired } else { Verdict::Clear };
+                        r.verdict =
+                            if r2 >= GROWTH_MIN_R2 && breaches(rule.op, slope, rule.threshold) {
+                                Verdict::Fired
+                            } else {
+                                Verdict::Clear
+                            };
                     }
                 }
             }
         },
         Metric::HealthCheckSuccessRatePct | Metric::HealthCheckFailureRatePct => {
-            let win = if w_ms == 0 { Ok(&samples[samples.len().saturating_sub(1)..]) } else { covered_window(samples, now_ms, w_ms, max_gap) };
+            let win = if w_ms == 0 {
+                Ok(&samples[samples.len().saturating_sub(1)..])
+            } else {
+                covered_window(samples, now_ms, w_ms, max_gap)
+            };
             match win {
                 Err(e) => r.verdict = inconclusive(e),
                 Ok([]) => r.verdict = inconclusive("no samples".into()),
@@ -220,7 +288,11 @@ pub fn evaluate(rule: &TriggerRule, severity: Severity, samples: &[Sample], now_
                     let rate = vals.iter().filter_map(|(_, v)| *v).sum::<f64>() / vals.len() as f64;
                     r.value = Some(rate);
                     r.evidence = vals;
-                    r.verdict = if breaches(rule.op, rate, rule.threshold) { Verdict::Fired } else { Verdict::Clear };
+                    r.verdict = if breaches(rule.op, rate, rule.threshold) {
+                        Verdict::Fired
+                    } else {
+                        Verdict::Clear
+                    };
                 }
             }
         }
@@ -241,15 +313,20 @@ pub fn evaluate(rule: &TriggerRule, severity: Severity, samples: &[Sample], now_
                 Err(e) => r.verdict = inconclusive(e),
                 Ok(win) => {
                     // The anchor's own interval started before the window: skip it.
-                    let vals: Vec<(i64, Option<f64>)> = per_interval(win, rule.metric).into_iter().skip(1).collect();
+                    let vals: Vec<(i64, Option<f64>)> =
+                        per_interval(win, rule.metric).into_iter().skip(1).collect();
                     r.value = vals.last().and_then(|(_, v)| *v);
                     let known: Vec<f64> = vals.iter().filter_map(|(_, v)| *v).collect();
                     r.verdict = if known.is_empty() {
                         inconclusive("no traffic in the window to compute it from".into())
-                    } else if known.len() == vals.len() && known.iter().all(|v| breaches(rule.op, *v, rule.threshold)) {
+                    } else if known.len() == vals.len()
+                        && known.iter().all(|v| breaches(rule.op, *v, rule.threshold))
+                    {
                         Verdict::Fired
                     } else if known.iter().all(|v| breaches(rule.op, *v, rule.threshold)) {
-                        inconclusive("breached whenever measured, but some intervals had no traffic".into())
+                        inconclusive(
+                            "breached whenever measured, but some intervals had no traffic".into(),
+                        )
                     } else {
                         Verdict::Clear
                     };
@@ -276,7 +353,10 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
     let healthy = samples.iter().filter(|s| s.health_ok).count();
     let rate = (n > 0).then(|| healthy as f64 / n as f64 * 100.0);
     out.push(TargetResult {
-        target: format!("health check success rate {}%", t.health_check_success_rate_pct),
+        target: format!(
+            "health check success rate {}%",
+            t.health_check_success_rate_pct
+        ),
         met: rate.map(|r| r >= t.health_check_success_rate_pct),
         value: rate,
         detail: format!("{healthy}/{n} probes healthy"),
@@ -296,16 +376,25 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
             target: format!("{label} latency <= {ms}ms"),
             met: v.map(|v| v <= ms),
             value: v,
-            detail: v.map(|v| format!("{v:.1}ms from the service's histogram")).unwrap_or("no requests".into()),
+            detail: v
+                .map(|v| format!("{v:.1}ms from the service's histogram"))
+                .unwrap_or("no requests".into()),
         });
     }
     let mems: Vec<f64> = samples.iter().filter_map(Sample::memory_mb).collect();
-    let (lo, hi) = (mems.iter().cloned().fold(f64::INFINITY, f64::min), mems.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    let (lo, hi) = (
+        mems.iter().cloned().fold(f64::INFINITY, f64::min),
+        mems.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    );
     out.push(TargetResult {
         target: format!("memory {}-{}MB", t.memory_min_mb, t.memory_max_mb),
-        met: (!mems.is_empty()).then(|| lo >= t.memory_min_mb && hi <= t.memory_max_mb),
+        met: (!mems.is_empty()).then_some(lo >= t.memory_min_mb && hi <= t.memory_max_mb),
         value: mems.last().copied(),
-        detail: if mems.is_empty() { "no container readings".into() } else { format!("{lo:.1}-{hi:.1}MB") },
+        detail: if mems.is_empty() {
+            "no container readings".into()
+        } else {
+            format!("{lo:.1}-{hi:.1}MB")
+        },
     });
     out
 }
@@ -357,7 +446,12 @@ mod tests {
             health_http_status: Some(200),
             health_latency_ms: Some(1.0),
             health_detail: serde_json::Value::Null,
-            metrics: Some(Snapshot { requests_total: total, requests_5xx: e5xx, buckets: vec![(0.1, total), (f64::INFINITY, total)], ..Default::default() }),
+            metrics: Some(Snapshot {
+                requests_total: total,
+                requests_5xx: e5xx,
+                buckets: vec![(0.1, total), (f64::INFINITY, total)],
+                ..Default::default()
+            }),
             memory_bytes: Some((mem_mb * 1e6) as u64),
             cpu_pct: None,
             restart_count: Some(0),
@@ -367,34 +461,56 @@ mod tests {
     }
 
     fn rule(metric: Metric, op: Comparison, threshold: f64, secs: u64) -> TriggerRule {
-        TriggerRule { name: "r".into(), metric, op, threshold, sustained_for: Duration::from_secs(secs) }
+        TriggerRule {
+            name: "r".into(),
+            metric,
+            op,
+            threshold,
+            sustained_for: Duration::from_secs(secs),
+        }
     }
 
     #[test]
     fn error_rate_fires_only_once_the_window_is_covered() {
         let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 300);
         // 5% errors every 30 s.
-        let s: Vec<Sample> = (0..=10).map(|i| sample(i * 30, true, i as f64 * 100.0, i as f64 * 5.0, 60.0)).collect();
-        let at = |n: usize| evaluate(&r, Severity::Immediate, &s[..=n], s[n].ts_ms, 30_000, None).verdict;
-        assert!(matches!(at(9), Verdict::Inconclusive { .. }), "270 s of 300 s");
+        let s: Vec<Sample> = (0..=10)
+            .map(|i| sample(i * 30, true, i as f64 * 100.0, i as f64 * 5.0, 60.0))
+            .collect();
+        let at = |n: usize| {
+            evaluate(&r, Severity::Immediate, &s[..=n], s[n].ts_ms, 30_000, None).verdict
+        };
+        assert!(
+            matches!(at(9), Verdict::Inconclusive { .. }),
+            "270 s of 300 s"
+        );
         assert_eq!(at(10), Verdict::Fired);
     }
 
     #[test]
     fn one_clean_interval_keeps_the_error_rate_trigger_clear() {
         let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 300);
-        let mut s: Vec<Sample> = (0..=10).map(|i| sample(i * 30, true, i as f64 * 100.0, i as f64 * 5.0, 60.0)).collect();
+        let mut s: Vec<Sample> = (0..=10)
+            .map(|i| sample(i * 30, true, i as f64 * 100.0, i as f64 * 5.0, 60.0))
+            .collect();
         // No new errors in the interval ending at sample 6.
         for x in s.iter_mut().skip(6) {
             x.metrics.as_mut().unwrap().requests_5xx -= 5.0;
         }
-        assert_eq!(evaluate(&r, Severity::Immediate, &s, s[10].ts_ms, 30_000, None).verdict, Verdict::Clear);
+        assert_eq!(
+            evaluate(&r, Severity::Immediate, &s, s[10].ts_ms, 30_000, None).verdict,
+            Verdict::Clear
+        );
     }
 
     #[test]
     fn counter_reset_is_not_a_negative_rate() {
         let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 60);
-        let s = vec![sample(0, true, 1000.0, 0.0, 60.0), sample(30, true, 1100.0, 0.0, 60.0), sample(60, true, 50.0, 0.0, 60.0)];
+        let s = vec![
+            sample(0, true, 1000.0, 0.0, 60.0),
+            sample(30, true, 1100.0, 0.0, 60.0),
+            sample(60, true, 50.0, 0.0, 60.0),
+        ];
         let res = evaluate(&r, Severity::Immediate, &s, 60_000, 30_000, None);
         assert_eq!(res.verdict, Verdict::Clear);
         assert_eq!(res.value, Some(0.0));
@@ -402,44 +518,105 @@ mod tests {
 
     #[test]
     fn health_success_rate_over_the_hour() {
-        let r = rule(Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0, 3600);
-        let s: Vec<Sample> = (0..=120).map(|i| sample(i * 30, i % 50 != 7, 0.0, 0.0, 60.0)).collect();
+        let r = rule(
+            Metric::HealthCheckSuccessRatePct,
+            Comparison::Lt,
+            99.0,
+            3600,
+        );
+        let s: Vec<Sample> = (0..=120)
+            .map(|i| sample(i * 30, i % 50 != 7, 0.0, 0.0, 60.0))
+            .collect();
         let res = evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, 30_000, None);
-        assert_eq!(res.verdict, Verdict::Fired, "3 failures in 121 probes is 97.5%");
-        let s: Vec<Sample> = (0..=120).map(|i| sample(i * 30, i != 7, 0.0, 0.0, 60.0)).collect();
-        assert_eq!(evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, 30_000, None).verdict, Verdict::Clear);
+        assert_eq!(
+            res.verdict,
+            Verdict::Fired,
+            "3 failures in 121 probes is 97.5%"
+        );
+        let s: Vec<Sample> = (0..=120)
+            .map(|i| sample(i * 30, i != 7, 0.0, 0.0, 60.0))
+            .collect();
+        assert_eq!(
+            evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, 30_000, None).verdict,
+            Verdict::Clear
+        );
     }
 
     #[test]
     fn a_gap_leaves_the_window_uncovered() {
         let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 300);
-        let s = vec![sample(0, true, 0.0, 0.0, 60.0), sample(400, true, 100.0, 50.0, 60.0)];
-        assert!(matches!(evaluate(&r, Severity::Immediate, &s, 400_000, 30_000, None).verdict, Verdict::Inconclusive { .. }));
+        let s = vec![
+            sample(0, true, 0.0, 0.0, 60.0),
+            sample(400, true, 100.0, 50.0, 60.0),
+        ];
+        assert!(matches!(
+            evaluate(&r, Severity::Immediate, &s, 400_000, 30_000, None).verdict,
+            Verdict::Inconclusive { .. }
+        ));
     }
 
     #[test]
     fn memory_level_and_growth() {
         let over = rule(Metric::MemoryMb, Comparison::Gt, 150.0, 0);
-        let s = vec![sample(0, true, 0.0, 0.0, 120.0), sample(30, true, 0.0, 0.0, 151.0)];
-        assert_eq!(evaluate(&over, Severity::Immediate, &s, 30_000, 30_000, None).verdict, Verdict::Fired);
+        let s = vec![
+            sample(0, true, 0.0, 0.0, 120.0),
+            sample(30, true, 0.0, 0.0, 151.0),
+        ];
+        assert_eq!(
+            evaluate(&over, Severity::Immediate, &s, 30_000, 30_000, None).verdict,
+            Verdict::Fired
+        );
         let growth = rule(Metric::MemoryGrowth, Comparison::Gt, 0.1, 600);
-        let rising: Vec<Sample> = (0..=20).map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + i as f64)).collect();
-        let res = evaluate(&growth, Severity::Rollback, &rising, rising[20].ts_ms, 30_000, None);
+        let rising: Vec<Sample> = (0..=20)
+            .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + i as f64))
+            .collect();
+        let res = evaluate(
+            &growth,
+            Severity::Rollback,
+            &rising,
+            rising[20].ts_ms,
+            30_000,
+            None,
+        );
         assert_eq!(res.verdict, Verdict::Fired);
-        assert!((res.value.unwrap() - 2.0).abs() < 1e-9, "1 MB per 30 s = 2 MB/min");
-        let flat: Vec<Sample> = (0..=20).map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + (i % 2) as f64 * 0.3)).collect();
-        assert_eq!(evaluate(&growth, Severity::Rollback, &flat, flat[20].ts_ms, 30_000, None).verdict, Verdict::Clear);
+        assert!(
+            (res.value.unwrap() - 2.0).abs() < 1e-9,
+            "1 MB per 30 s = 2 MB/min"
+        );
+        let flat: Vec<Sample> = (0..=20)
+            .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + (i % 2) as f64 * 0.3))
+            .collect();
+        assert_eq!(
+            evaluate(
+                &growth,
+                Severity::Rollback,
+                &flat,
+                flat[20].ts_ms,
+                30_000,
+                None
+            )
+            .verdict,
+            Verdict::Clear
+        );
     }
 
     #[test]
     fn restarts_in_ten_minutes() {
         let r = rule(Metric::RestartsInWindow, Comparison::Gt, 3.0, 600);
-        let mut s: Vec<Sample> = (0..5).map(|i| sample(i * 30, true, 0.0, 0.0, 60.0)).collect();
+        let mut s: Vec<Sample> = (0..5)
+            .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0))
+            .collect();
         for (i, x) in s.iter_mut().enumerate() {
             x.restart_count = Some(i as i64);
         }
-        assert_eq!(evaluate(&r, Severity::Immediate, &s, 120_000, 30_000, None).verdict, Verdict::Fired);
-        assert_eq!(evaluate(&r, Severity::Immediate, &s[..4], 90_000, 30_000, None).verdict, Verdict::Clear);
+        assert_eq!(
+            evaluate(&r, Severity::Immediate, &s, 120_000, 30_000, None).verdict,
+            Verdict::Fired
+        );
+        assert_eq!(
+            evaluate(&r, Severity::Immediate, &s[..4], 90_000, 30_000, None).verdict,
+            Verdict::Clear
+        );
     }
 
     #[test]
@@ -459,8 +636,17 @@ mod tests {
     #[test]
     fn critical_cve() {
         let r = rule(Metric::CriticalCves, Comparison::Gt, 0.0, 0);
-        assert_eq!(evaluate(&r, Severity::Immediate, &[], 0, 1, Some(1)).verdict, Verdict::Fired);
-        assert_eq!(evaluate(&r, Severity::Immediate, &[], 0, 1, Some(0)).verdict, Verdict::Clear);
-        assert!(matches!(evaluate(&r, Severity::Immediate, &[], 0, 1, None).verdict, Verdict::Inconclusive { .. }));
+        assert_eq!(
+            evaluate(&r, Severity::Immediate, &[], 0, 1, Some(1)).verdict,
+            Verdict::Fired
+        );
+        assert_eq!(
+            evaluate(&r, Severity::Immediate, &[], 0, 1, Some(0)).verdict,
+            Verdict::Clear
+        );
+        assert!(matches!(
+            evaluate(&r, Severity::Immediate, &[], 0, 1, None).verdict,
+            Verdict::Inconclusive { .. }
+        ));
     }
 }

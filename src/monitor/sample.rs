@@ -64,7 +64,9 @@ impl Sampler<'_> {
             health::get_bounded(&self.client, &self.metrics_url, MAX_METRICS_BODY)
         );
         let snapshot = match m {
-            Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(&String::from_utf8_lossy(&body)))),
+            Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(
+                &String::from_utf8_lossy(&body),
+            ))),
             _ => None,
         };
         let mut s = Sample {
@@ -90,8 +92,16 @@ impl Sampler<'_> {
         s
     }
 
-    async fn container_part(&self, engine: &Engine, name: &str, cursor: &mut Cursor, s: &mut Sample) {
-        let Ok(c) = engine.inspect_container(name).await else { return };
+    async fn container_part(
+        &self,
+        engine: &Engine,
+        name: &str,
+        cursor: &mut Cursor,
+        s: &mut Sample,
+    ) {
+        let Ok(c) = engine.inspect_container(name).await else {
+            return;
+        };
         let state = c.state.clone().unwrap_or_default();
         s.restart_count = c.restart_count;
         s.oom_killed = state.oom_killed;
@@ -102,7 +112,13 @@ impl Sampler<'_> {
                 if let Some(r) = stats::resources(&st) {
                     s.memory_bytes = Some(r.memory_bytes);
                     s.cpu_pct = match cursor.cpu {
-                        Some((pt, ps)) => stats::cpu_percent(pt, ps, r.cpu_total_ns, r.system_cpu_ns, online_cpus(&st)),
+                        Some((pt, ps)) => stats::cpu_percent(
+                            pt,
+                            ps,
+                            r.cpu_total_ns,
+                            r.system_cpu_ns,
+                            online_cpus(&st),
+                        ),
                         None => r.cpu_pct,
                     };
                     cursor.cpu = Some((r.cpu_total_ns, r.system_cpu_ns));
@@ -110,7 +126,9 @@ impl Sampler<'_> {
             }
         }
         // Error lines since the previous sample, by the engine's timestamps so none counts twice.
-        let since_ns = cursor.log_since_ns.unwrap_or(s.ts_ms as i128 * 1_000_000 - 1_000_000_000);
+        let since_ns = cursor
+            .log_since_ns
+            .unwrap_or(s.ts_ms as i128 * 1_000_000 - 1_000_000_000);
         let since_secs = (since_ns / 1_000_000_000) as i64;
         if let Ok(lines) = engine.logs_with_timestamps(name, since_secs, 100_000).await {
             let mut count = 0;
@@ -130,5 +148,9 @@ impl Sampler<'_> {
 }
 
 fn online_cpus(s: &bollard::models::ContainerStatsResponse) -> u32 {
-    s.cpu_stats.as_ref().and_then(|c| c.online_cpus).unwrap_or(1).max(1)
+    s.cpu_stats
+        .as_ref()
+        .and_then(|c| c.online_cpus)
+        .unwrap_or(1)
+        .max(1)
 }

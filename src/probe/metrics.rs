@@ -84,6 +84,7 @@ pub struct Snapshot {
     pub requests_total: f64,
     pub requests_5xx: f64,
     /// Cumulative latency buckets: (upper bound in seconds, count), sorted, +Inf last.
+    #[serde(with = "inf_buckets")]
     pub buckets: Vec<(f64, f64)>,
     pub duration_sum: f64,
     pub duration_count: f64,
@@ -126,6 +127,46 @@ pub fn snapshot(series: &[Series]) -> Snapshot {
     b.sort_by(|x, y| x.0.total_cmp(&y.0));
     s.buckets = b;
     s
+}
+
+/// JSON has no infinity: the `+Inf` bound is stored as the string Prometheus uses.
+mod inf_buckets {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bound {
+        Finite(f64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(b: &[(f64, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(Bound, f64)> = b
+            .iter()
+            .map(|(le, c)| {
+                (
+                    if le.is_finite() {
+                        Bound::Finite(*le)
+                    } else {
+                        Bound::Text("+Inf".into())
+                    },
+                    *c,
+                )
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64)>, D::Error> {
+        let v: Vec<(Bound, f64)> = Vec::deserialize(d)?;
+        v.into_iter()
+            .map(|(le, c)| match le {
+                Bound::Finite(f) => Ok((f, c)),
+                Bound::Text(t) if t == "+Inf" => Ok((f64::INFINITY, c)),
+                Bound::Text(t) => Err(serde::de::Error::custom(format!("bad bucket bound {t:?}"))),
+            })
+            .collect()
+    }
 }
 
 /// Counter increase between two readings the way Prometheus' `increase()` treats resets: a
@@ -208,6 +249,13 @@ process_resident_memory_bytes 5.24288e+07
             vec![(0.1, 50.0), (0.2, 90.0), (f64::INFINITY, 100.0)]
         );
         assert_eq!(s.resident_memory_bytes, Some(52_428_800.0));
+    }
+
+    #[test]
+    fn snapshots_survive_a_json_round_trip() {
+        let s = snapshot(&parse(TEXT));
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

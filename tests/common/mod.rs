@@ -309,3 +309,90 @@ pub fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The shipped config with the runbook's windows shrunk for tests: 5m -> 4s, 1h -> 8s,
+/// 30m -> 5s, 10m -> 60s, a 1 s monitor interval, 1.5 s probe timeout; then `edit`.
+pub fn short_window_config(stage: &Stage, edit: impl Fn(&mut toml::Table)) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("config/staging.toml")).unwrap();
+    let mut t: toml::Table = text.parse().unwrap();
+    {
+        let m = t["monitoring"].as_table_mut().unwrap();
+        m.insert("interval".into(), "1s".into());
+        for list in ["rollback_triggers", "immediate_triggers"] {
+            for rule in m[list].as_array_mut().unwrap() {
+                let r = rule.as_table_mut().unwrap();
+                let w = match r["sustained_for"].as_str().unwrap() {
+                    "5m" => "4s",
+                    "1h" => "8s",
+                    "30m" => "5s",
+                    "10m" => "60s",
+                    other => other,
+                }
+                .to_string();
+                r.insert("sustained_for".into(), w.into());
+            }
+        }
+        t["verify"]
+            .as_table_mut()
+            .unwrap()
+            .insert("probe_timeout".into(), "1500ms".into());
+    }
+    edit(&mut t);
+    let p = stage.dir.path().join("short.toml");
+    std::fs::write(&p, toml::to_string(&t).unwrap()).unwrap();
+    p
+}
+
+/// Sets `sustained_for` of the named trigger(s) in both lists.
+pub fn set_window(t: &mut toml::Table, name: &str, window: &str) {
+    let m = t["monitoring"].as_table_mut().unwrap();
+    for list in ["rollback_triggers", "immediate_triggers"] {
+        for rule in m[list].as_array_mut().unwrap() {
+            let r = rule.as_table_mut().unwrap();
+            if r["name"].as_str() == Some(name) {
+                r.insert("sustained_for".into(), window.into());
+            }
+        }
+    }
+}
+
+/// Background traffic against the auth routes until dropped.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(base: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, base) = (stop.clone(), base.to_string());
+        let handle = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                http("POST", &format!("{base}/auth/login"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Traffic {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Timestamps (ms) of the first and the last stored sample.
+pub fn sample_span(stage: &Stage) -> (i64, i64) {
+    let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
+    db.query_row("SELECT MIN(ts_ms), MAX(ts_ms) FROM samples", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+}

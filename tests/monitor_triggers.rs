@@ -1,0 +1,381 @@
+//! monitor: every rollback trigger fires for its fault, within its window plus one interval
+//! and not before the window is covered; a healthy service fires nothing.
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// Runs the monitor (1 s interval) until it exits; returns the run and the fired rule names.
+fn monitor(stage: &Stage, cfg: &std::path::Path, extra: &[&str]) -> (Run, Vec<String>) {
+    let mut args = vec![
+        "--config",
+        path_str(cfg),
+        "monitor",
+        "--duration",
+        "45s",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let r = stage.run(&args);
+    let fired = r.json()["fired"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (r, fired)
+}
+
+/// The trigger fired no sooner than its window and no later than window + interval (+ slack
+/// for the tick's own work).
+fn assert_fired_in_window(stage: &Stage, window_s: f64) {
+    let (first, last) = sample_span(stage);
+    let span = (last - first) as f64 / 1000.0;
+    assert!(
+        span >= window_s,
+        "fired after {span:.2}s, before its {window_s}s window was covered"
+    );
+    assert!(
+        span <= window_s + 1.0 + 1.5,
+        "fired after {span:.2}s, later than {window_s}s + one interval"
+    );
+}
+
+#[test]
+fn error_rate_over_2_percent_for_the_window_fires() {
+    let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let _traffic = Traffic::start(&stage.base_url());
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"error_rate".to_string()),
+        "{fired:?}\n{}",
+        r.all()
+    );
+    let f = r.json()["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "error_rate")
+        .unwrap()
+        .clone();
+    let v = f["value"].as_f64().unwrap();
+    assert!((3.0..=8.0).contains(&v), "about 5% errors, got {v}");
+    assert_fired_in_window(&stage, 4.0);
+    let ev = stage.events("trigger");
+    assert!(
+        ev.iter()
+            .any(|e| e["rule"] == "error_rate" && e["evidence"].as_array().unwrap().len() >= 4),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn p99_latency_over_500ms_fires() {
+    let image = testsvc_image("dhi-test/authsvc:slow-600", &["FAULT_LATENCY_MS=600"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"p99_latency".to_string()) || fired.contains(&"p95_latency".to_string()),
+        "{fired:?}"
+    );
+    assert_fired_in_window(&stage, 4.0);
+}
+
+#[test]
+fn continuous_memory_growth_fires() {
+    let image = testsvc_image(
+        "dhi-test/authsvc:leak",
+        &["FAULT_MEM_GROWTH_MB_PER_MIN=240"],
+    );
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"memory_continuous_growth".to_string()),
+        "{fired:?}\n{}",
+        r.all()
+    );
+    assert_fired_in_window(&stage, 5.0);
+}
+
+#[test]
+fn a_crash_loop_fires_the_restart_trigger() {
+    let image = good_image();
+    let stage = Stage::new();
+    std::fs::write(&stage.env_file, "PORT=3000\nFAULT_CRASH_AFTER_S=1.5\n").unwrap();
+    assert_eq!(stage.deploy(&image).code, 0);
+    // Only the restart count may decide here: health blips during restarts are expected.
+    let cfg = short_window_config(&stage, |t| {
+        set_window(t, "health_check_failure_rate", "1h");
+        set_window(t, "health_check_success_rate", "1h");
+        set_window(t, "memory_continuous_growth", "1h");
+    });
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert_eq!(fired, vec!["container_crashes".to_string()], "{}", r.all());
+    assert!(r.json()["fired"][0]["value"].as_f64().unwrap() > 3.0);
+}
+
+#[test]
+fn health_reporting_unhealthy_fires() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert!(http(
+        "POST",
+        &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
+    )
+    .is_some());
+    let cfg = short_window_config(&stage, |_| {});
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"health_check_failure_rate".to_string()),
+        "{fired:?}\n{}",
+        r.all()
+    );
+    // The 503s of /health are 5xx responses too, so the error rate may fire with it; nothing else may.
+    assert!(
+        fired
+            .iter()
+            .all(|f| f == "health_check_failure_rate" || f == "error_rate"),
+        "{fired:?}"
+    );
+    assert_fired_in_window(&stage, 4.0);
+    // Not a substring match: the body says "unhealthy" and the probes count as failed.
+    assert_eq!(r.json()["last_sample"]["health_ok"], false);
+}
+
+#[test]
+fn a_degraded_dependency_is_reported_without_firing() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert!(http(
+        "POST",
+        &format!("{}/admin/faults?degraded_dep=kong", stage.base_url())
+    )
+    .is_some());
+    let cfg = short_window_config(&stage, |_| {});
+    let r = stage.run(&["--config", path_str(&cfg), "monitor", "--duration", "3s"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("DEGRADED kong=degraded"), "{}", r.all());
+    let j = stage
+        .run(&[
+            "--config",
+            path_str(&cfg),
+            "monitor",
+            "--once",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        j["last_sample"]["health_detail"]["dependencies"]["kong"],
+        "degraded"
+    );
+}
+
+#[test]
+fn a_hung_service_fires_through_probe_timeouts() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert!(http("POST", &format!("{}/admin/faults?hang=1", stage.base_url())).is_some());
+    let cfg = short_window_config(&stage, |_| {});
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"health_check_failure_rate".to_string()),
+        "{fired:?}"
+    );
+    assert_eq!(
+        r.json()["last_sample"]["health_detail"]["error"],
+        "timed out"
+    );
+}
+
+#[test]
+fn a_killed_container_fires() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(docker(&["stop", "-t", "0", &stage.name]).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let (r, fired) = monitor(&stage, &cfg, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        fired.contains(&"health_check_failure_rate".to_string()),
+        "{fired:?}"
+    );
+    let last = &r.json()["last_sample"];
+    assert!(
+        last["memory_bytes"].is_null(),
+        "a stopped container has no memory reading, not zero"
+    );
+}
+
+#[test]
+fn a_healthy_service_fires_nothing_even_across_a_restart() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    let cfg = short_window_config(&stage, |t| {
+        // One probe may land in the restart's ~0.2 s gap: 1 in 11 stays under 10%.
+        set_window(t, "health_check_failure_rate", "10s");
+        set_window(t, "health_check_success_rate", "1h");
+    });
+    let _traffic = Traffic::start(&stage.base_url());
+    let base = stage.base_url();
+    let crasher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(6));
+        http("POST", &format!("{base}/admin/crash"));
+    });
+    let r = stage.run(&[
+        "--config",
+        path_str(&cfg),
+        "monitor",
+        "--duration",
+        "14s",
+        "--output",
+        "json",
+    ]);
+    crasher.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert!(j["fired"].as_array().unwrap().is_empty(), "{}", r.all());
+    assert_eq!(j["last_sample"]["restart_count"], 1, "the crash did happen");
+    let err = j["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "error_rate")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        err["verdict"], "clear",
+        "the counter reset is not read as errors: {err}"
+    );
+}
+
+#[test]
+fn auto_rollback_restores_the_baseline_end_to_end() {
+    let good = good_image();
+    let faulty = testsvc_image("dhi-test/authsvc:errors-50pct", &["FAULT_ERROR_RATE=0.5"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(
+        stage.deploy(&faulty).code,
+        0,
+        "health is fine, so it deploys"
+    );
+    let cfg = short_window_config(&stage, |_| {});
+    let _traffic = Traffic::start(&stage.base_url());
+    let (r, fired) = monitor(&stage, &cfg, &["--auto-rollback"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(fired.contains(&"error_rate".to_string()), "{fired:?}");
+    let j = r.json();
+    assert!(
+        j["rollback"]["rollback"]["decision_to_healthy_ms"]
+            .as_u64()
+            .unwrap()
+            < 30_000,
+        "{}",
+        r.all()
+    );
+    assert_eq!(stage.inspect()["Config"]["Image"], good.as_str());
+    assert!(stage.health().is_some());
+    assert!(!stage.events("trigger").is_empty());
+    let rb = stage.events("rollback");
+    assert!(
+        rb.last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("error_rate"),
+        "{rb:?}"
+    );
+}
+
+#[test]
+fn separate_once_invocations_build_one_window() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert!(http(
+        "POST",
+        &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
+    )
+    .is_some());
+    let cfg = short_window_config(&stage, |t| {
+        // cron-like spacing: each invocation takes its own ~1 s, so allow 2 s between samples.
+        t["monitoring"]
+            .as_table_mut()
+            .unwrap()
+            .insert("interval".into(), "2s".into());
+    });
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let r = stage.run(&[
+            "--config",
+            path_str(&cfg),
+            "monitor",
+            "--once",
+            "--day",
+            "2",
+        ]);
+        codes.push(r.code);
+        if r.code == 4 {
+            assert!(
+                r.stdout
+                    .contains("TRIGGER FIRED: health_check_failure_rate"),
+                "{}",
+                r.all()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        codes.first(),
+        Some(&0),
+        "the first invocation cannot cover a window: {codes:?}"
+    );
+    assert_eq!(codes.last(), Some(&4), "{codes:?}");
+    let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
+    let day: i64 = db
+        .query_row("SELECT MIN(day) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(day, 2);
+}
+
+#[test]
+fn any_http_service_without_a_container() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let mut cmd = stage.command(&[
+        "--config",
+        path_str(&cfg),
+        "monitor",
+        "--once",
+        "--base-url",
+        &stage.base_url(),
+        "--output",
+        "json",
+    ]);
+    cmd.env_remove("DHI_STAGE_CONTAINER");
+    let r: Run = cmd.output().unwrap().into();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert!(j["container"].is_null());
+    assert_eq!(j["last_sample"]["health_ok"], true);
+    assert!(
+        j["last_sample"]["memory_bytes"].is_null() && j["last_sample"]["restart_count"].is_null()
+    );
+}
