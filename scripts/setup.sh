@@ -2,7 +2,7 @@
 # Installs and starts what dhi-stage and its tests need on a fresh Debian machine:
 # a Docker Engine, a plain local registry on 127.0.0.1:${DHI_REGISTRY_PORT:-5000} and
 # one that demands credentials on 127.0.0.1:${DHI_AUTH_REGISTRY_PORT:-5001} (user
-# dhi / password dhi-secret). Idempotent: what already answers is left alone.
+# dhi / password dhi-secret), and redis-server on 127.0.0.1:${DHI_REDIS_PORT:-6399}. Idempotent: what already answers is left alone.
 set -euo pipefail
 
 REG_PORT="${DHI_REGISTRY_PORT:-5000}"
@@ -15,6 +15,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -61,4 +63,11 @@ start_registry() { # name port [auth]
 }
 start_registry registry "$REG_PORT"
 start_registry registry-auth "$AUTH_REG_PORT" auth
+# --- redis (preflight tests: "Redis instance available") ------------------------
+REDIS_PORT="${DHI_REDIS_PORT:-6399}"
+if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize yes --logfile "$WORK/redis.log" >/dev/null
+  for _ in $(seq 1 40); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.25; done
+fi
 log "ready: docker engine, registry 127.0.0.1:$REG_PORT, authenticated registry 127.0.0.1:$AUTH_REG_PORT"

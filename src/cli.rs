@@ -153,6 +153,9 @@ pub struct PushArgs {
     /// Read the registry password from stdin
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Attach this SBOM (from `validate --sbom-out`) next to the image, as the sidecar tag <tag>.sbom
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +165,33 @@ pub struct ValidateArgs {
     pub image: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Write the SBOM here
+    #[arg(long, value_name = "FILE")]
+    pub sbom_out: Option<PathBuf>,
+    /// SBOM format
+    #[arg(long, value_parser = ["cyclonedx", "spdx"], default_value = "cyclonedx")]
+    pub sbom_format: String,
+    /// OpenVEX documents to apply (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub vex: Vec<PathBuf>,
+    /// Offline OSV database directory (OSV JSON files per ecosystem)
+    #[arg(long, value_name = "DIR", conflicts_with = "scan_report")]
+    pub osv_db: Option<PathBuf>,
+    /// Trivy or Grype JSON report(s) to import instead of matching an OSV database
+    #[arg(long, value_name = "FILE")]
+    pub scan_report: Vec<PathBuf>,
+    /// DSSE envelope with the base image's in-toto SLSA provenance
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub provenance: Option<PathBuf>,
+    /// Pinned PEM public key (ECDSA P-256) that signed the provenance
+    #[arg(long, value_name = "PEM", requires = "provenance")]
+    pub key: Option<PathBuf>,
+    /// Base image digest [default: the image's org.opencontainers.image.base.digest label]
+    #[arg(long, value_name = "sha256:...")]
+    pub base_digest: Option<String>,
+    /// Size limit in MB (10^6 bytes) [default: from config, 58]
+    #[arg(long, value_name = "MB")]
+    pub max_size: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     pub monitoring: MonitoringConfig,
     pub rollback: RollbackConfig,
+    pub security: SecurityConfig,
+    pub preflight: PreflightConfig,
     pub load: LoadConfig,
     pub promotion: PromotionConfig,
 }
@@ -193,6 +195,26 @@ pub struct RollbackConfig {
     pub stop_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub kubernetes_target: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub required_score: u32,
+    pub expected_uid: u32,
+    pub allowed_builders: Vec<String>,
+    pub fail_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightConfig {
+    pub required_env: Vec<String>,
+    pub kong_url_var: String,
+    pub redis_url_var: String,
+    pub otel_endpoint_var: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -13,6 +13,7 @@ mod monitor;
 mod output;
 mod probe;
 mod rollout;
+mod security;
 mod store;
 
 use clap::Parser;

@@ -339,7 +339,6 @@ impl Store {
             .map(|n| n as u32))
     }
 
-    #[allow(dead_code)] // validate (issue D) records its results
     pub fn record_validation(
         &self,
         image_ref: Option<&str>,

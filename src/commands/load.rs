@@ -36,7 +36,7 @@ pub async fn run(ctx: Ctx, a: LoadArgs) -> Result<Outcome> {
         &serde_json::to_value(&report)?,
     )?;
     if let Some(path) = &a.summary_export {
-        write_atomic(
+        super::write_atomic(
             path,
             &serde_json::to_string_pretty(&load::to_k6_summary(&report))?,
         )?;
@@ -166,10 +166,4 @@ fn render(r: &Report) -> String {
         "thresholds NOT met"
     };
     t
-}
-
-fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -6,9 +6,11 @@ mod build;
 mod deploy;
 mod load;
 mod monitor;
+mod preflight;
 mod push;
 mod rollback;
 mod status;
+mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,8 +103,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Deploy(a) => deploy::run(ctx, a).await,
         Command::Rollback(a) => rollback::run(ctx, a).await,
         Command::Status(a) => status::run(ctx.with_target(&a)?).await,
-        Command::Validate(_) => not_implemented("validate", "D"),
-        Command::Preflight(_) => not_implemented("preflight", "D"),
+        Command::Validate(a) => validate::run(ctx, a).await,
+        Command::Preflight(a) => preflight::run(ctx.with_target(&a)?).await,
         Command::Monitor(a) => monitor::run(ctx, a).await,
         Command::Load(a) => load::run(ctx, a).await,
         Command::Report(_) => not_implemented("report", "E"),
@@ -127,6 +129,14 @@ pub fn read_env_file(path: &Path) -> Result<Vec<crate::envfile::EnvVar>> {
         ));
     }
     crate::envfile::read(path).map_err(|e| failure(Code::Usage, format!("{e:#}")))
+}
+
+/// Writes a file whole or not at all: a temp file beside it, then a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    use anyhow::Context;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn fmt_duration(d: Duration) -> String {

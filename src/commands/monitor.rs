@@ -83,6 +83,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         } else {
             active.as_ref().map(|d| d.id)
         },
+        image_ref: active.as_ref().map(|d| d.image_ref.clone()),
     };
 
     let cancel = CancellationToken::new();

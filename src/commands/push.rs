@@ -47,6 +47,25 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
         }
         None => auth::from_docker_config(&registry)?,
     };
+    let sbom_doc = match &a.sbom {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                failure(
+                    Code::Usage,
+                    format!("cannot read SBOM {}: {e}", p.display()),
+                )
+            })?;
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                failure(
+                    Code::Usage,
+                    format!("SBOM {} is not JSON: {e}", p.display()),
+                )
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let credentials_again = credentials.clone();
     let engine = Engine::connect().await?;
     let image = engine.inspect_image(&source).await.map_err(|e| {
         failure(
@@ -67,13 +86,54 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
         image.size,
         Some(&digest),
     )?;
-    let text = format!(
+    let mut text = format!(
         "pushed {target}\n  digest: {digest}\n  pull:   {repo}@{digest}\n  took:   {}",
         super::fmt_duration(started.elapsed())
     );
+    let mut sbom_json = serde_json::Value::Null;
+    if let Some(doc) = &sbom_doc {
+        // The sidecar: a FROM scratch image holding only /sbom.json, labelled with the digest it describes.
+        let sidecar_tag = format!("{tag}.sbom");
+        let dockerfile = format!(
+            "FROM scratch\nCOPY sbom.json /sbom.json\nLABEL org.opencontainers.image.description=\"SBOM of {repo}@{digest}\" dev.dhi-stage.sbom.subject=\"{digest}\"\n"
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("sbom.json", doc.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data)?;
+        }
+        let sidecar = format!("{repo}:{sidecar_tag}");
+        engine
+            .build(
+                b.into_inner()?,
+                "Dockerfile",
+                &sidecar,
+                &Default::default(),
+                &progress,
+            )
+            .await?;
+        let sbom_digest = engine
+            .push(&repo, &sidecar_tag, credentials_again, &progress)
+            .await?;
+        store.record_image(
+            "push-sbom",
+            &sidecar,
+            None,
+            Some(doc.len() as i64),
+            Some(&sbom_digest),
+        )?;
+        text += &format!("\n  sbom:   {sidecar} ({sbom_digest})");
+        sbom_json = json!({"reference": sidecar, "digest": sbom_digest});
+    }
     Ok(Outcome::new(
         Code::Ok,
-        json!({"ok": true, "source": source, "reference": target, "digest": digest, "pinned": format!("{repo}@{digest}"), "image_id": image.id}),
+        json!({"ok": true, "source": source, "reference": target, "digest": digest, "pinned": format!("{repo}@{digest}"), "image_id": image.id, "sbom": sbom_json}),
         text,
     ))
 }

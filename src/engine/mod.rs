@@ -93,7 +93,6 @@ impl Engine {
         }
     }
 
-    #[allow(dead_code)] // preflight (issue D) reports it
     pub async fn server_version(&self) -> Result<String> {
         let v = timed("reading the engine version", self.docker.version()).await?;
         Ok(format!(
@@ -493,6 +492,34 @@ impl Engine {
                     CALL_TIMEOUT.as_secs()
                 )
             })??;
+        Ok(out)
+    }
+
+    /// `CreatedBy` of every history entry (the Dockerfile lines, as the engine recorded them).
+    pub async fn image_history(&self, reference: &str) -> Result<Vec<String>> {
+        let h = timed(
+            &format!("reading the history of {reference}"),
+            self.docker.image_history(reference),
+        )
+        .await?;
+        Ok(h.into_iter().map(|i| i.created_by).collect())
+    }
+
+    /// The image as `docker save` writes it, held in memory up to `limit` bytes.
+    pub async fn export_image(&self, reference: &str, limit: usize) -> Result<Vec<u8>> {
+        let mut stream = self.docker.export_image(reference);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| anyhow!("exporting {reference}: {}", docker_message(&e)))?;
+            if out.len() + chunk.len() > limit {
+                return Err(anyhow!(
+                    "the export of {reference} is larger than {} MB; refusing to read it",
+                    limit >> 20
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
         Ok(out)
     }
 }

@@ -113,7 +113,7 @@ pub async fn run(
         let interval = plan.cadence.interval_at(sample.ts_ms);
         let since = sample.ts_ms - (max_window + interval * 4).as_millis() as i64;
         let history = store.samples(&sample.target, since, sampler.deployment_id)?;
-        let cves = store.critical_cves(None)?;
+        let cves = store.critical_cves(sampler.image_ref.as_deref())?;
         let results = evaluate_all(cfg, &history, sample.ts_ms, interval, cves);
         let last_two = &history[history.len().saturating_sub(2)..];
         let now = |m| {

@@ -51,6 +51,8 @@ pub struct Sampler<'a> {
     pub container: Option<String>,
     pub day: Option<u32>,
     pub deployment_id: Option<i64>,
+    /// The deployed image, whose recorded CVE scan feeds the CRITICAL CVE trigger.
+    pub image_ref: Option<String>,
 }
 
 /// A scrape larger than this is cut off (and then fails to parse the tail, which is fine).

@@ -1,0 +1,334 @@
+//! `preflight`: the runbook's "Infrastructure Requirements" as checks with pass/warn/fail:
+//! engine, env file (values never printed), staging port, Kong, Redis (optional: warn),
+//! OpenTelemetry collector, state dir, registry. Exit 3 on any fail.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Ctx;
+use crate::engine::Engine;
+use crate::exit::Code;
+use crate::output::Outcome;
+
+#[derive(Debug, Serialize)]
+struct Item {
+    check: String,
+    status: &'static str,
+    detail: String,
+}
+
+fn item(check: &str, status: &'static str, detail: impl Into<String>) -> Item {
+    Item {
+        check: check.into(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+pub async fn run(ctx: Ctx) -> Result<Outcome> {
+    let cfg = &ctx.config;
+    let pf = &cfg.preflight;
+    let mut items = Vec::new();
+
+    let engine = match Engine::connect().await {
+        Ok(e) => {
+            items.push(item(
+                "Docker runtime",
+                "pass",
+                e.server_version()
+                    .await
+                    .unwrap_or_else(|e| format!("reachable ({e:#})")),
+            ));
+            Some(e)
+        }
+        Err(e) => {
+            items.push(item("Docker runtime", "fail", format!("{e:#}")));
+            None
+        }
+    };
+
+    let env = if cfg.env_file.exists() {
+        match crate::envfile::read(&cfg.env_file) {
+            Ok(vars) => {
+                let missing: Vec<&String> = pf
+                    .required_env
+                    .iter()
+                    .filter(|k| !vars.iter().any(|v| &v.key == *k && !v.value.is_empty()))
+                    .collect();
+                if missing.is_empty() {
+                    items.push(item(
+                        "env file",
+                        "pass",
+                        format!(
+                            "{}: {} variables, all {} required set",
+                            cfg.env_file.display(),
+                            vars.len(),
+                            pf.required_env.len()
+                        ),
+                    ));
+                } else {
+                    items.push(item(
+                        "env file",
+                        "fail",
+                        format!(
+                            "{}: required but unset or empty: {}",
+                            cfg.env_file.display(),
+                            missing
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                vars
+            }
+            Err(e) => {
+                items.push(item("env file", "fail", format!("{e:#}")));
+                Vec::new()
+            }
+        }
+    } else {
+        items.push(item(
+            "env file",
+            "fail",
+            format!(
+                "{} does not exist (copy .env.stg.example)",
+                cfg.env_file.display()
+            ),
+        ));
+        Vec::new()
+    };
+    let var = |k: &str| {
+        env.iter()
+            .find(|v| v.key == k)
+            .map(|v| v.value.clone())
+            .filter(|v| !v.is_empty())
+    };
+
+    let addr = format!("{}:{}", cfg.container.host_ip, cfg.container.host_port);
+    match std::net::TcpListener::bind(&addr) {
+        Ok(_) => items.push(item("staging port", "pass", format!("{addr} is free"))),
+        Err(_) => {
+            let ours = match &engine {
+                Some(e) => e
+                    .find_container(&cfg.container.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| {
+                        c.host_config
+                            .and_then(|h| h.port_bindings)
+                            .is_some_and(|pb| {
+                                pb.values().flatten().flatten().any(|b| {
+                                    b.host_port.as_deref()
+                                        == Some(&cfg.container.host_port.to_string())
+                                })
+                            })
+                    }),
+                None => false,
+            };
+            if ours {
+                items.push(item(
+                    "staging port",
+                    "pass",
+                    format!("{addr} is held by our container {}", cfg.container.name),
+                ));
+            } else {
+                items.push(item(
+                    "staging port",
+                    "fail",
+                    format!(
+                        "{addr} is in use by something other than {}",
+                        cfg.container.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    let client = crate::probe::health::client(pf.timeout);
+    match var(&pf.kong_url_var) {
+        None => items.push(item(
+            "Kong API Gateway",
+            "fail",
+            format!("{} is not set in the env file", pf.kong_url_var),
+        )),
+        Some(url) => match crate::probe::health::get_bounded(&client, &url, 4096).await {
+            Ok((code, _)) => items.push(item(
+                "Kong API Gateway",
+                "pass",
+                format!("{url} answered HTTP {code}"),
+            )),
+            Err(e) => items.push(item("Kong API Gateway", "fail", format!("{url}: {e}"))),
+        },
+    }
+    match var(&pf.redis_url_var) {
+        None => items.push(item(
+            "Redis (optional)",
+            "warn",
+            format!(
+                "{} is not set: the service runs without Redis (graceful fallback)",
+                pf.redis_url_var
+            ),
+        )),
+        Some(url) => match redis_ping(&url, pf.timeout).await {
+            Ok(answer) => items.push(item(
+                "Redis (optional)",
+                "pass",
+                format!("{} answered {answer}", redact_url(&url)),
+            )),
+            Err(e) => items.push(item(
+                "Redis (optional)",
+                "warn",
+                format!(
+                    "{}: {e}; the service falls back gracefully",
+                    redact_url(&url)
+                ),
+            )),
+        },
+    }
+    match var(&pf.otel_endpoint_var) {
+        None => items.push(item(
+            "OpenTelemetry collector",
+            "fail",
+            format!("{} is not set in the env file", pf.otel_endpoint_var),
+        )),
+        Some(url) => match tcp_reachable(&url, pf.timeout).await {
+            Ok(hp) => items.push(item(
+                "OpenTelemetry collector",
+                "pass",
+                format!("{hp} accepts connections"),
+            )),
+            Err(e) => items.push(item(
+                "OpenTelemetry collector",
+                "fail",
+                format!("{url}: {e}"),
+            )),
+        },
+    }
+
+    let probe = ctx.state_dir.join(".preflight-write-test");
+    let writable = std::fs::create_dir_all(&ctx.state_dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match writable {
+        Ok(()) => items.push(item(
+            "state dir",
+            "pass",
+            format!("{} is writable", ctx.state_dir.display()),
+        )),
+        Err(e) => items.push(item(
+            "state dir",
+            "fail",
+            format!("{}: {e}", ctx.state_dir.display()),
+        )),
+    }
+
+    let reg = &cfg.image.registry;
+    let mut reg_result = Err(String::new());
+    for scheme in ["https", "http"] {
+        reg_result =
+            crate::probe::health::get_bounded(&client, &format!("{scheme}://{reg}/v2/"), 4096)
+                .await;
+        if reg_result.is_ok() {
+            break;
+        }
+    }
+    match reg_result {
+        Ok((code, _)) if code == 200 || code == 401 => items.push(item(
+            "registry",
+            "pass",
+            format!("{reg} speaks the registry API (HTTP {code} on /v2/)"),
+        )),
+        Ok((code, _)) => items.push(item(
+            "registry",
+            "fail",
+            format!("{reg}/v2/ answered HTTP {code}"),
+        )),
+        Err(e) => items.push(item("registry", "fail", format!("{reg}: {e}"))),
+    }
+
+    let failed = items.iter().filter(|i| i.status == "fail").count();
+    let warned = items.iter().filter(|i| i.status == "warn").count();
+    let mut text = String::from("preflight (Infrastructure Requirements):\n");
+    for i in &items {
+        text += &format!("  {:<4} {:<26} {}\n", i.status, i.check, i.detail);
+    }
+    text += &format!("{failed} failed, {warned} warning(s)");
+    let code = if failed > 0 {
+        Code::CheckFailed
+    } else {
+        Code::Ok
+    };
+    Ok(Outcome::new(
+        code,
+        json!({"ok": failed == 0, "checks": items}),
+        text,
+    ))
+}
+
+/// `redis://[user:pass@]host:port` -> PING; an auth error still proves Redis is there.
+async fn redis_ping(url: &str, timeout: Duration) -> Result<String, String> {
+    let hp = host_port(url, 6379)?;
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(&hp)
+            .await
+            .map_err(|e| format!("cannot connect to {hp}: {e}"))?;
+        s.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let answer = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        if answer.starts_with("+PONG") || answer.starts_with("-NOAUTH") {
+            Ok(answer)
+        } else {
+            Err(format!("{hp} did not answer PING like Redis ({answer:?})"))
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
+}
+
+async fn tcp_reachable(url: &str, timeout: Duration) -> Result<String, String> {
+    let default = if url.starts_with("https://") {
+        443
+    } else {
+        4318
+    };
+    let hp = host_port(url, default)?;
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&hp)).await {
+        Ok(Ok(_)) => Ok(hp),
+        Ok(Err(e)) => Err(format!("cannot connect to {hp}: {e}")),
+        Err(_) => Err(format!(
+            "no answer from {hp} within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+fn host_port(url: &str, default_port: u16) -> Result<String, String> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority.is_empty() {
+        return Err(format!("{} has no host", redact_url(url)));
+    }
+    Ok(if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    })
+}
+
+/// URLs can carry passwords (`redis://:secret@host`): never print them.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}

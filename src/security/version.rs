@@ -1,0 +1,272 @@
+//! Version ordering per ecosystem, because "fixed in 1:2.3~rc1-2" means nothing without the
+//! ecosystem's rules: Debian's dpkg (epoch, upstream, revision, `~` sorting before
+//! everything), Alpine's apk (numbers, letter, `_alpha.._p` suffixes, `-rN`), and SemVer for npm.
+
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ecosystem {
+    Debian,
+    Alpine,
+    Npm,
+}
+
+impl Ecosystem {
+    /// OSV ecosystem names carry a release: `Debian:12`, `Alpine:v3.19`.
+    pub fn from_osv(s: &str) -> Option<Ecosystem> {
+        let base = s.split(':').next().unwrap_or(s);
+        match base {
+            "Debian" | "Ubuntu" => Some(Ecosystem::Debian),
+            "Alpine" => Some(Ecosystem::Alpine),
+            "npm" => Some(Ecosystem::Npm),
+            _ => None,
+        }
+    }
+
+    pub fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            Ecosystem::Debian => dpkg_cmp(a, b),
+            Ecosystem::Alpine => apk_cmp(a, b),
+            Ecosystem::Npm => semver_cmp(a, b),
+        }
+    }
+}
+
+// ---- dpkg (deb-version(7)) ----
+
+fn split_dpkg(v: &str) -> (u64, &str, &str) {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) => (e.parse().unwrap_or(0), r),
+        _ => (0, v),
+    };
+    match rest.rsplit_once('-') {
+        Some((u, r)) => (epoch, u, r),
+        None => (epoch, rest, ""),
+    }
+}
+
+fn dpkg_order(c: Option<char>) -> i32 {
+    match c {
+        None => 0,
+        Some('~') => -1,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => c as i32,
+        Some(c) => c as i32 + 256,
+    }
+}
+
+/// dpkg's verrevcmp: alternate non-digit runs (compared with `~` lowest, letters before
+/// other symbols) and digit runs (compared numerically).
+fn verrevcmp(a: &str, b: &str) -> Ordering {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let mut first_diff = 0;
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
+            let ac = dpkg_order(a.get(i).copied().filter(|c| !c.is_ascii_digit()));
+            let bc = dpkg_order(b.get(j).copied().filter(|c| !c.is_ascii_digit()));
+            if ac != bc {
+                return ac.cmp(&bc);
+            }
+            if i < a.len() && !a[i].is_ascii_digit() {
+                i += 1;
+            }
+            if j < b.len() && !b[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
+        while i < a.len() && a[i] == '0' {
+            i += 1;
+        }
+        while j < b.len() && b[j] == '0' {
+            j += 1;
+        }
+        while i < a.len() && a[i].is_ascii_digit() && j < b.len() && b[j].is_ascii_digit() {
+            if first_diff == 0 {
+                first_diff = a[i] as i32 - b[j] as i32;
+            }
+            i += 1;
+            j += 1;
+        }
+        if i < a.len() && a[i].is_ascii_digit() {
+            return Ordering::Greater;
+        }
+        if j < b.len() && b[j].is_ascii_digit() {
+            return Ordering::Less;
+        }
+        if first_diff != 0 {
+            return first_diff.cmp(&0);
+        }
+    }
+    Ordering::Equal
+}
+
+pub fn dpkg_cmp(a: &str, b: &str) -> Ordering {
+    let (ea, ua, ra) = split_dpkg(a);
+    let (eb, ub, rb) = split_dpkg(b);
+    ea.cmp(&eb)
+        .then_with(|| verrevcmp(ua, ub))
+        .then_with(|| verrevcmp(ra, rb))
+}
+
+// ---- apk (apk-tools version.c, simplified to its token rules) ----
+
+#[derive(Debug, PartialEq, PartialOrd)]
+enum ApkToken {
+    Num(u64),
+    Letter(char),
+    Suffix(i32, u64),
+    Rev(u64),
+}
+
+fn apk_tokens(v: &str) -> Vec<ApkToken> {
+    let mut out = Vec::new();
+    let (main, rev) = match v.rsplit_once("-r") {
+        Some((m, r)) if r.chars().all(|c| c.is_ascii_digit()) && !r.is_empty() => {
+            (m, r.parse().ok())
+        }
+        _ => (v, None),
+    };
+    let (base, suffixes) = match main.split_once('_') {
+        Some((b, s)) => (b, Some(s)),
+        None => (main, None),
+    };
+    for part in base.split('.') {
+        let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+        out.push(ApkToken::Num(digits.parse().unwrap_or(0)));
+        if let Some(l) = part.chars().find(|c| c.is_ascii_alphabetic()) {
+            out.push(ApkToken::Letter(l));
+        }
+    }
+    for s in suffixes.into_iter().flat_map(|s| s.split('_')) {
+        let name: String = s.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        let n: u64 = s[name.len()..].parse().unwrap_or(0);
+        let rank = match name.as_str() {
+            "alpha" => -4,
+            "beta" => -3,
+            "pre" => -2,
+            "rc" => -1,
+            "cvs" | "svn" | "git" | "hg" => 1,
+            "p" => 2,
+            _ => 0,
+        };
+        out.push(ApkToken::Suffix(rank, n));
+    }
+    out.push(ApkToken::Rev(rev.unwrap_or(0)));
+    out
+}
+
+pub fn apk_cmp(a: &str, b: &str) -> Ordering {
+    let (ta, tb) = (apk_tokens(a), apk_tokens(b));
+    for (x, y) in ta.iter().zip(tb.iter()) {
+        let o = match (x, y) {
+            (ApkToken::Num(p), ApkToken::Num(q)) => p.cmp(q),
+            (ApkToken::Letter(p), ApkToken::Letter(q)) => p.cmp(q),
+            (ApkToken::Suffix(r1, n1), ApkToken::Suffix(r2, n2)) => r1.cmp(r2).then(n1.cmp(n2)),
+            (ApkToken::Rev(p), ApkToken::Rev(q)) => p.cmp(q),
+            // A letter after a number is newer than the bare release; a pre-release suffix is older.
+            (ApkToken::Letter(_), _) => Ordering::Greater,
+            (_, ApkToken::Letter(_)) => Ordering::Less,
+            (ApkToken::Suffix(r, _), _) => 0.cmp(r).reverse(),
+            (_, ApkToken::Suffix(r, _)) => 0.cmp(r),
+            (ApkToken::Num(_), _) => Ordering::Greater,
+            (_, ApkToken::Num(_)) => Ordering::Less,
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    ta.len().cmp(&tb.len())
+}
+
+// ---- SemVer 2.0 ----
+
+pub fn semver_cmp(a: &str, b: &str) -> Ordering {
+    let parse = |v: &str| {
+        let v = v.trim_start_matches('v');
+        let v = v.split('+').next().unwrap_or(v);
+        let (core, pre) = match v.split_once('-') {
+            Some((c, p)) => (c, Some(p.to_string())),
+            None => (v, None),
+        };
+        let nums: Vec<u64> = core.split('.').map(|n| n.parse().unwrap_or(0)).collect();
+        (nums, pre)
+    };
+    let (na, pa) = parse(a);
+    let (nb, pb) = parse(b);
+    for i in 0..3 {
+        let o = na.get(i).unwrap_or(&0).cmp(nb.get(i).unwrap_or(&0));
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    match (pa, pb) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => {
+            for (p, q) in x.split('.').zip(y.split('.')) {
+                let o = match (p.parse::<u64>(), q.parse::<u64>()) {
+                    (Ok(m), Ok(n)) => m.cmp(&n),
+                    (Ok(_), Err(_)) => Ordering::Less,
+                    (Err(_), Ok(_)) => Ordering::Greater,
+                    _ => p.cmp(q),
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            x.split('.').count().cmp(&y.split('.').count())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Ordering::*;
+
+    #[test]
+    fn dpkg_ordering() {
+        for (a, b, o) in [
+            ("1.0", "1.0", Equal),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~~", "1.0~", Less),
+            ("1:0.9", "2.0", Greater),
+            ("2.0-1", "2.0-2", Less),
+            ("3.0.11-1~deb12u2", "3.0.11-1", Less),
+            ("3.0.11-1~deb12u2", "3.0.11-1~deb12u1", Greater),
+            ("1.2a", "1.2", Greater),
+            ("1.10", "1.9", Greater),
+            ("2.36-9+deb12u4", "2.36-9+deb12u10", Less),
+        ] {
+            assert_eq!(dpkg_cmp(a, b), o, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn apk_ordering() {
+        for (a, b, o) in [
+            ("1.2.3-r0", "1.2.3-r1", Less),
+            ("1.2.3_rc1-r0", "1.2.3-r0", Less),
+            ("1.2.3_p1-r0", "1.2.3-r0", Greater),
+            ("1.2.3a-r0", "1.2.3-r0", Greater),
+            ("3.1.4-r5", "3.1.4-r5", Equal),
+            ("1.10.0-r0", "1.9.9-r0", Greater),
+        ] {
+            assert_eq!(apk_cmp(a, b), o, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn semver_ordering() {
+        for (a, b, o) in [
+            ("1.2.3", "1.2.4", Less),
+            ("1.0.0-alpha", "1.0.0", Less),
+            ("1.0.0-alpha.1", "1.0.0-alpha.beta", Less),
+            ("v2.0.0", "1.99.0", Greater),
+        ] {
+            assert_eq!(semver_cmp(a, b), o, "{a} vs {b}");
+        }
+    }
+}
