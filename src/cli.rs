@@ -289,9 +289,24 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Day of the 7-day period
+    /// Day of the 7-day period [default: the latest day with samples]
     #[arg(long)]
     pub day: Option<u32>,
+    /// Where to write day-N.md and its charts [default: from config, reports/]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// JUnit XML of the day's E2E run (recorded for the day)
+    #[arg(long, value_name = "FILE")]
+    pub e2e_junit: Option<PathBuf>,
+    /// A k6 --summary-export file of the day's run: FILE (load) or smoke=FILE / load=FILE
+    #[arg(long, value_name = "[PROFILE=]FILE")]
+    pub k6_summary: Vec<String>,
+    /// markdown (day-N.md + SVG charts), json (day-N.json), html (one self-contained page)
+    #[arg(long, value_parser = ["markdown", "json", "html"], default_value = "markdown")]
+    pub format: String,
+    /// The report's "Signed:" line [default: from config]
+    #[arg(long, value_name = "NAME")]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -299,4 +314,7 @@ pub struct GateArgs {
     /// Evaluate days 1 through this day
     #[arg(long, default_value_t = 7)]
     pub through_day: u32,
+    /// Attestations of the items only a person can confirm [default: config/attestations.toml]
+    #[arg(long, value_name = "FILE")]
+    pub attestations: Option<PathBuf>,
 }

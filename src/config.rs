@@ -25,6 +25,8 @@ pub struct Config {
     pub rollback: RollbackConfig,
     pub security: SecurityConfig,
     pub preflight: PreflightConfig,
+    pub report: ReportConfig,
+    pub notify: NotifyConfig,
     pub load: LoadConfig,
     pub promotion: PromotionConfig,
 }
@@ -215,6 +217,22 @@ pub struct PreflightConfig {
     pub otel_endpoint_var: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    pub dir: PathBuf,
+    pub signed_by: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub webhook_url: Option<String>,
+    pub github_repo: Option<String>,
+    pub github_token_env: String,
+    pub github_api: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

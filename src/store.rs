@@ -116,7 +116,6 @@ pub struct NewDeployment {
     pub insecure: bool,
 }
 
-#[allow(dead_code)] // report (issue E) reads events
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: i64,
@@ -368,7 +367,67 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    #[allow(dead_code)] // report (issue E) reads events
+    /// Samples labelled with `day` (any target), oldest first.
+    pub fn samples_of_day(&self, day: u32) -> Result<Vec<crate::monitor::sample::Sample>> {
+        let first: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT target FROM samples WHERE day=?1 ORDER BY ts_ms LIMIT 1",
+                [day],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(target) = first else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .samples(&target, 0, None)?
+            .into_iter()
+            .filter(|s| s.day == Some(day))
+            .collect())
+    }
+
+    /// (kind, passed, detail, at) of test results recorded for `day`.
+    pub fn test_results(&self, day: u32) -> Result<Vec<(String, bool, Value, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, passed, detail, at FROM test_results WHERE day=?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([day], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// (image_ref, passed, detail) of the latest validation of `kind`.
+    pub fn latest_validation(&self, kind: &str) -> Result<Option<(Option<String>, bool, Value)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT image_ref, passed, detail FROM validations WHERE kind=?1 ORDER BY id DESC LIMIT 1", [kind], |r| {
+                Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null)))
+            })
+            .optional()?)
+    }
+
+    /// Image references that have an SBOM recorded.
+    pub fn sbom_images(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT image_ref FROM validations WHERE kind='sbom' AND image_ref IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn deployments(&self) -> Result<Vec<Deployment>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{DEPLOYMENT_COLUMNS} ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_deployment)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, at, kind, deployment_id, detail FROM events WHERE (?1 IS NULL OR kind=?1) ORDER BY id",

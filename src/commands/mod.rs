@@ -4,10 +4,12 @@
 
 mod build;
 mod deploy;
+mod gate;
 mod load;
 mod monitor;
 mod preflight;
 mod push;
+mod report;
 mod rollback;
 mod status;
 mod validate;
@@ -107,17 +109,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Preflight(a) => preflight::run(ctx.with_target(&a)?).await,
         Command::Monitor(a) => monitor::run(ctx, a).await,
         Command::Load(a) => load::run(ctx, a).await,
-        Command::Report(_) => not_implemented("report", "E"),
-        Command::Gate(_) => not_implemented("gate", "E"),
+        Command::Report(a) => report::run(ctx, a).await,
+        Command::Gate(a) => gate::run(ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
-}
-
-fn not_implemented(cmd: &str, issue: &str) -> Result<Outcome> {
-    Err(failure(
-        Code::Operational,
-        format!("`{cmd}` is not implemented yet (issue {issue})"),
-    ))
 }
 
 /// Reads the env file for the container; a missing file is an error naming it.

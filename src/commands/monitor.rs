@@ -173,6 +173,29 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             );
         }
     }
+    let names: Vec<&str> = summary.fired.iter().map(|f| f.name.as_str()).collect();
+    let note = format!(
+        "dhi-stage: rollback trigger fired on {}: {}",
+        cfg.container.name,
+        names.join(", ")
+    );
+    if let Some(sent) = crate::notify::webhook(
+        &cfg.notify,
+        "trigger",
+        &note,
+        &json!({"fired": summary.fired, "day": day}),
+    )
+    .await
+    {
+        text += &format!(
+            "notify webhook: {}\n",
+            if sent.ok {
+                sent.detail
+            } else {
+                format!("FAILED ({})", sent.detail)
+            }
+        );
+    }
     if !a.auto_rollback {
         text += "\nrollback: dhi-stage rollback --reason \"monitor trigger\"";
         return Ok(Outcome::new(Code::TriggerFired, json, text));

@@ -97,10 +97,19 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         &a,
         decision,
         wait,
-        "rollback",
+        if a.drill { "drill" } else { "rollback" },
     )
     .await?;
-    if !a.drill || first.code != Code::Ok {
+    if !a.drill {
+        let mut first = first;
+        if let Some(inc) = first.incident.take() {
+            let (extra, j) = post_rollback(&ctx, &store, &inc).await;
+            first.text += &extra;
+            first.json["incident"] = j;
+        }
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    }
+    if first.code != Code::Ok {
         return Ok(first.into_outcome(cfg.rollback.docker_target));
     }
     // Drill: the rollback worked; now restore forward to what ran before.
@@ -150,6 +159,7 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
 }
 
 struct Restored {
+    incident: Option<crate::report::incident::Incident>,
     code: Code,
     deployment_id: Option<i64>,
     decision_to_healthy_ms: u128,
@@ -263,6 +273,39 @@ async fn restore_to(
             )
         })
         .unwrap_or_default();
+    // The replaced container's last words, before it is removed.
+    let log_excerpt = match &swap.old {
+        Some(old) => engine
+            .logs_since(&old.id, chrono::Utc::now().timestamp() - 600, 30)
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let before = before_summary(store, cfg, from.as_ref().map(|f| f.id))?;
+    let trigger = store
+        .events(Some("trigger"))?
+        .into_iter()
+        .rev()
+        .find(|e| (chrono::Utc::now() - e.at).num_minutes() < 15);
+    let incident = |restored: bool, after: Value| crate::report::incident::Incident {
+        at: chrono::Utc::now(),
+        automatic: a
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("monitor:")),
+        from: from.as_ref().map(|f| f.image_ref.clone()),
+        to: spec.image.clone(),
+        reason: a.reason.clone(),
+        approved_by: a.approved_by.clone(),
+        restored,
+        decision_to_healthy_ms: elapsed,
+        target_ms: cfg.rollback.docker_target.as_millis(),
+        trigger: trigger.clone(),
+        before: before.clone(),
+        after,
+        timeline: Vec::new(),
+        log_excerpt: log_excerpt.clone(),
+    };
     if w.healthy {
         rollout::commit(engine, &swap).await?;
         store.mark_healthy(id, chrono::Utc::now())?;
@@ -279,6 +322,8 @@ async fn restore_to(
             spec.name, spec.image, w.probes
         );
         return Ok(Restored {
+            incident: (kind == "rollback")
+                .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
             code: Code::Ok,
             deployment_id: Some(id),
             decision_to_healthy_ms: elapsed,
@@ -306,6 +351,8 @@ async fn restore_to(
     let detail = json!({"kind": kind, "to": spec.image, "restored": false, "reason": a.reason, "failure": reason, "left_running": left, "decision_to_failure_ms": elapsed});
     store.event("rollback", Some(id), &detail)?;
     Ok(Restored {
+        incident: (kind == "rollback")
+            .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
         code: Code::RollbackFailed,
         deployment_id: Some(id),
         decision_to_healthy_ms: elapsed,
@@ -315,6 +362,118 @@ async fn restore_to(
             spec.image
         ),
     })
+}
+
+/// Health, errors, P99 and memory over the ten minutes before the decision.
+fn before_summary(
+    store: &Store,
+    cfg: &crate::config::Config,
+    deployment: Option<i64>,
+) -> Result<Value> {
+    let since = chrono::Utc::now().timestamp_millis() - 600_000;
+    let s = store.samples(&cfg.verify.base_url, since, deployment)?;
+    if s.is_empty() {
+        return Ok(json!({"samples": 0}));
+    }
+    let healthy = s.iter().filter(|x| x.health_ok).count();
+    let (total, errors) = crate::monitor::rules::totals(&s);
+    Ok(json!({
+        "samples": s.len(),
+        "health_success_rate_pct": healthy as f64 / s.len() as f64 * 100.0,
+        "error_rate_pct": (total > 0.0).then(|| errors / total * 100.0),
+        "p99_ms": crate::monitor::rules::window_quantile(&s, 0.99),
+        "memory_mb_last": s.iter().rev().find_map(|x| x.memory_mb()),
+    }))
+}
+
+/// The runbook's post-rollback actions that a tool can do: write the incident report, notify
+/// the team, open the GitHub issue. Failures are reported, never fatal.
+async fn post_rollback(
+    ctx: &Ctx,
+    store: &Store,
+    inc: &crate::report::incident::Incident,
+) -> (String, Value) {
+    let cfg = &ctx.config;
+    let mut inc = inc.clone();
+    let since = inc
+        .trigger
+        .as_ref()
+        .map(|t| t.at)
+        .unwrap_or(inc.at - chrono::Duration::minutes(10))
+        - chrono::Duration::seconds(1);
+    inc.timeline = store
+        .events(None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.at >= since)
+        .collect();
+    let md = crate::report::incident::markdown(&inc);
+    let dir = cfg.report.dir.join("incidents");
+    let path = dir.join(format!(
+        "incident-{}.md",
+        inc.at.format("%Y%m%dT%H%M%S%.3fZ")
+    ));
+    let mut text = String::new();
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| super::write_atomic(&path, &md));
+    match &written {
+        Ok(()) => text += &format!("\n  incident report: {}", path.display()),
+        Err(e) => text += &format!("\n  incident report NOT written: {e:#}"),
+    }
+    let summary = format!(
+        "dhi-stage: rollback of {} to {} {} ({}) in {:.2}s",
+        cfg.container.name,
+        inc.to,
+        if inc.restored {
+            "restored service"
+        } else {
+            "FAILED"
+        },
+        inc.reason.as_deref().unwrap_or("no reason given"),
+        inc.decision_to_healthy_ms as f64 / 1000.0
+    );
+    let mut notes = Vec::new();
+    if let Some(s) = crate::notify::webhook(
+        &cfg.notify,
+        "rollback",
+        &summary,
+        &json!({"incident": &inc}),
+    )
+    .await
+    {
+        notes.push(s);
+    }
+    let title = format!(
+        "Rollback: {}",
+        inc.reason
+            .as_deref()
+            .unwrap_or("authentication-service staging")
+    );
+    if let Some(s) = crate::notify::github_issue(&cfg.notify, &title, &md).await {
+        notes.push(s);
+    }
+    for n in &notes {
+        text += &format!(
+            "\n  notify {}: {}",
+            n.channel,
+            if n.ok {
+                n.detail.clone()
+            } else {
+                format!("FAILED ({})", n.detail)
+            }
+        );
+        let _ = store.event(
+            "notify",
+            None,
+            &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
+        );
+    }
+    let j = json!({
+        "report": written.is_ok().then(|| path.display().to_string()),
+        "notifications": notes.iter().map(|n| json!({"channel": n.channel, "ok": n.ok, "detail": n.detail})).collect::<Vec<_>>(),
+    });
+    (text, j)
 }
 
 /// A rollback is decided because the running container is bad: its SIGTERM grace is short.

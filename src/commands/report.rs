@@ -1,0 +1,219 @@
+//! `report`: the runbook's daily Validation Summary Report for day N, with charts, written
+//! atomically to `<out>/day-N.md` (or `.json`, or one self-contained `.html`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::ReportArgs;
+use crate::exit::{failure, Code};
+use crate::output::Outcome;
+use crate::report::{self, charts, Recommendation};
+
+pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
+    let cfg = &ctx.config;
+    let store = ctx.store()?;
+    let day = match a.day {
+        Some(0) => return Err(failure(Code::Usage, "--day counts from 1")),
+        Some(d) => d,
+        None => latest_day(&store)?.ok_or_else(|| {
+            failure(
+                Code::Usage,
+                "no monitoring samples recorded yet: run `dhi-stage monitor` first, or pass --day",
+            )
+        })?,
+    };
+    if let Some(path) = &a.e2e_junit {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| failure(Code::Usage, format!("cannot read {}: {e}", path.display())))?;
+        let (passed, failed, skipped) = junit_counts(&text)
+            .map_err(|e| failure(Code::Usage, format!("{}: {e}", path.display())))?;
+        let total = passed + failed;
+        store.record_test_result(Some(day), "e2e", failed == 0 && passed >= cfg.promotion.e2e_expected, &json!({"passed": passed, "failed": failed, "skipped": skipped, "total": total, "source": path}))?;
+    }
+    for spec in &a.k6_summary {
+        let (profile, path) = match spec.split_once('=') {
+            Some((p, f)) if p == "smoke" || p == "load" => (p.to_string(), PathBuf::from(f)),
+            _ => ("load".to_string(), PathBuf::from(spec)),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| failure(Code::Usage, format!("cannot read {}: {e}", path.display())))?;
+        let r = crate::load::import_k6(&text, &profile, &cfg.load.thresholds)
+            .map_err(|e| failure(Code::Usage, format!("{}: {e:#}", path.display())))?;
+        store.record_test_result(
+            Some(day),
+            &format!("load:{profile}"),
+            r.passed,
+            &serde_json::to_value(&r)?,
+        )?;
+    }
+
+    let data = report::gather(&store, cfg, day)?;
+    let growth = cfg
+        .monitoring
+        .rollback_triggers
+        .iter()
+        .find(|r| r.metric == crate::config::Metric::MemoryGrowth)
+        .map(|r| r.threshold)
+        .unwrap_or(0.1);
+    let m = report::metrics(&data, growth);
+    let gate_passes = if day >= cfg.monitoring.period_days {
+        super::gate::verdict(&ctx, day, None)?.0
+    } else {
+        false
+    };
+    let (rec, reasons) = report::recommend(&data, &m, cfg, gate_passes);
+    let out = a.out.clone().unwrap_or_else(|| cfg.report.dir.clone());
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create report dir {}", out.display()))?;
+    let charts = charts::day_charts(&data, cfg);
+    let signed = a
+        .signed_by
+        .clone()
+        .unwrap_or_else(|| cfg.report.signed_by.clone());
+    let today = chrono::Utc::now().date_naive();
+    let links: Vec<(&str, &str)> = charts
+        .iter()
+        .map(|(f, t, _)| (t.as_str(), f.as_str()))
+        .collect();
+    let md = report::markdown(&data, &m, rec, &reasons, &signed, today, &links);
+    let doc = json!({"day": day, "data": data, "metrics": m, "recommendation": rec, "reasons": reasons, "markdown": md});
+    let path = match a.format.as_str() {
+        "json" => {
+            let p = out.join(format!("day-{day}.json"));
+            super::write_atomic(&p, &serde_json::to_string_pretty(&doc)?)?;
+            p
+        }
+        "html" => {
+            let p = out.join(format!("day-{day}.html"));
+            super::write_atomic(&p, &html(&md, &charts))?;
+            p
+        }
+        _ => {
+            for (file, _, svg) in &charts {
+                super::write_atomic(&out.join(file), svg)?;
+            }
+            let p = out.join(format!("day-{day}.md"));
+            super::write_atomic(&p, &md)?;
+            p
+        }
+    };
+    let mut json = doc;
+    json["written_to"] = json!(path);
+    let text = format!("{md}\nreport written to {}", path.display());
+    let code = match rec {
+        Recommendation::RollbackRequired | Recommendation::Investigate => Code::CheckFailed,
+        _ => Code::Ok,
+    };
+    Ok(Outcome::new(code, json, text))
+}
+
+fn latest_day(store: &crate::store::Store) -> Result<Option<u32>> {
+    for d in (1..=366).rev() {
+        if !store.samples_of_day(d)?.is_empty() {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
+}
+
+/// (passed, failed, skipped) test cases of a JUnit XML file; a failure or error inside a
+/// testcase fails it.
+pub fn junit_counts(xml: &str) -> Result<(u32, u32, u32), String> {
+    if !xml.contains("<testsuite") && !xml.contains("<testcase") {
+        return Err("not a JUnit XML report (no <testsuite> or <testcase>)".into());
+    }
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for case in xml.split("<testcase").skip(1) {
+        // The case's own content: up to its end tag, or nothing when it closes itself.
+        let head_end = case.find('>').unwrap_or(case.len());
+        let body = if case[..head_end].ends_with('/') {
+            ""
+        } else {
+            &case[..case.find("</testcase>").unwrap_or(case.len())]
+        };
+        if body.contains("<failure") || body.contains("<error") {
+            failed += 1;
+        } else if body.contains("<skipped") {
+            skipped += 1;
+        } else {
+            passed += 1;
+        }
+    }
+    Ok((passed, failed, skipped))
+}
+
+/// One self-contained page: the report as HTML with the charts inline.
+fn html(md: &str, charts: &[(String, String, String)]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let bold = |s: &str| {
+        let mut out = String::new();
+        for (i, part) in s.split("**").enumerate() {
+            if i % 2 == 1 {
+                out += &format!("<strong>{part}</strong>");
+            } else {
+                out += part;
+            }
+        }
+        out
+    };
+    let mut body = String::new();
+    let mut in_list = false;
+    for line in md.lines() {
+        if line.starts_with("## Charts") || line.starts_with("![") {
+            continue;
+        }
+        let l = esc(line);
+        if let Some(item) = l.strip_prefix("- ") {
+            if !in_list {
+                body += "<ul>\n";
+                in_list = true;
+            }
+            let item = item.replace("[x]", "&#9745;").replace("[ ]", "&#9744;");
+            body += &format!("<li>{}</li>\n", bold(&item));
+            continue;
+        }
+        if in_list {
+            body += "</ul>\n";
+            in_list = false;
+        }
+        if let Some(h) = l.strip_prefix("# ") {
+            body += &format!("<h1>{h}</h1>\n");
+        } else if let Some(h) = l.strip_prefix("## ") {
+            body += &format!("<h2>{h}</h2>\n");
+        } else if !l.trim().is_empty() {
+            body += &format!("<p>{}</p>\n", bold(&l));
+        }
+    }
+    if in_list {
+        body += "</ul>\n";
+    }
+    body += "<h2>Charts</h2>\n";
+    for (_, title, svg) in charts {
+        body += &format!(
+            "<figure><figcaption>{}</figcaption>{svg}</figure>\n",
+            esc(title)
+        );
+    }
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>DHI Staging Validation Report</title>\n<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}}h1{{font-size:1.6em}}h2{{border-bottom:1px solid #ccc}}figure{{margin:1em 0}}li{{margin:.2em 0}}</style></head>\n<body>\n{body}</body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::junit_counts;
+
+    #[test]
+    fn junit_counting() {
+        let xml = r#"<testsuites><testsuite name="e2e" tests="4"><testcase name="a"/><testcase name="b"><failure message="x"/></testcase><testcase name="c"></testcase><testcase name="d"><skipped/></testcase></testsuite></testsuites>"#;
+        assert_eq!(junit_counts(xml), Ok((2, 1, 1)));
+        assert!(junit_counts("<html/>").is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! Charts as plain SVG, written by hand: a line chart with threshold lines and a target band
+//! is a few dozen elements, and hand-written SVG needs no fonts and renders the same in every
+//! browser. Each series is a `<polyline>` carrying `data-series`, so tests can parse it.
+
+use std::fmt::Write as _;
+
+use super::DayData;
+use crate::config::{Config, Metric};
+use crate::monitor::rules::per_interval;
+
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    /// (minutes since the day's first sample, value)
+    pub points: Vec<(f64, f64)>,
+}
+
+pub struct Line {
+    pub label: String,
+    pub y: f64,
+    pub color: &'static str,
+}
+
+pub struct Band {
+    pub label: String,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+const W: f64 = 720.0;
+const H: f64 = 300.0;
+const L: f64 = 60.0;
+const R: f64 = 150.0;
+const T: f64 = 36.0;
+const B: f64 = 40.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub fn line_chart(
+    title: &str,
+    y_unit: &str,
+    series: &[Series],
+    lines: &[Line],
+    band: Option<&Band>,
+) -> String {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let x_max = xs.fold(1.0_f64, f64::max);
+    let mut y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max);
+    y_max = lines
+        .iter()
+        .map(|l| l.y)
+        .chain(band.map(|b| b.hi))
+        .fold(y_max, f64::max)
+        * 1.1;
+    if y_max <= 0.0 {
+        y_max = 1.0;
+    }
+    let px = |x: f64| L + x / x_max * (W - L - R);
+    let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12"><title>{t}</title><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="22" font-size="15" font-weight="bold">{t}</text>"#,
+        t = esc(title)
+    );
+    if let Some(b) = band {
+        let _ = write!(
+            s,
+            r##"<rect data-band="{l}" x="{L}" y="{y}" width="{w}" height="{h}" fill="#2e7d32" fill-opacity="0.12"/>"##,
+            l = esc(&b.label),
+            y = py(b.hi),
+            w = W - L - R,
+            h = py(b.lo) - py(b.hi)
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" fill="#2e7d32">{}</text>"##,
+            W - R + 6.0,
+            py((b.lo + b.hi) / 2.0) + 4.0,
+            esc(&b.label)
+        );
+    }
+    // Axes and five y ticks.
+    let _ = write!(
+        s,
+        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{}" stroke="#444"/><line x1="{L}" y1="{}" x2="{}" y2="{}" stroke="#444"/>"##,
+        H - B,
+        H - B,
+        W - R,
+        H - B
+    );
+    for i in 0..=4 {
+        let v = y_max * i as f64 / 4.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{v:.1}</text>"##,
+            y = py(v),
+            x2 = W - R,
+            tx = L - 6.0,
+            ty = py(v) + 4.0
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"##,
+        H / 2.0,
+        H / 2.0,
+        esc(y_unit)
+    );
+    let _ = write!(
+        s,
+        r##"<text x="{}" y="{}" text-anchor="middle">minutes since the day's first sample (0 to {x_max:.0})</text>"##,
+        (L + W - R) / 2.0,
+        H - 10.0
+    );
+    for l in lines {
+        let _ = write!(
+            s,
+            r##"<line data-threshold="{lab}" x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-dasharray="6 4"/><text x="{tx}" y="{ty}" fill="{c}">{lab}</text>"##,
+            lab = esc(&l.label),
+            y = py(l.y),
+            x2 = W - R,
+            c = l.color,
+            tx = W - R + 6.0,
+            ty = py(l.y) + 4.0
+        );
+    }
+    for (i, se) in series.iter().enumerate() {
+        let pts: Vec<String> = se
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="2" points="{p}"/>"#,
+            n = esc(&se.name),
+            k = se.points.len(),
+            c = se.color,
+            p = pts.join(" ")
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" fill="{}">{}</text>"#,
+            W - R + 6.0,
+            T + 14.0 * i as f64,
+            se.color,
+            esc(&se.name)
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+/// The report's three charts: (file name, title, SVG).
+pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
+    let t0 = d.samples.first().map(|s| s.ts_ms).unwrap_or(0);
+    let minute = |ts: i64| (ts - t0) as f64 / 60_000.0;
+    let interval = |m: Metric| -> Vec<(f64, f64)> {
+        per_interval(&d.samples, m)
+            .into_iter()
+            .filter_map(|(t, v)| Some((minute(t), v?)))
+            .collect()
+    };
+    let mem: Vec<(f64, f64)> = d
+        .samples
+        .iter()
+        .filter_map(|s| Some((minute(s.ts_ms), s.memory_mb()?)))
+        .collect();
+    let tg = &cfg.monitoring.targets;
+    let threshold = |list: &[crate::config::TriggerRule], m: Metric| {
+        list.iter().find(|r| r.metric == m).map(|r| r.threshold)
+    };
+    let mut mem_lines = Vec::new();
+    if let Some(y) = threshold(&cfg.monitoring.rollback_triggers, Metric::MemoryMb) {
+        mem_lines.push(Line {
+            label: format!("rollback {y:.0}MB"),
+            y,
+            color: "#ef6c00",
+        });
+    }
+    if let Some(y) = threshold(&cfg.monitoring.immediate_triggers, Metric::MemoryMb) {
+        mem_lines.push(Line {
+            label: format!("immediate {y:.0}MB"),
+            y,
+            color: "#c62828",
+        });
+    }
+    let memory = line_chart(
+        &format!("Memory, day {}", d.day),
+        "MB (10^6 bytes)",
+        &[Series {
+            name: "memory".into(),
+            color: "#1565c0",
+            points: mem,
+        }],
+        &mem_lines,
+        Some(&Band {
+            label: format!("target {:.0}-{:.0}MB", tg.memory_min_mb, tg.memory_max_mb),
+            lo: tg.memory_min_mb,
+            hi: tg.memory_max_mb,
+        }),
+    );
+    let latency = line_chart(
+        &format!("Latency (per interval, service histogram), day {}", d.day),
+        "ms",
+        &[
+            Series {
+                name: "P95".into(),
+                color: "#6a1b9a",
+                points: interval(Metric::P95LatencyMs),
+            },
+            Series {
+                name: "P99".into(),
+                color: "#00838f",
+                points: interval(Metric::P99LatencyMs),
+            },
+        ],
+        &[
+            Line {
+                label: format!("P95 target {}ms", tg.p95_latency.as_millis()),
+                y: tg.p95_latency.as_secs_f64() * 1000.0,
+                color: "#6a1b9a",
+            },
+            Line {
+                label: format!("P99 target {}ms", tg.p99_latency.as_millis()),
+                y: tg.p99_latency.as_secs_f64() * 1000.0,
+                color: "#00838f",
+            },
+        ],
+        None,
+    );
+    // Health success as a running rate, so one failure shows as a dip, not a spike to zero.
+    let mut ok = 0usize;
+    let health: Vec<(f64, f64)> = d
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            ok += usize::from(s.health_ok);
+            (minute(s.ts_ms), ok as f64 / (i + 1) as f64 * 100.0)
+        })
+        .collect();
+    let health = line_chart(
+        &format!("Health check success and error rate, day {}", d.day),
+        "%",
+        &[
+            Series {
+                name: "health success % (running)".into(),
+                color: "#2e7d32",
+                points: health,
+            },
+            Series {
+                name: "error rate % (per interval)".into(),
+                color: "#c62828",
+                points: interval(Metric::ErrorRatePct),
+            },
+        ],
+        &[Line {
+            label: "rollback: error 2%".into(),
+            y: 2.0,
+            color: "#c62828",
+        }],
+        None,
+    );
+    vec![
+        (format!("day-{}-memory.svg", d.day), "Memory".into(), memory),
+        (
+            format!("day-{}-latency.svg", d.day),
+            "Latency".into(),
+            latency,
+        ),
+        (
+            format!("day-{}-health.svg", d.day),
+            "Health and errors".into(),
+            health,
+        ),
+    ]
+}

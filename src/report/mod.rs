@@ -1,0 +1,691 @@
+//! The daily validation report and the promotion gate. `gather` reads one day from the
+//! store; everything after it (metrics, the recommendation, the markdown, the charts, the
+//! verdict) is a pure function of that data, so it is snapshot-tested on synthetic days.
+
+pub mod charts;
+pub mod gate;
+pub mod incident;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::monitor::rules;
+use crate::monitor::sample::Sample;
+use crate::store::{Event, Store};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    pub profile: String,
+    pub passed: bool,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub failure_rate_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DayData {
+    pub day: u32,
+    pub period_days: u32,
+    pub date: Option<chrono::NaiveDate>,
+    pub environment: String,
+    pub image: Option<String>,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+    pub load_runs: Vec<LoadRun>,
+    /// (passed, total) from the day's JUnit results.
+    pub e2e: Option<(u32, u32)>,
+    pub e2e_expected: u32,
+    /// (score, of) from the latest validate.
+    pub score: Option<(u32, u32)>,
+    /// The latest CVE scan's detail (before, after_vex, suppressed).
+    pub cve: Option<Value>,
+    pub triggers: Vec<Event>,
+    pub rollbacks: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DayMetrics {
+    pub samples: usize,
+    pub health_success_rate_pct: Option<f64>,
+    pub error_rate_pct: Option<f64>,
+    pub p95_ms_metrics: Option<f64>,
+    pub p99_ms_metrics: Option<f64>,
+    pub p95_ms_load: Option<f64>,
+    pub p99_ms_load: Option<f64>,
+    pub memory_min_mb: Option<f64>,
+    pub memory_max_mb: Option<f64>,
+    pub memory_slope_mb_per_min: Option<f64>,
+    pub memory_trend: Option<String>,
+    pub restarts: Option<i64>,
+}
+
+/// Reads day `day` from the store: samples labelled with it, its test results, the latest
+/// validations, and the events between its first sample and the next day's first sample.
+pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
+    let samples = store.samples_of_day(day)?;
+    let next = store.samples_of_day(day + 1)?;
+    let from: Option<DateTime<Utc>> = samples
+        .first()
+        .and_then(|s| DateTime::from_timestamp_millis(s.ts_ms));
+    let to: Option<DateTime<Utc>> = next
+        .first()
+        .and_then(|s| DateTime::from_timestamp_millis(s.ts_ms));
+    let in_day = |e: &Event| from.is_some_and(|f| e.at >= f) && to.is_none_or(|t| e.at < t);
+    let mut load_runs = Vec::new();
+    let mut e2e = None;
+    for (kind, passed, detail, _) in store.test_results(day)? {
+        if let Some(profile) = kind.strip_prefix("load:") {
+            load_runs.push(LoadRun {
+                profile: profile.to_string(),
+                passed,
+                p95_ms: detail.pointer("/latency_ms/p95").and_then(Value::as_f64),
+                p99_ms: detail.pointer("/latency_ms/p99").and_then(Value::as_f64),
+                failure_rate_pct: detail["failure_rate_pct"].as_f64(),
+            });
+        } else if kind == "e2e" {
+            e2e = Some((
+                detail["passed"].as_u64().unwrap_or(0) as u32,
+                detail["total"].as_u64().unwrap_or(0) as u32,
+            ));
+        }
+    }
+    let score = store.latest_validation("score")?.map(|(_, _, d)| {
+        (
+            d["score"].as_u64().unwrap_or(0) as u32,
+            d["of"].as_u64().unwrap_or(12) as u32,
+        )
+    });
+    let cve = store.latest_validation("cve")?.map(|(_, _, d)| d);
+    let image = samples
+        .last()
+        .and_then(|s| s.deployment_id)
+        .and_then(|id| store.deployment(id).ok().flatten())
+        .map(|d| d.image_ref)
+        .or_else(|| {
+            store
+                .active_deployment(&cfg.container.name)
+                .ok()
+                .flatten()
+                .map(|d| d.image_ref)
+        });
+    Ok(DayData {
+        day,
+        period_days: cfg.monitoring.period_days,
+        date: from.map(|f| f.date_naive()),
+        environment: match cfg.environment {
+            crate::config::Environment::Staging => "Staging".into(),
+            crate::config::Environment::Production => "Production".into(),
+        },
+        image,
+        samples,
+        load_runs,
+        e2e,
+        e2e_expected: cfg.promotion.e2e_expected,
+        score,
+        cve,
+        triggers: store
+            .events(Some("trigger"))?
+            .into_iter()
+            .filter(in_day)
+            .collect(),
+        rollbacks: store
+            .events(Some("rollback"))?
+            .into_iter()
+            .filter(in_day)
+            .filter(|e| e.detail["kind"].as_str() != Some("drill"))
+            .collect(),
+    })
+}
+
+pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
+    let s = &d.samples;
+    let healthy = s.iter().filter(|x| x.health_ok).count();
+    let (total, errors) = rules::totals(s);
+    let mems: Vec<f64> = s.iter().filter_map(Sample::memory_mb).collect();
+    let pts: Vec<(i64, f64)> = s
+        .iter()
+        .filter_map(|x| Some((x.ts_ms, x.memory_mb()?)))
+        .collect();
+    let trend = rules::trend(&pts);
+    let word = trend.map(|(slope, r2)| {
+        if r2 >= rules::GROWTH_MIN_R2 && slope > growth_threshold {
+            "increasing"
+        } else if r2 >= rules::GROWTH_MIN_R2 && slope < -growth_threshold {
+            "decreasing"
+        } else {
+            "stable"
+        }
+        .to_string()
+    });
+    // Restarts per deployment (a new deployment's counter starts at zero), summed.
+    let mut restarts: Option<i64> = None;
+    let mut by_dep: std::collections::BTreeMap<Option<i64>, (i64, i64)> = Default::default();
+    for x in s {
+        if let Some(c) = x.restart_count {
+            let e = by_dep.entry(x.deployment_id).or_insert((c, c));
+            e.0 = e.0.min(c);
+            e.1 = e.1.max(c);
+        }
+    }
+    if !by_dep.is_empty() {
+        restarts = Some(by_dep.values().map(|(lo, hi)| hi - lo).sum());
+    }
+    let worst = |f: fn(&LoadRun) -> Option<f64>| {
+        d.load_runs
+            .iter()
+            .filter_map(f)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    };
+    DayMetrics {
+        samples: s.len(),
+        health_success_rate_pct: (!s.is_empty()).then(|| healthy as f64 / s.len() as f64 * 100.0),
+        error_rate_pct: (total > 0.0).then(|| errors / total * 100.0),
+        p95_ms_metrics: rules::window_quantile(s, 0.95),
+        p99_ms_metrics: rules::window_quantile(s, 0.99),
+        p95_ms_load: worst(|r| r.p95_ms),
+        p99_ms_load: worst(|r| r.p99_ms),
+        memory_min_mb: mems.iter().cloned().reduce(f64::min),
+        memory_max_mb: mems.iter().cloned().reduce(f64::max),
+        memory_slope_mb_per_min: trend.map(|t| t.0),
+        memory_trend: word,
+        restarts,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recommendation {
+    ContinueMonitoring,
+    Promote,
+    Investigate,
+    RollbackRequired,
+}
+
+/// The stated rules, first match wins:
+/// 1. a trigger fired today and no successful rollback followed it -> rollback required;
+/// 2. a rollback happened, or any target, test or security criterion failed -> investigate;
+/// 3. the last day of the period with everything met (and the gate passing) -> promote;
+/// 4. otherwise -> continue monitoring.
+pub fn recommend(
+    d: &DayData,
+    m: &DayMetrics,
+    cfg: &Config,
+    gate_passes: bool,
+) -> (Recommendation, Vec<String>) {
+    let last_trigger = d.triggers.last().map(|e| e.at);
+    let restored_after = d
+        .rollbacks
+        .iter()
+        .any(|r| r.detail["restored"] == true && last_trigger.is_some_and(|t| r.at >= t));
+    if let Some(t) = d.triggers.last() {
+        if !restored_after {
+            return (
+                Recommendation::RollbackRequired,
+                vec![format!(
+                    "trigger {} fired at {} and no rollback restored service after it",
+                    t.detail["rule"].as_str().unwrap_or("?"),
+                    t.at.format("%H:%M:%S")
+                )],
+            );
+        }
+    }
+    let mut reasons = Vec::new();
+    if !d.rollbacks.is_empty() {
+        reasons.push(format!("{} rollback(s) today", d.rollbacks.len()));
+    }
+    let t = &cfg.monitoring.targets;
+    if m.health_success_rate_pct
+        .is_some_and(|h| h < t.health_check_success_rate_pct)
+    {
+        reasons.push(format!(
+            "health check success rate {:.2}% < {}%",
+            m.health_success_rate_pct.unwrap_or(0.0),
+            t.health_check_success_rate_pct
+        ));
+    }
+    if m.error_rate_pct.is_some_and(|e| e >= t.error_rate_pct) {
+        reasons.push(format!(
+            "error rate {:.4}% >= {}%",
+            m.error_rate_pct.unwrap_or(0.0),
+            t.error_rate_pct
+        ));
+    }
+    if m.memory_trend.as_deref() == Some("increasing") {
+        reasons.push("memory is increasing".into());
+    }
+    if m.restarts.is_some_and(|r| r > 0) {
+        reasons.push(format!("{} container restart(s)", m.restarts.unwrap_or(0)));
+    }
+    for r in d.load_runs.iter().filter(|r| !r.passed) {
+        reasons.push(format!("K6 {} test failed", r.profile));
+    }
+    if let Some((p, total)) = d.e2e {
+        if p < d.e2e_expected || p < total {
+            reasons.push(format!("E2E {p}/{} passing", d.e2e_expected));
+        }
+    }
+    if let Some((s, of)) = d.score {
+        if s < cfg.security.required_score {
+            reasons.push(format!("security score {s}/{of}"));
+        }
+    }
+    let hc = d
+        .cve
+        .as_ref()
+        .map(|c| {
+            c["after_vex"]["critical"].as_u64().unwrap_or(0)
+                + c["after_vex"]["high"].as_u64().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    if hc > 0 {
+        reasons.push(format!("{hc} HIGH/CRITICAL CVE(s) after VEX"));
+    }
+    if !reasons.is_empty() {
+        return (Recommendation::Investigate, reasons);
+    }
+    if d.day >= d.period_days && gate_passes {
+        return (
+            Recommendation::Promote,
+            vec!["all promotion criteria met (dhi-stage gate)".into()],
+        );
+    }
+    let mut why = vec![format!("day {}/{}: no blockers", d.day, d.period_days)];
+    if d.day >= d.period_days {
+        why.push("the promotion gate does not pass yet (see dhi-stage gate)".into());
+    }
+    (Recommendation::ContinueMonitoring, why)
+}
+
+fn pct(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}%"))
+        .unwrap_or("no data".into())
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}ms")).unwrap_or("no data".into())
+}
+
+/// The runbook's "Validation Summary Report Template", every field in its order and wording.
+pub fn markdown(
+    d: &DayData,
+    m: &DayMetrics,
+    rec: Recommendation,
+    reasons: &[String],
+    signed_by: &str,
+    today: chrono::NaiveDate,
+    charts: &[(&str, &str)],
+) -> String {
+    let date = d.date.map(|x| x.to_string()).unwrap_or("no data".into());
+    let mut s = format!(
+        "# DHI Staging Validation Report - Day {}/{}\n\n",
+        d.day, d.period_days
+    );
+    s += &format!(
+        "**Date:** {date}\n**Environment:** {}\n**Image:** {}\n\n",
+        d.environment,
+        d.image.as_deref().unwrap_or("no data")
+    );
+    s += "## Health Metrics\n\n";
+    s += &format!(
+        "- Health Check Success Rate: {}\n",
+        pct(m.health_success_rate_pct, 2)
+    );
+    s += &format!("- Error Rate: {}\n", pct(m.error_rate_pct, 2));
+    let lat = |load: Option<f64>, met: Option<f64>| match (load, met) {
+        (None, None) => "no data".to_string(),
+        (l, mt) => format!("{} (load runs) / {} (service metrics)", ms(l), ms(mt)),
+    };
+    s += &format!("- P95 Latency: {}\n", lat(m.p95_ms_load, m.p95_ms_metrics));
+    s += &format!("- P99 Latency: {}\n", lat(m.p99_ms_load, m.p99_ms_metrics));
+    s += &format!(
+        "- Memory Usage: {}\n",
+        match (m.memory_min_mb, m.memory_max_mb) {
+            (Some(lo), Some(hi)) => format!(
+                "{lo:.0}-{hi:.0}MB ({})",
+                m.memory_trend.as_deref().unwrap_or("stable")
+            ),
+            _ => "no data".into(),
+        }
+    );
+    s += &format!(
+        "- Container Restarts: {}\n\n",
+        m.restarts
+            .map(|r| r.to_string())
+            .unwrap_or("no data".into())
+    );
+    s += "## Test Results\n\n";
+    s += &format!(
+        "- E2E Tests: {}\n",
+        d.e2e
+            .map(|(p, _)| format!("{p}/{}", d.e2e_expected))
+            .unwrap_or("no data".into())
+    );
+    let pf = |profile: &str| {
+        let runs: Vec<&LoadRun> = d
+            .load_runs
+            .iter()
+            .filter(|r| r.profile == profile)
+            .collect();
+        if runs.is_empty() {
+            "no data".to_string()
+        } else if runs.iter().all(|r| r.passed) {
+            "Pass".into()
+        } else {
+            "Fail".into()
+        }
+    };
+    s += &format!(
+        "- K6 Smoke Tests: {}\n- K6 Load Tests: {}\n\n",
+        pf("smoke"),
+        pf("load")
+    );
+    s += "## Security Status\n\n";
+    match &d.cve {
+        Some(c) => {
+            let a = &c["after_vex"];
+            let n = |k: &str| a[k].as_u64().unwrap_or(0);
+            let total: u64 = ["critical", "high", "medium", "low", "unknown"]
+                .iter()
+                .map(|k| n(k))
+                .sum();
+            s += &format!(
+                "- DHI CVE Count: {total} (CRITICAL: {}, HIGH: {})\n",
+                n("critical"),
+                n("high")
+            );
+            s += &format!(
+                "- VEX Suppressed: {}\n",
+                c["suppressed"].as_u64().unwrap_or(0)
+            );
+        }
+        None => s += "- DHI CVE Count: no data\n- VEX Suppressed: no data\n",
+    }
+    s += &format!(
+        "- Security Score: {}\n\n",
+        d.score
+            .map(|(a, b)| format!("{a}/{b}"))
+            .unwrap_or("no data".into())
+    );
+    s += "## Issues\n\n";
+    if d.triggers.is_empty() && reasons.is_empty() {
+        s += "- None\n";
+    }
+    for t in &d.triggers {
+        let ev: Vec<String> = t.detail["evidence"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p[1].as_f64().map(|v| format!("{v:.2}")))
+            .collect();
+        s += &format!(
+            "- {} trigger `{}` fired at {}: {} (window values: {})\n",
+            t.detail["severity"].as_str().unwrap_or(""),
+            t.detail["rule"].as_str().unwrap_or("?"),
+            t.at.format("%H:%M:%S UTC"),
+            t.detail["condition"].as_str().unwrap_or(""),
+            if ev.is_empty() {
+                "-".into()
+            } else {
+                ev.join(", ")
+            }
+        );
+    }
+    if rec == Recommendation::Investigate {
+        for r in reasons {
+            s += &format!("- {r}\n");
+        }
+    }
+    for r in &d.rollbacks {
+        s += &format!(
+            "- Action taken: rollback to {} ({})\n",
+            r.detail["to"].as_str().unwrap_or("?"),
+            if r.detail["restored"] == true {
+                "restored"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+    s += "\n## Rollback Events\n\n";
+    match d.rollbacks.last() {
+        None => s += "- Rollback triggered: No\n- Reason: n/a\n- Duration: n/a\n",
+        Some(r) => {
+            let dur = r.detail["decision_to_healthy_ms"]
+                .as_u64()
+                .or(r.detail["restore_ms"].as_u64());
+            s += &format!(
+                "- Rollback triggered: Yes ({} today)\n- Reason: {}\n- Duration: {}\n",
+                d.rollbacks.len(),
+                r.detail["reason"].as_str().unwrap_or("not given"),
+                dur.map(|ms| format!("{:.2}s to restore", ms as f64 / 1000.0))
+                    .unwrap_or("not restored".into())
+            );
+        }
+    }
+    s += "\n## Recommendation\n\n";
+    let boxes = [
+        (
+            Recommendation::ContinueMonitoring,
+            format!("Continue monitoring (Day {}/{})", d.day, d.period_days),
+        ),
+        (
+            Recommendation::Promote,
+            "Promote to production (all criteria met)".into(),
+        ),
+        (
+            Recommendation::Investigate,
+            "Investigate issues (blockers identified)".into(),
+        ),
+        (
+            Recommendation::RollbackRequired,
+            "Rollback required (critical issues)".into(),
+        ),
+    ];
+    for (r, label) in boxes {
+        s += &format!("- [{}] {label}\n", if r == rec { "x" } else { " " });
+    }
+    s += &format!("\nWhy: {}\n", reasons.join("; "));
+    if !charts.is_empty() {
+        s += "\n## Charts\n\n";
+        for (title, file) in charts {
+            s += &format!("![{title}]({file})\n");
+        }
+    }
+    s += &format!("\n**Signed:** {signed_by}\n**Date:** {today}\n");
+    s
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::probe::metrics::Snapshot;
+
+    /// A synthetic day: one sample a minute for an hour, a service at 60 MB answering
+    /// 100 requests a minute in 10 ms.
+    pub fn day(n: u32) -> DayData {
+        let t0 = 1_790_000_000_000 + n as i64 * 86_400_000;
+        let samples = (0..60)
+            .map(|i| Sample {
+                ts_ms: t0 + i * 60_000,
+                day: Some(n),
+                deployment_id: Some(1),
+                target: "http://127.0.0.1:3002".into(),
+                container: Some("auth-service-staging".into()),
+                health_ok: true,
+                health_http_status: Some(200),
+                health_latency_ms: Some(2.0),
+                health_detail: Value::Null,
+                metrics: Some(Snapshot {
+                    requests_total: i as f64 * 100.0,
+                    requests_5xx: 0.0,
+                    buckets: vec![
+                        (0.005, 0.0),
+                        (0.01, i as f64 * 100.0),
+                        (0.1, i as f64 * 100.0),
+                        (f64::INFINITY, i as f64 * 100.0),
+                    ],
+                    ..Default::default()
+                }),
+                memory_bytes: Some(60_000_000 + (i % 3) as u64 * 100_000),
+                cpu_pct: Some(1.0),
+                restart_count: Some(0),
+                oom_killed: Some(false),
+                log_errors: Some(0),
+            })
+            .collect();
+        DayData {
+            day: n,
+            period_days: 7,
+            date: chrono::DateTime::from_timestamp_millis(t0).map(|t| t.date_naive()),
+            environment: "Staging".into(),
+            image: Some("127.0.0.1:5000/authentication-service:staging-dhi-20261127".into()),
+            samples,
+            load_runs: vec![
+                LoadRun {
+                    profile: "smoke".into(),
+                    passed: true,
+                    p95_ms: Some(12.0),
+                    p99_ms: Some(20.0),
+                    failure_rate_pct: Some(0.0),
+                },
+                LoadRun {
+                    profile: "load".into(),
+                    passed: true,
+                    p95_ms: Some(40.0),
+                    p99_ms: Some(80.0),
+                    failure_rate_pct: Some(0.0),
+                },
+            ],
+            e2e: Some((146, 146)),
+            e2e_expected: 146,
+            score: Some((12, 12)),
+            cve: Some(
+                serde_json::json!({"after_vex": {"critical": 0, "high": 0, "medium": 2, "low": 1, "unknown": 0}, "suppressed": 3, "vex_documents": ["vex.json"], "warnings": []}),
+            ),
+            triggers: Vec::new(),
+            rollbacks: Vec::new(),
+        }
+    }
+
+    fn event(kind: &str, at_ms: i64, detail: Value) -> Event {
+        Event {
+            id: 1,
+            at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
+            kind: kind.into(),
+            deployment_id: Some(1),
+            detail,
+        }
+    }
+
+    fn cfg() -> Config {
+        crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap()
+    }
+
+    fn render(d: &DayData) -> String {
+        let m = metrics(d, 0.1);
+        let (rec, why) = recommend(d, &m, &cfg(), false);
+        markdown(
+            d,
+            &m,
+            rec,
+            &why,
+            "Ops On-Call",
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
+            &[("Memory", "day-2-memory.svg")],
+        )
+    }
+
+    /// Compares with `src/report/snapshots/NAME.md`; `UPDATE_SNAPSHOTS=1` rewrites it.
+    fn snapshot(name: &str, got: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/report/snapshots")
+            .join(format!("{name}.md"));
+        if std::env::var("UPDATE_SNAPSHOTS").is_ok() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "missing snapshot {}; run with UPDATE_SNAPSHOTS=1",
+                path.display()
+            )
+        });
+        assert_eq!(got, want, "snapshot {name} differs");
+    }
+
+    #[test]
+    fn a_passing_day() {
+        let d = day(2);
+        let m = metrics(&d, 0.1);
+        assert_eq!(m.health_success_rate_pct, Some(100.0));
+        assert_eq!(m.error_rate_pct, Some(0.0));
+        assert_eq!(m.memory_trend.as_deref(), Some("stable"));
+        assert_eq!(m.restarts, Some(0));
+        snapshot("passing-day", &render(&d));
+    }
+
+    #[test]
+    fn a_failing_day() {
+        let mut d = day(3);
+        for (i, s) in d.samples.iter_mut().enumerate() {
+            s.health_ok = i != 10;
+            s.memory_bytes = Some(60_000_000 + i as u64 * 400_000);
+            if let Some(m) = s.metrics.as_mut() {
+                m.requests_5xx = i as f64;
+            }
+        }
+        d.load_runs[1].passed = false;
+        d.load_runs[1].p95_ms = Some(130.0);
+        d.e2e = Some((144, 146));
+        let m = metrics(&d, 0.1);
+        assert_eq!(m.memory_trend.as_deref(), Some("increasing"));
+        assert!((m.error_rate_pct.unwrap() - 1.0).abs() < 1e-9);
+        let (rec, _) = recommend(&d, &m, &cfg(), false);
+        assert_eq!(rec, Recommendation::Investigate);
+        snapshot("failing-day", &render(&d));
+    }
+
+    #[test]
+    fn a_day_with_a_rollback() {
+        let mut d = day(4);
+        let t = d.samples[30].ts_ms;
+        d.triggers.push(event("trigger", t, serde_json::json!({"rule": "error_rate", "severity": "immediate", "condition": "error rate > 2% for 5m", "evidence": [[t - 60_000, 4.8], [t, 5.1]]})));
+        d.rollbacks.push(event("rollback", t + 1_000, serde_json::json!({"to": "authentication-service:baseline-distroless", "restored": true, "reason": "monitor: error_rate", "decision_to_healthy_ms": 512})));
+        let m = metrics(&d, 0.1);
+        assert_eq!(
+            recommend(&d, &m, &cfg(), false).0,
+            Recommendation::Investigate
+        );
+        snapshot("rollback-day", &render(&d));
+        // The same trigger without a rollback after it asks for one.
+        d.rollbacks.clear();
+        assert_eq!(
+            recommend(&d, &m, &cfg(), false).0,
+            Recommendation::RollbackRequired
+        );
+    }
+
+    #[test]
+    fn missing_data_says_no_data() {
+        let mut d = day(5);
+        d.samples.clear();
+        d.load_runs.clear();
+        d.e2e = None;
+        d.cve = None;
+        d.score = None;
+        let md = render(&d);
+        for field in [
+            "Health Check Success Rate: no data",
+            "P95 Latency: no data",
+            "E2E Tests: no data",
+            "K6 Smoke Tests: no data",
+            "DHI CVE Count: no data",
+            "Security Score: no data",
+        ] {
+            assert!(md.contains(field), "{field}\n{md}");
+        }
+    }
+}
