@@ -2,7 +2,8 @@
 # Installs and starts what dhi-stage and its tests need on a fresh Debian machine:
 # a Docker Engine, a plain local registry on 127.0.0.1:${DHI_REGISTRY_PORT:-5000} and
 # one that demands credentials on 127.0.0.1:${DHI_AUTH_REGISTRY_PORT:-5001} (user
-# dhi / password dhi-secret), and redis-server on 127.0.0.1:${DHI_REDIS_PORT:-6399}. Idempotent: what already answers is left alone.
+# dhi / password dhi-secret), and redis-server on 127.0.0.1:${DHI_REDIS_PORT:-6399}.
+# Also installs openssl and chromium, which tests use. Idempotent: what answers is left alone.
 set -euo pipefail
 
 REG_PORT="${DHI_REGISTRY_PORT:-5000}"
@@ -17,6 +18,7 @@ command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

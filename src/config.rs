@@ -585,6 +585,16 @@ impl Config {
         )
     }
 
+    /// MB/min above which memory counts as growing (the continuous-growth trigger's threshold).
+    pub fn memory_growth_threshold(&self) -> f64 {
+        self.monitoring
+            .rollback_triggers
+            .iter()
+            .find(|r| r.metric == Metric::MemoryGrowth)
+            .map(|r| r.threshold)
+            .unwrap_or(0.1)
+    }
+
     pub fn health_url(&self) -> String {
         format!("{}{}", self.verify.base_url, self.verify.health_path)
     }

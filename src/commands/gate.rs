@@ -20,13 +20,7 @@ pub fn verdict(
 ) -> Result<(bool, Vec<gate::Criterion>)> {
     let cfg = &ctx.config;
     let store = ctx.store()?;
-    let growth = cfg
-        .monitoring
-        .rollback_triggers
-        .iter()
-        .find(|r| r.metric == crate::config::Metric::MemoryGrowth)
-        .map(|r| r.threshold)
-        .unwrap_or(0.1);
+    let growth = cfg.memory_growth_threshold();
     let mut days = Vec::new();
     for d in 1..=through {
         let data = report::gather(&store, cfg, d)?;

@@ -51,13 +51,7 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
     }
 
     let data = report::gather(&store, cfg, day)?;
-    let growth = cfg
-        .monitoring
-        .rollback_triggers
-        .iter()
-        .find(|r| r.metric == crate::config::Metric::MemoryGrowth)
-        .map(|r| r.threshold)
-        .unwrap_or(0.1);
+    let growth = cfg.memory_growth_threshold();
     let m = report::metrics(&data, growth);
     let gate_passes = if day >= cfg.monitoring.period_days {
         super::gate::verdict(&ctx, day, None)?.0

@@ -327,32 +327,12 @@ impl Engine {
         since_unix: i64,
         max_lines: usize,
     ) -> Result<Vec<String>> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .since(since_unix.clamp(0, i32::MAX as i64) as i32)
-            .tail(&max_lines.to_string())
-            .build();
-        let mut stream = self.docker.logs(name, Some(options));
-        let mut lines = Vec::new();
-        let read = async {
-            while let Some(item) = stream.next().await {
-                let chunk = item.map_err(|e| anyhow!(docker_message(&e)))?;
-                for l in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-                    lines.push(l.to_string());
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        };
-        tokio::time::timeout(CALL_TIMEOUT, read)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "logs of {name} did not arrive within {}s",
-                    CALL_TIMEOUT.as_secs()
-                )
-            })??;
-        Ok(lines)
+        Ok(self
+            .logs_with_timestamps(name, since_unix, max_lines)
+            .await?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect())
     }
 
     /// Pulls `reference` (e.g. from the local registry) when the engine does not have it.

@@ -53,10 +53,12 @@ pub fn describe(rule: &TriggerRule) -> String {
         Comparison::Gt => ">",
     };
     let unit = unit(rule.metric);
-    let window = if rule.sustained_for.is_zero() {
-        String::new()
-    } else {
-        format!(" for {}", humantime::format_duration(rule.sustained_for))
+    let window = match (rule.sustained_for.is_zero(), rule.metric) {
+        (true, _) => String::new(),
+        (false, Metric::RestartsInWindow) => {
+            format!(" in {}", humantime::format_duration(rule.sustained_for))
+        }
+        (false, _) => format!(" for {}", humantime::format_duration(rule.sustained_for)),
     };
     format!(
         "{} {op} {}{unit}{window}",
@@ -368,6 +370,16 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
         met: err.map(|e| e < t.error_rate_pct),
         value: err,
         detail: format!("{errors} 5xx of {total} requests"),
+    });
+    // The runbook's own variant: error lines in the container log over requests served.
+    let log_errors: i64 = samples.iter().skip(1).filter_map(|s| s.log_errors).sum();
+    let log_rate = (total > 0.0 && samples.iter().any(|s| s.log_errors.is_some()))
+        .then(|| log_errors as f64 / total * 100.0);
+    out.push(TargetResult {
+        target: format!("error rate (log-based) < {}%", t.error_rate_pct),
+        met: log_rate.map(|e| e < t.error_rate_pct),
+        value: log_rate,
+        detail: format!("{log_errors} error log lines over {total} requests"),
     });
     for (q, limit, label) in [(0.95, t.p95_latency, "P95"), (0.99, t.p99_latency, "P99")] {
         let v = window_quantile(samples, q);

@@ -28,11 +28,11 @@ pub struct Band {
 }
 
 const W: f64 = 720.0;
-const H: f64 = 300.0;
+const H: f64 = 330.0;
 const L: f64 = 60.0;
 const R: f64 = 150.0;
 const T: f64 = 36.0;
-const B: f64 = 40.0;
+const B: f64 = 66.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -119,7 +119,7 @@ pub fn line_chart(
         s,
         r##"<text x="{}" y="{}" text-anchor="middle">minutes since the day's first sample (0 to {x_max:.0})</text>"##,
         (L + W - R) / 2.0,
-        H - 10.0
+        H - 36.0
     );
     for l in lines {
         let _ = write!(
@@ -147,13 +147,17 @@ pub fn line_chart(
             c = se.color,
             p = pts.join(" ")
         );
+        // The legend runs along the bottom, clear of the threshold labels on the right.
+        let lx = L + 200.0 * i as f64;
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}" fill="{}">{}</text>"#,
-            W - R + 6.0,
-            T + 14.0 * i as f64,
-            se.color,
-            esc(&se.name)
+            r#"<line x1="{lx}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}" fill="{c}">{n}</text>"#,
+            y = H - 14.0,
+            x2 = lx + 18.0,
+            tx = lx + 24.0,
+            ty = H - 10.0,
+            c = se.color,
+            n = esc(&se.name)
         );
     }
     s += "</svg>\n";

@@ -51,6 +51,8 @@ pub struct DayMetrics {
     pub samples: usize,
     pub health_success_rate_pct: Option<f64>,
     pub error_rate_pct: Option<f64>,
+    /// The runbook's log-based variant: error lines in the container log / requests.
+    pub log_error_rate_pct: Option<f64>,
     pub p95_ms_metrics: Option<f64>,
     pub p99_ms_metrics: Option<f64>,
     pub p95_ms_load: Option<f64>,
@@ -183,6 +185,9 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         samples: s.len(),
         health_success_rate_pct: (!s.is_empty()).then(|| healthy as f64 / s.len() as f64 * 100.0),
         error_rate_pct: (total > 0.0).then(|| errors / total * 100.0),
+        log_error_rate_pct: (total > 0.0 && s.iter().any(|x| x.log_errors.is_some())).then(|| {
+            s.iter().skip(1).filter_map(|x| x.log_errors).sum::<i64>() as f64 / total * 100.0
+        }),
         p95_ms_metrics: rules::window_quantile(s, 0.95),
         p99_ms_metrics: rules::window_quantile(s, 0.99),
         p95_ms_load: worst(|r| r.p95_ms),
@@ -304,8 +309,18 @@ fn pct(v: Option<f64>, digits: usize) -> String {
         .unwrap_or("no data".into())
 }
 
+/// Whole units where they read well, one decimal for small values (0.3ms, not 0ms).
+fn num(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 fn ms(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.0}ms")).unwrap_or("no data".into())
+    v.map(|v| format!("{}ms", num(v)))
+        .unwrap_or("no data".into())
 }
 
 /// The runbook's "Validation Summary Report Template", every field in its order and wording.
@@ -333,7 +348,13 @@ pub fn markdown(
         "- Health Check Success Rate: {}\n",
         pct(m.health_success_rate_pct, 2)
     );
-    s += &format!("- Error Rate: {}\n", pct(m.error_rate_pct, 2));
+    s += &format!(
+        "- Error Rate: {}{}\n",
+        pct(m.error_rate_pct, 2),
+        m.log_error_rate_pct
+            .map(|l| format!(" (5xx / requests; log-based: {l:.2}%)"))
+            .unwrap_or_default()
+    );
     let lat = |load: Option<f64>, met: Option<f64>| match (load, met) {
         (None, None) => "no data".to_string(),
         (l, mt) => format!("{} (load runs) / {} (service metrics)", ms(l), ms(mt)),
@@ -344,7 +365,9 @@ pub fn markdown(
         "- Memory Usage: {}\n",
         match (m.memory_min_mb, m.memory_max_mb) {
             (Some(lo), Some(hi)) => format!(
-                "{lo:.0}-{hi:.0}MB ({})",
+                "{}-{}MB ({})",
+                num(lo),
+                num(hi),
                 m.memory_trend.as_deref().unwrap_or("stable")
             ),
             _ => "no data".into(),
