@@ -254,7 +254,7 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub auto_rollback: bool,
     /// staging (fixed interval) or production (the runbook's first-24-hours cadence)
-    #[arg(long, value_name = "PROFILE")]
+    #[arg(long, value_name = "PROFILE", value_parser = ["staging", "production"])]
     pub profile: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,

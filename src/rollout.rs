@@ -127,9 +127,20 @@ pub fn aside_name(name: &str) -> String {
 pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result<Swap> {
     let name = spec.name.clone();
     let aside = aside_name(&name);
-    if let Some(stale) = engine.find_container(&aside).await? {
-        tracing::warn!(container = %aside, id = ?stale.id, "removing a container left aside by an earlier interrupted run");
-        engine.remove_container(&aside).await?;
+    // An earlier run interrupted mid-swap can leave the old container set aside. With nothing
+    // under the name, it is what served last: put it back. Beside a container, it is stale.
+    if engine.find_container(&aside).await?.is_some() {
+        if engine.find_container(&name).await?.is_none() {
+            tracing::warn!(container = %aside, "restoring a container an interrupted run left aside");
+            engine.rename_container(&aside, &name).await?;
+            engine.set_restart_policy(&name, &spec.restart).await?;
+            if !engine.is_running(&name).await? {
+                engine.start_container(&name).await?;
+            }
+        } else {
+            tracing::warn!(container = %aside, "removing a container an interrupted run left aside");
+            engine.remove_container(&aside).await?;
+        }
     }
     let old = engine.find_container(&name).await?;
     if let Some(old) = old {
@@ -182,7 +193,9 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
                     new_id: String::new(),
                     old: set_aside,
                 };
-                restore(engine, &s).await.ok();
+                if let Err(r) = restore(engine, &s).await {
+                    tracing::error!("restoring the previous container failed too: {r:#}");
+                }
                 return Err(e);
             }
         };
@@ -192,7 +205,9 @@ pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result
             old: set_aside,
         };
         if let Err(e) = engine.start_container(&s.new_id).await {
-            restore(engine, &s).await.ok();
+            if let Err(r) = restore(engine, &s).await {
+                tracing::error!("restoring the previous container failed too: {r:#}");
+            }
             return Err(e);
         }
         return Ok(s);

@@ -219,3 +219,27 @@ fn an_unhardened_spec_is_refused_unless_allowed_and_then_recorded() {
         .unwrap();
     assert!(insecure);
 }
+
+#[test]
+fn a_container_left_aside_by_an_interrupted_run_is_recovered() {
+    let good = good_image();
+    let bad = testsvc_image("dhi-test/authsvc:unhealthy", &["FAULT_HEALTH_UNHEALTHY=1"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good).code, 0);
+    let id = stage.inspect()["Id"].clone();
+    // What a deploy killed between "set aside" and "start the new one" leaves behind.
+    let aside = format!("{}.previous", stage.name);
+    assert_eq!(docker(&["rename", &stage.name, &aside]).code, 0);
+    assert_eq!(docker(&["stop", "-t", "1", &aside]).code, 0);
+    let r = stage.run(&["deploy", "--image", &bad, "--wait", "2s"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert_eq!(
+        stage.inspect()["Id"],
+        id,
+        "the container that served last is back under its name"
+    );
+    assert!(wait_for(
+        || stage.health().is_some(),
+        std::time::Duration::from_secs(5)
+    ));
+}

@@ -42,14 +42,6 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         .day
         .or_else(|| deployed_at.map(|t| ((chrono::Utc::now() - t).num_days().max(0) + 1) as u32));
     let production = matches!(a.profile.as_deref(), Some("production"));
-    if let Some(p) = &a.profile {
-        if p != "production" && p != "staging" {
-            return Err(failure(
-                Code::Usage,
-                format!("--profile {p:?}: use staging or production"),
-            ));
-        }
-    }
     let cadence = match (a.interval, production) {
         (Some(i), _) => Cadence::Fixed(i),
         (None, true) => Cadence::Production {
@@ -137,6 +129,34 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         };
         text += &format!("  {mark} {:<34} {}\n", t.target, t.detail);
     }
+    // The runbook measures P95/P99 with k6 runs: show the latest `load` run of the day beside the histogram.
+    let latest_load = match day {
+        Some(d) => store
+            .test_results(d)?
+            .into_iter()
+            .rev()
+            .find(|(k, ..)| k.starts_with("load:")),
+        None => None,
+    };
+    if let Some((kind, passed, detail, at)) = &latest_load {
+        let q = |k: &str| {
+            detail
+                .pointer(&format!("/latency_ms/{k}"))
+                .and_then(serde_json::Value::as_f64)
+                .map(|v| format!("{v:.1}ms"))
+                .unwrap_or("no data".into())
+        };
+        text += &format!(
+            "latest {kind} run ({at}): P95 {} P99 {} ({})\n",
+            q("p95"),
+            q("p99"),
+            if *passed {
+                "thresholds met"
+            } else {
+                "thresholds NOT met"
+            }
+        );
+    }
     if let Some(last) = &summary.last {
         text += "rollback triggers:\n";
         for r in &last.results {
@@ -148,6 +168,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         "samples": summary.ticks, "interrupted": summary.interrupted, "targets": targets,
         "rules": summary.last.as_ref().map(|t| t.results.clone()), "fired": summary.fired,
         "last_sample": summary.last.as_ref().map(|t| t.sample.clone()),
+        "latest_load_run": latest_load.as_ref().map(|(kind, passed, detail, at)| json!({"kind": kind, "passed": passed, "at": at, "latency_ms": detail["latency_ms"]})),
     });
     if summary.fired.is_empty() {
         return Ok(Outcome::new(Code::Ok, json, text));
