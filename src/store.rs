@@ -387,6 +387,13 @@ impl Store {
             .collect())
     }
 
+    /// The highest day label any sample carries.
+    pub fn latest_day(&self) -> Result<Option<u32>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(day) FROM samples", [], |r| r.get(0))?)
+    }
+
     /// (kind, passed, detail, at) of test results recorded for `day`.
     pub fn test_results(&self, day: u32) -> Result<Vec<(String, bool, Value, String)>> {
         let mut stmt = self.conn.prepare(

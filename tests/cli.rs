@@ -278,3 +278,34 @@ fn a_held_state_lock_refuses_at_once_naming_the_holder_or_waits() {
     releaser.join().unwrap();
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+#[test]
+fn log_format_json_puts_one_json_object_per_line_on_stderr() {
+    let stage = Stage::new();
+    let r = stage.run(&[
+        "--log-format",
+        "json",
+        "-v",
+        "deploy",
+        "--dry-run",
+        "--image",
+        "x/y:1",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "-v logs something");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+    let _ = r.json();
+    let quiet = stage.run(&["-q", "deploy", "--dry-run", "--image", "x/y:1"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "-q prints nothing on stderr: {}",
+        quiet.stderr
+    );
+}

@@ -110,7 +110,12 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
             .filter(|v| !v.is_empty())
     };
 
-    let addr = format!("{}:{}", cfg.container.host_ip, cfg.container.host_port);
+    let ip = if cfg.container.host_ip.is_empty() {
+        "0.0.0.0"
+    } else {
+        cfg.container.host_ip.as_str()
+    };
+    let addr = format!("{ip}:{}", cfg.container.host_port);
     match std::net::TcpListener::bind(&addr) {
         Ok(_) => items.push(item("staging port", "pass", format!("{addr} is free"))),
         Err(_) => {

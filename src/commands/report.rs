@@ -105,12 +105,7 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
 }
 
 fn latest_day(store: &crate::store::Store) -> Result<Option<u32>> {
-    for d in (1..=366).rev() {
-        if !store.samples_of_day(d)?.is_empty() {
-            return Ok(Some(d));
-        }
-    }
-    Ok(None)
+    store.latest_day()
 }
 
 /// (passed, failed, skipped) test cases of a JUnit XML file; a failure or error inside a

@@ -113,7 +113,11 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 let last10: Vec<String> = errors.iter().rev().take(10).rev().cloned().collect();
                 text += &format!(
                     "container: {} image {} state {} restarts {restarts} oom_killed {}\n",
-                    &c.id.clone().unwrap_or_default()[..12],
+                    c.id.clone()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(12)
+                        .collect::<String>(),
                     c.config
                         .as_ref()
                         .and_then(|c| c.image.clone())

@@ -110,10 +110,14 @@ impl DeploySpec {
         for e in &self.env {
             parts.push(format!("-e {}", e.key));
         }
-        parts.push(format!(
-            "-p {}:{}:{}",
-            self.host_ip, self.host_port, self.container_port
-        ));
+        parts.push(if self.host_ip.is_empty() {
+            format!("-p {}:{}", self.host_port, self.container_port)
+        } else {
+            format!(
+                "-p {}:{}:{}",
+                self.host_ip, self.host_port, self.container_port
+            )
+        });
         parts.push(format!("--user {}", self.user));
         if self.read_only {
             parts.push("--read-only".into());
@@ -225,7 +229,7 @@ mod tests {
                 "MemoryReservation": 67108864,
                 "NanoCpus": 500000000,
                 "PidsLimit": 256,
-                "PortBindings": {"3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "3002"}]},
+                "PortBindings": {"3000/tcp": [{"HostIp": "", "HostPort": "3002"}]},
                 "ReadonlyRootfs": true,
                 "RestartPolicy": {"Name": "unless-stopped"},
                 "SecurityOpt": ["no-new-privileges:true"],
