@@ -44,6 +44,9 @@ impl Faults {
             "health_unhealthy" => self.health_unhealthy = truthy(value),
             "degraded_dep" => self.degraded_dep = value.to_string(),
             "hang" => self.hang = truthy(value),
+            // Process-wide knobs, applied when set (at start or through /admin/faults).
+            "ignore_sigterm" => install_sigterm(truthy(value)),
+            "crash_after_s" => schedule_crash(value.parse().map_err(|_| bad())?),
             _ => return Err(format!("unknown fault {key}")),
         }
         Ok(())
@@ -112,12 +115,14 @@ fn main() {
     if let Some(mb) = env("FAULT_BASELINE_MEM_MB").and_then(|v| v.parse::<usize>().ok()) {
         grow(&state, mb * 1024 * 1024);
     }
-    if let Some(secs) = env("FAULT_CRASH_AFTER_S").and_then(|v| v.parse::<f64>().ok()) {
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            eprintln!("error: crashing after {secs}s as FAULT_CRASH_AFTER_S asks");
-            std::process::exit(71);
-        });
+    if let Some(v) = env("FAULT_CRASH_AFTER_S") {
+        match v.parse() {
+            Ok(secs) => schedule_crash(secs),
+            Err(_) => {
+                eprintln!("error: FAULT_CRASH_AFTER_S={v:?} is not a number of seconds");
+                std::process::exit(2);
+            }
+        }
     }
     {
         let state = state.clone();
@@ -143,6 +148,14 @@ fn main() {
         let state = state.clone();
         std::thread::spawn(move || serve(conn, &state));
     }
+}
+
+fn schedule_crash(secs: f64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        eprintln!("error: crashing after {secs}s as asked");
+        std::process::exit(71);
+    });
 }
 
 /// Allocates and touches `bytes` so that they count in the resident set.
