@@ -44,8 +44,37 @@ pub struct RuleResult {
     pub evidence: Vec<(i64, Option<f64>)>,
 }
 
-/// Memory growth counts as "continuous" only when the straight line fits this well.
+/// Memory growth counts as "continuous" only when the straight line fits this well ...
 pub const GROWTH_MIN_R2: f64 = 0.8;
+/// ... and the line rises at least this much across the window (MB), and 5% of the level:
+/// a service warming up by a few hundred KB in seconds has a steep, well-fitting slope too.
+pub const GROWTH_MIN_MB: f64 = 1.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryTrend {
+    Increasing,
+    Decreasing,
+    Stable,
+}
+
+/// The trend of (ms, MB) points: slope in MB/min and what it amounts to, given the slope
+/// threshold. None with fewer than three points.
+pub fn memory_trend(points: &[(i64, f64)], threshold: f64) -> Option<(f64, MemoryTrend)> {
+    let (slope, r2) = trend(points)?;
+    let minutes = (points.last()?.0 - points.first()?.0) as f64 / 60_000.0;
+    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    let change = (slope * minutes).abs();
+    let real = r2 >= GROWTH_MIN_R2 && change >= GROWTH_MIN_MB && change >= 0.05 * mean;
+    let word = if real && slope > threshold {
+        MemoryTrend::Increasing
+    } else if real && slope < -threshold {
+        MemoryTrend::Decreasing
+    } else {
+        MemoryTrend::Stable
+    };
+    Some((slope, word))
+}
 
 pub fn describe(rule: &TriggerRule) -> String {
     let op = match rule.op {
@@ -262,16 +291,15 @@ pub fn evaluate(
                     .filter_map(|s| Some((s.ts_ms, s.memory_mb()?)))
                     .collect();
                 r.evidence = pts.iter().map(|(t, v)| (*t, Some(*v))).collect();
-                match trend(&pts) {
+                match memory_trend(&pts, rule.threshold) {
                     None => r.verdict = inconclusive("too few memory readings for a trend".into()),
-                    Some((slope, r2)) => {
+                    Some((slope, word)) => {
                         r.value = Some(slope);
-                        r.verdict =
-                            if r2 >= GROWTH_MIN_R2 && breaches(rule.op, slope, rule.threshold) {
-                                Verdict::Fired
-                            } else {
-                                Verdict::Clear
-                            };
+                        r.verdict = if word == MemoryTrend::Increasing {
+                            Verdict::Fired
+                        } else {
+                            Verdict::Clear
+                        };
                     }
                 }
             }
@@ -594,6 +622,15 @@ mod tests {
         assert!(
             (res.value.unwrap() - 2.0).abs() < 1e-9,
             "1 MB per 30 s = 2 MB/min"
+        );
+        // A warm-up: 0.4 MB to 1.0 MB in seconds is a steep, clean line, but no leak.
+        let warmup: Vec<Sample> = (0..=6)
+            .map(|i| sample(i, true, 0.0, 0.0, 0.4 + i as f64 * 0.1))
+            .collect();
+        let quick = rule(Metric::MemoryGrowth, Comparison::Gt, 0.1, 5);
+        assert_eq!(
+            evaluate(&quick, Severity::Rollback, &warmup, 6_000, 1_000, None).verdict,
+            Verdict::Clear
         );
         let flat: Vec<Sample> = (0..=20)
             .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + (i % 2) as f64 * 0.3))

@@ -151,14 +151,12 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         .iter()
         .filter_map(|x| Some((x.ts_ms, x.memory_mb()?)))
         .collect();
-    let trend = rules::trend(&pts);
-    let word = trend.map(|(slope, r2)| {
-        if r2 >= rules::GROWTH_MIN_R2 && slope > growth_threshold {
-            "increasing"
-        } else if r2 >= rules::GROWTH_MIN_R2 && slope < -growth_threshold {
-            "decreasing"
-        } else {
-            "stable"
+    let trend = rules::memory_trend(&pts, growth_threshold);
+    let word = trend.map(|(_, w)| {
+        match w {
+            rules::MemoryTrend::Increasing => "increasing",
+            rules::MemoryTrend::Decreasing => "decreasing",
+            rules::MemoryTrend::Stable => "stable",
         }
         .to_string()
     });
