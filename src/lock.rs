@@ -41,9 +41,17 @@ impl StateLock {
                 return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }
             if Instant::now() >= deadline {
+                // The holder writes who it is just after it takes the lock: give it a moment.
                 let mut holder = String::new();
-                let _ = file.rewind();
-                let _ = file.read_to_string(&mut holder);
+                for _ in 0..25 {
+                    holder.clear();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut holder);
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let holder = holder.trim();
                 let holder = if holder.is_empty() {
                     "another process"
