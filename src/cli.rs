@@ -207,6 +207,9 @@ pub struct DeployArgs {
     /// Print the container spec and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print the runbook's Kubernetes Deployment for the image instead
+    #[arg(long, requires = "dry_run")]
+    pub kubernetes: bool,
     /// Leave a failed new container in place instead of restoring the previous one
     #[arg(long)]
     pub no_rollback: bool,

@@ -21,6 +21,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub container: ContainerConfig,
     pub verify: VerifyConfig,
+    pub kubernetes: KubernetesConfig,
     pub monitoring: MonitoringConfig,
     pub rollback: RollbackConfig,
     pub security: SecurityConfig,
@@ -116,6 +117,19 @@ pub struct VerifyConfig {
     pub readiness_initial_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub readiness_period: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    pub namespace: String,
+    pub deployment: String,
+    pub replicas: u32,
+    pub app_label: String,
+    pub version_label: String,
+    pub config_map: String,
+    pub secret: String,
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

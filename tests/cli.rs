@@ -309,3 +309,30 @@ fn log_format_json_puts_one_json_object_per_line_on_stderr() {
         quiet.stderr
     );
 }
+
+#[test]
+fn dry_run_kubernetes_renders_the_runbooks_deployment() {
+    let stage = Stage::new();
+    let r = stage.run(&[
+        "deploy",
+        "--dry-run",
+        "--kubernetes",
+        "--image",
+        "reg.example/authentication-service:staging-dhi-20260211",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let d = r.json();
+    assert_eq!(d["kind"], "Deployment");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "reg.example/authentication-service:staging-dhi-20260211"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    let r = stage.run(&["deploy", "--kubernetes"]);
+    assert_eq!(r.code, 2, "--kubernetes needs --dry-run: {}", r.all());
+}

@@ -24,6 +24,11 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
         .clone()
         .unwrap_or_else(|| cfg.staging_ref(chrono::Utc::now().date_naive()));
     crate::probe::reference::check(&image).map_err(|e| failure(Code::Usage, e))?;
+    if a.kubernetes {
+        let manifest = crate::engine::kubernetes::deployment(cfg, &image);
+        let text = serde_json::to_string_pretty(&manifest)?;
+        return Ok(Outcome::new(Code::Ok, manifest, text));
+    }
     let env = super::read_env_file(&cfg.env_file)?;
     let spec = DeploySpec::from_config(cfg, &image, env);
     let gaps = spec.hardening_gaps();

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod context;
+pub mod kubernetes;
 pub mod spec;
 pub mod stats;
 
