@@ -336,3 +336,21 @@ fn dry_run_kubernetes_renders_the_runbooks_deployment() {
     let r = stage.run(&["deploy", "--kubernetes"]);
     assert_eq!(r.code, 2, "--kubernetes needs --dry-run: {}", r.all());
 }
+
+#[test]
+fn an_unreachable_engine_is_named_with_how_to_start_one() {
+    let stage = Stage::new();
+    let r: Run = stage
+        .command(&["deploy", "--image", "x/y:1"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("unix:///nonexistent/docker.sock")
+            && r.stderr.contains("scripts/setup.sh"),
+        "{}",
+        r.all()
+    );
+}

@@ -381,3 +381,43 @@ fn any_http_service_without_a_container() {
         j["last_sample"]["memory_bytes"].is_null() && j["last_sample"]["restart_count"].is_null()
     );
 }
+
+#[test]
+fn sigterm_ends_the_monitor_cleanly_with_a_summary() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).code, 0);
+    let cfg = short_window_config(&stage, |_| {});
+    let child = stage
+        .command(&[
+            "--config",
+            path_str(&cfg),
+            "monitor",
+            "--duration",
+            "60s",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let started = std::time::Instant::now();
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it stops within a tick"
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["interrupted"], true);
+    let taken = j["samples"].as_u64().unwrap();
+    assert!(taken >= 2, "{}", r.all());
+    // Every tick it reported is in the store: nothing half-written.
+    let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
+    let stored: i64 = db
+        .query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored as u64, taken);
+}
