@@ -290,12 +290,23 @@ impl Store {
         since_ms: i64,
         deployment_id: Option<i64>,
     ) -> Result<Vec<crate::monitor::sample::Sample>> {
-        let mut stmt = self.conn.prepare(
+        self.query_samples(
+            "target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3)",
+            params![target, since_ms, deployment_id],
+        )
+    }
+
+    fn query_samples(
+        &self,
+        filter: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<crate::monitor::sample::Sample>> {
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
                     health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors
-             FROM samples WHERE target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3) ORDER BY ts_ms",
-        )?;
-        let rows = stmt.query_map(params![target, since_ms, deployment_id], |r| {
+             FROM samples WHERE {filter} ORDER BY ts_ms"
+        ))?;
+        let rows = stmt.query_map(p, |r| {
             Ok(crate::monitor::sample::Sample {
                 ts_ms: r.get(0)?,
                 day: r.get(1)?,
@@ -367,24 +378,22 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Samples labelled with `day` (any target), oldest first.
+    /// Samples labelled with `day`, oldest first, of the target the day's first sample watched
+    /// (rates across two services would mean nothing).
     pub fn samples_of_day(&self, day: u32) -> Result<Vec<crate::monitor::sample::Sample>> {
-        let first: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT target FROM samples WHERE day=?1 ORDER BY ts_ms LIMIT 1",
-                [day],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(target) = first else {
-            return Ok(Vec::new());
-        };
+        self.query_samples(
+            "day=?1 AND target=(SELECT target FROM samples WHERE day=?1 ORDER BY ts_ms LIMIT 1)",
+            [day],
+        )
+    }
+
+    /// When the first sample labelled `day` was taken (ms), if any was.
+    pub fn first_sample_ms(&self, day: u32) -> Result<Option<i64>> {
         Ok(self
-            .samples(&target, 0, None)?
-            .into_iter()
-            .filter(|s| s.day == Some(day))
-            .collect())
+            .conn
+            .query_row("SELECT MIN(ts_ms) FROM samples WHERE day=?1", [day], |r| {
+                r.get(0)
+            })?)
     }
 
     /// The highest day label any sample carries.

@@ -52,12 +52,7 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let inspected = engine.ensure_image(&image, &progress).await?;
     let mut store = ctx.store()?;
     let previous = store.active_deployment(&spec.name)?;
-    let digest = inspected
-        .repo_digests
-        .as_ref()
-        .and_then(|d| d.first())
-        .and_then(|d| d.split('@').nth(1))
-        .map(str::to_string);
+    let digest = crate::engine::repo_digest(&inspected);
     let id = store.insert_deployment(&NewDeployment {
         kind: "deploy".into(),
         image_ref: image.clone(),

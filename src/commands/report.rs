@@ -18,7 +18,7 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
     let day = match a.day {
         Some(0) => return Err(failure(Code::Usage, "--day counts from 1")),
         Some(d) => d,
-        None => latest_day(&store)?.ok_or_else(|| {
+        None => store.latest_day()?.ok_or_else(|| {
             failure(
                 Code::Usage,
                 "no monitoring samples recorded yet: run `dhi-stage monitor` first, or pass --day",
@@ -102,10 +102,6 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
         _ => Code::Ok,
     };
     Ok(Outcome::new(code, json, text))
-}
-
-fn latest_day(store: &crate::store::Store) -> Result<Option<u32>> {
-    store.latest_day()
 }
 
 /// (passed, failed, skipped) test cases of a JUnit XML file; a failure or error inside a

@@ -218,17 +218,12 @@ async fn restore_to(
         kind: kind.into(),
         image_ref: spec.image.clone(),
         image_id: image.id.clone(),
-        digest: image
-            .repo_digests
-            .as_ref()
-            .and_then(|d| d.first())
-            .and_then(|d| d.split('@').nth(1))
-            .map(str::to_string),
+        digest: crate::engine::repo_digest(&image),
         container_name: spec.name.clone(),
         previous_id,
         insecure: false,
     })?;
-    let swap = match rollout::swap(engine, spec, cfg_rollback_grace(cfg)).await {
+    let swap = match rollout::swap(engine, spec, cfg.rollback.stop_grace).await {
         Ok(s) => s,
         Err(e) => {
             store.finish_deployment(id, "failed", None)?;
@@ -265,7 +260,7 @@ async fn restore_to(
                 if o.sigkill_needed {
                     format!(
                         " (it ignored SIGTERM; killed after the {}ms grace)",
-                        cfg_rollback_grace(cfg).as_millis()
+                        cfg.rollback.stop_grace.as_millis()
                     )
                 } else {
                     String::new()
@@ -474,9 +469,4 @@ async fn post_rollback(
         "notifications": notes.iter().map(|n| json!({"channel": n.channel, "ok": n.ok, "detail": n.detail})).collect::<Vec<_>>(),
     });
     (text, j)
-}
-
-/// A rollback is decided because the running container is bad: its SIGTERM grace is short.
-fn cfg_rollback_grace(cfg: &crate::config::Config) -> Duration {
-    cfg.rollback.stop_grace
 }

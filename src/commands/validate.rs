@@ -58,13 +58,7 @@ pub async fn run(ctx: Ctx, a: ValidateArgs) -> Result<Outcome> {
             .is_some_and(|t| t.first().map(String::as_str) != Some("NONE")),
     };
     let image_id = inspect.id.clone().unwrap_or_default();
-    let image_digest = inspect
-        .repo_digests
-        .as_ref()
-        .and_then(|d| d.first())
-        .and_then(|d| d.split('@').nth(1))
-        .map(str::to_string)
-        .unwrap_or_else(|| image_id.clone());
+    let image_digest = crate::engine::repo_digest(&inspect).unwrap_or_else(|| image_id.clone());
     let export = engine.export_image(&image_ref, layers::MAX_EXPORT).await?;
     let fs = layers::from_save_tar(&export)
         .with_context(|| format!("reading the layers of {image_ref}"))?;

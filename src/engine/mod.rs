@@ -67,6 +67,17 @@ pub fn docker_message(e: &bollard::errors::Error) -> String {
     }
 }
 
+/// The registry digest (`sha256:...`) an image carries once pushed or pulled, if any.
+pub fn repo_digest(image: &ImageInspect) -> Option<String> {
+    image
+        .repo_digests
+        .as_ref()?
+        .first()?
+        .split('@')
+        .nth(1)
+        .map(str::to_string)
+}
+
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.to_string().contains("(HTTP 404)"))
 }

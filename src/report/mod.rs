@@ -68,13 +68,12 @@ pub struct DayMetrics {
 /// validations, and the events between its first sample and the next day's first sample.
 pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
     let samples = store.samples_of_day(day)?;
-    let next = store.samples_of_day(day + 1)?;
     let from: Option<DateTime<Utc>> = samples
         .first()
         .and_then(|s| DateTime::from_timestamp_millis(s.ts_ms));
-    let to: Option<DateTime<Utc>> = next
-        .first()
-        .and_then(|s| DateTime::from_timestamp_millis(s.ts_ms));
+    let to: Option<DateTime<Utc>> = store
+        .first_sample_ms(day + 1)?
+        .and_then(DateTime::from_timestamp_millis);
     let in_day = |e: &Event| from.is_some_and(|f| e.at >= f) && to.is_none_or(|t| e.at < t);
     let mut load_runs = Vec::new();
     let mut e2e = None;
