@@ -144,6 +144,14 @@ pub struct MonitoringConfig {
     pub rollback_triggers: Vec<TriggerRule>,
     pub immediate_triggers: Vec<TriggerRule>,
     pub production_cadence: Vec<CadenceStep>,
+    /// A rule without a verdict for longer than its window plus this (at least two
+    /// intervals) is *blind*: `monitor` exits 6 and notifies, so cron and CI can alert.
+    #[serde(with = "humantime_serde", default = "default_blind_margin")]
+    pub blind_margin: Duration,
+}
+
+fn default_blind_margin() -> Duration {
+    Duration::from_secs(120)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -155,8 +163,11 @@ pub struct Targets {
     pub p95_latency: Duration,
     #[serde(with = "humantime_serde")]
     pub p99_latency: Duration,
-    pub memory_min_mb: f64,
-    pub memory_max_mb: f64,
+    /// MiB, as `docker stats` shows memory (the older key `memory_min_mb` is read too).
+    #[serde(alias = "memory_min_mb")]
+    pub memory_min_mib: f64,
+    #[serde(alias = "memory_max_mb")]
+    pub memory_max_mib: f64,
 }
 
 /// One rollback trigger: `metric op threshold`, held on every sample for `sustained_for`.
@@ -179,7 +190,9 @@ pub enum Metric {
     ErrorRatePct,
     P95LatencyMs,
     P99LatencyMs,
-    MemoryMb,
+    /// Memory in MiB as `docker stats` shows it (`memory_mb` in older configs).
+    #[serde(alias = "memory_mb")]
+    MemoryMib,
     MemoryGrowth,
     RestartsInWindow,
     CriticalCves,
@@ -288,8 +301,11 @@ pub struct PromotionConfig {
     pub p95_latency: Duration,
     #[serde(with = "humantime_serde")]
     pub p99_latency: Duration,
-    pub memory_min_mb: f64,
-    pub memory_max_mb: f64,
+    /// MiB, as `docker stats` shows memory (the older key `memory_min_mb` is read too).
+    #[serde(alias = "memory_min_mb")]
+    pub memory_min_mib: f64,
+    #[serde(alias = "memory_max_mb")]
+    pub memory_max_mib: f64,
     pub max_restarts: u32,
     pub max_rollbacks: u32,
     pub max_high_critical_cves: u32,
@@ -592,6 +608,25 @@ impl Config {
     }
 
     /// `<registry>/authentication-service:baseline-distroless`
+    /// Settings that are valid but cannot do what they say, for the operator to hear about:
+    /// a memory trigger at or above the container's memory limit can never fire (the
+    /// container is OOM-killed first; the OOM kill itself fires the immediate trigger).
+    pub fn warnings(&self) -> Vec<String> {
+        let limit_mib = self.container.memory_limit.bytes as f64 / (1024.0 * 1024.0);
+        self.monitoring
+            .rollback_triggers
+            .iter()
+            .chain(&self.monitoring.immediate_triggers)
+            .filter(|r| r.metric == Metric::MemoryMib && r.threshold >= limit_mib && limit_mib > 0.0)
+            .map(|r| {
+                format!(
+                    "monitoring trigger `{}` (memory > {} MiB) is at or above container.memory_limit ({limit_mib:.0} MiB): the container is OOM-killed first, so only the OOM kill can fire it",
+                    r.name, r.threshold
+                )
+            })
+            .collect()
+    }
+
     pub fn baseline_ref(&self) -> String {
         format!(
             "{}/{}:{}",

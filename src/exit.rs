@@ -1,6 +1,7 @@
 //! The exit statuses, in one place. CI jobs branch on these, so they are a contract:
 //! 0 ok, 1 operational error, 2 usage, 3 a check or criterion failed, 4 a rollback trigger
-//! fired, 5 a rollback failed.
+//! fired, 5 a rollback failed, 6 the monitor is blind (a rule could not be judged for
+//! longer than its window plus a margin: inconclusive is never ok).
 
 use serde::Serialize;
 
@@ -13,6 +14,7 @@ pub enum Code {
     CheckFailed = 3,
     TriggerFired = 4,
     RollbackFailed = 5,
+    Blind = 6,
 }
 
 impl Code {

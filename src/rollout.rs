@@ -16,6 +16,39 @@ use crate::engine::spec::{hardened, DeploySpec};
 use crate::engine::Engine;
 use crate::probe::health::{self, HealthResult};
 
+/// What a rollback would restore, and why that image.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RollbackTarget {
+    pub image: String,
+    /// "previous deployment #N" or "runbook baseline".
+    pub source: String,
+}
+
+/// The runbook's rollback target: the deployment before the active one; with none recorded
+/// (the first deployment this tool made), the runbook's baseline
+/// `<registry>/<image.name>:<image.baseline_tag>`, so there is always somewhere to go back to.
+pub fn rollback_target(
+    store: &crate::store::Store,
+    cfg: &Config,
+) -> anyhow::Result<RollbackTarget> {
+    let active = store.active_deployment(&cfg.container.name)?;
+    let previous = match active.as_ref().and_then(|a| a.previous_id) {
+        Some(id) => store.deployment(id)?,
+        None => None,
+    };
+    Ok(match previous {
+        Some(p) => RollbackTarget {
+            image: p.image_ref,
+            source: format!("previous deployment #{}", p.id),
+        },
+        None => RollbackTarget {
+            image: cfg.baseline_ref(),
+            source: "runbook baseline (image.baseline_tag; no previous deployment is recorded)"
+                .into(),
+        },
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct WaitResult {
     pub healthy: bool,

@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Migrations in order; `user_version` counts how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -81,7 +82,42 @@ CREATE TABLE test_results (
     passed INTEGER NOT NULL,
     detail TEXT NOT NULL               -- JSON
 );
-"#];
+"#,
+    // Issue F: what a sample could not read and why, the counters a cron run continues from,
+    // whose sample it is (the image under test or the baseline), and per-rule blindness.
+    r#"
+ALTER TABLE samples ADD COLUMN role TEXT;
+ALTER TABLE samples ADD COLUMN container_id TEXT;
+ALTER TABLE samples ADD COLUMN scrape_error TEXT;
+ALTER TABLE samples ADD COLUMN parse_errors INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE samples ADD COLUMN engine_error TEXT;
+ALTER TABLE samples ADD COLUMN cpu_total_ns INTEGER;
+ALTER TABLE samples ADD COLUMN system_cpu_ns INTEGER;
+ALTER TABLE samples ADD COLUMN log_cursor_ns INTEGER;
+CREATE TABLE rule_states (
+    target TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,    -- 0 when no deployment is recorded
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    inconclusive_since_ms INTEGER,     -- NULL while the rule has a verdict
+    last_conclusive_ms INTEGER,
+    reason TEXT,
+    alerted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (target, deployment_id, rule, severity)
+);
+"#,
+];
+
+/// How long one rule has been without a verdict (for blindness).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleState {
+    pub rule: String,
+    pub severity: String,
+    pub inconclusive_since_ms: Option<i64>,
+    pub last_conclusive_ms: Option<i64>,
+    /// Whether the blindness of this stretch was already announced.
+    pub alerted: bool,
+}
 
 pub struct Store {
     conn: Connection,
@@ -135,7 +171,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // IMMEDIATE takes the write lock before the version is read, so two first opens of
+        // a new state dir serialise instead of both creating the tables.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
             anyhow::bail!(
                 "state store {} has schema version {version}, newer than this dhi-stage knows ({}); upgrade dhi-stage",
@@ -144,12 +183,11 @@ impl Store {
             );
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction()?;
             tx.execute_batch(sql)
                 .with_context(|| format!("state store migration {} failed", i + 1))?;
             tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
         }
+        tx.commit()?;
         Ok(Store { conn })
     }
 
@@ -259,8 +297,9 @@ impl Store {
     pub fn insert_sample(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO samples(ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
-               health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+               health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors,
+               role, container_id, scrape_error, parse_errors, engine_error, cpu_total_ns, system_cpu_ns, log_cursor_ns)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
             params![
                 s.ts_ms,
                 s.day,
@@ -277,6 +316,14 @@ impl Store {
                 s.restart_count,
                 s.oom_killed,
                 s.log_errors,
+                s.role,
+                s.container_id,
+                s.scrape_error,
+                s.parse_errors,
+                s.engine_error,
+                s.cpu_total_ns.map(|v| v as i64),
+                s.system_cpu_ns.map(|v| v as i64),
+                s.log_cursor_ns,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -296,15 +343,120 @@ impl Store {
         )
     }
 
+    /// The monitor's history: samples in the order they were *taken* (insertion), not by
+    /// timestamp, so a clock stepped back cannot make an older reading the latest.
+    pub fn samples_as_taken(
+        &self,
+        target: &str,
+        since_ms: i64,
+        deployment_id: Option<i64>,
+    ) -> Result<Vec<crate::monitor::sample::Sample>> {
+        self.query_samples_ordered(
+            "target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3)",
+            params![target, since_ms, deployment_id],
+            "id",
+        )
+    }
+
+    /// The latest sample taken of `target` for `deployment_id`: where a cron run continues.
+    pub fn last_sample(
+        &self,
+        target: &str,
+        deployment_id: Option<i64>,
+    ) -> Result<Option<crate::monitor::sample::Sample>> {
+        Ok(self
+            .query_samples_ordered(
+                "id=(SELECT MAX(id) FROM samples WHERE target=?1 AND (?2 IS NULL OR deployment_id=?2))",
+                params![target, deployment_id],
+                "id",
+            )?
+            .pop())
+    }
+
+    /// Per-rule blindness bookkeeping: a rule with a verdict clears its stretch; one without
+    /// starts (or continues) it. Returns each rule's state after the update.
+    pub fn update_rule_states(
+        &mut self,
+        target: &str,
+        deployment_id: Option<i64>,
+        now_ms: i64,
+        verdicts: &[(String, String, bool)],
+    ) -> Result<Vec<RuleState>> {
+        let dep = deployment_id.unwrap_or(0);
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::new();
+        for (rule, severity, conclusive) in verdicts {
+            if *conclusive {
+                tx.execute(
+                    "INSERT INTO rule_states(target, deployment_id, rule, severity, inconclusive_since_ms, last_conclusive_ms, alerted)
+                     VALUES (?1,?2,?3,?4,NULL,?5,0)
+                     ON CONFLICT(target, deployment_id, rule, severity)
+                     DO UPDATE SET inconclusive_since_ms=NULL, last_conclusive_ms=?5, alerted=0",
+                    params![target, dep, rule, severity, now_ms],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT INTO rule_states(target, deployment_id, rule, severity, inconclusive_since_ms, alerted)
+                     VALUES (?1,?2,?3,?4,?5,0)
+                     ON CONFLICT(target, deployment_id, rule, severity)
+                     DO UPDATE SET inconclusive_since_ms=COALESCE(inconclusive_since_ms, ?5)",
+                    params![target, dep, rule, severity, now_ms],
+                )?;
+            }
+            let st = tx.query_row(
+                "SELECT inconclusive_since_ms, last_conclusive_ms, alerted FROM rule_states
+                 WHERE target=?1 AND deployment_id=?2 AND rule=?3 AND severity=?4",
+                params![target, dep, rule, severity],
+                |r| {
+                    Ok(RuleState {
+                        rule: rule.clone(),
+                        severity: severity.clone(),
+                        inconclusive_since_ms: r.get(0)?,
+                        last_conclusive_ms: r.get(1)?,
+                        alerted: r.get(2)?,
+                    })
+                },
+            )?;
+            out.push(st);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Marks a rule's current blind stretch as announced.
+    pub fn mark_blind_alerted(
+        &self,
+        target: &str,
+        deployment_id: Option<i64>,
+        rule: &str,
+        severity: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rule_states SET alerted=1 WHERE target=?1 AND deployment_id=?2 AND rule=?3 AND severity=?4",
+            params![target, deployment_id.unwrap_or(0), rule, severity],
+        )?;
+        Ok(())
+    }
+
     fn query_samples(
         &self,
         filter: &str,
         p: impl rusqlite::Params,
     ) -> Result<Vec<crate::monitor::sample::Sample>> {
+        self.query_samples_ordered(filter, p, "ts_ms")
+    }
+
+    fn query_samples_ordered(
+        &self,
+        filter: &str,
+        p: impl rusqlite::Params,
+        order: &str,
+    ) -> Result<Vec<crate::monitor::sample::Sample>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
-                    health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors
-             FROM samples WHERE {filter} ORDER BY ts_ms"
+                    health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors,
+                    role, container_id, scrape_error, parse_errors, engine_error, cpu_total_ns, system_cpu_ns, log_cursor_ns
+             FROM samples WHERE {filter} ORDER BY {order}"
         ))?;
         let rows = stmt.query_map(p, |r| {
             Ok(crate::monitor::sample::Sample {
@@ -328,6 +480,14 @@ impl Store {
                 restart_count: r.get(12)?,
                 oom_killed: r.get(13)?,
                 log_errors: r.get(14)?,
+                role: r.get(15)?,
+                container_id: r.get(16)?,
+                scrape_error: r.get(17)?,
+                parse_errors: r.get(18)?,
+                engine_error: r.get(19)?,
+                cpu_total_ns: r.get::<_, Option<i64>>(20)?.map(|v| v as u64),
+                system_cpu_ns: r.get::<_, Option<i64>>(21)?.map(|v| v as u64),
+                log_cursor_ns: r.get(22)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -180,8 +180,8 @@ fn a_real_day_reported_matches_the_samples_and_renders() {
         (m["error_rate_pct"].as_f64().unwrap() - errors / total * 100.0).abs() < 1e-9,
         "{m}"
     );
-    assert!((m["memory_min_mb"].as_f64().unwrap() - mem_lo).abs() < 1e-9);
-    assert!((m["memory_max_mb"].as_f64().unwrap() - mem_hi).abs() < 1e-9);
+    assert!((m["memory_min_mib"].as_f64().unwrap() - mem_lo).abs() < 1e-9);
+    assert!((m["memory_max_mib"].as_f64().unwrap() - mem_hi).abs() < 1e-9);
     assert_eq!(m["restarts"], 0);
     let md = std::fs::read_to_string(out.join("day-1.md")).unwrap();
     assert!(md.starts_with("# DHI Staging Validation Report - Day 1/7"));

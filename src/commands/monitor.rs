@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::cli::{MonitorArgs, RollbackArgs};
 use crate::engine::Engine;
 use crate::exit::{failure, Code};
+use crate::monitor::period::Role;
 use crate::monitor::rules::{RuleResult, Verdict};
 use crate::monitor::sample::Sampler;
 use crate::monitor::{self, Cadence, Plan, Tick};
@@ -20,7 +21,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let explicit_name = a.target.name.is_some();
     let ctx = ctx.with_target(&a.target)?;
     let cfg = ctx.config.clone();
-    let store = ctx.store()?;
+    let mut store = ctx.store()?;
     let active = store.active_deployment(&cfg.container.name)?;
     // A service this tool did not deploy: --base-url alone means no container to read.
     let container = if explicit_name || !explicit_url {
@@ -28,19 +29,40 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     } else {
         None
     };
-    let engine = match &container {
-        Some(_) => Some(Engine::connect().await?),
-        None => None,
+    // An engine that does not answer is a reading the monitor lacks, not a reason to stop
+    // watching: health and metrics are still sampled, and the gap is reported (blindness).
+    let (engine, engine_unavailable) = match &container {
+        Some(_) => match Engine::connect().await {
+            Ok(e) => (Some(e), None),
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                (None, Some(format!("{e:#}")))
+            }
+        },
+        None => (None, None),
     };
     if let (Some(engine), Some(name)) = (&engine, &container) {
-        if engine.find_container(name).await?.is_none() {
+        if engine.find_container(name).await.ok().flatten().is_none() {
             tracing::warn!(container = %name, "no such container: container metrics will be missing");
         }
     }
+    let now = chrono::Utc::now();
+    let period = crate::monitor::period::current(
+        &store
+            .deployments()?
+            .into_iter()
+            .filter(|d| d.container_name == cfg.container.name)
+            .collect::<Vec<_>>(),
+        |r| crate::monitor::period::is_baseline(r, &cfg.baseline_ref(), &cfg.image.baseline_tag),
+        now,
+    );
+    let role = period.role;
+    // --day names the day of the image under test; the baseline's samples have none.
+    let day = match role {
+        Role::Baseline => None,
+        Role::Candidate => a.day.or_else(|| period.day_at(now)),
+    };
     let deployed_at = active.as_ref().map(|d| d.started_at);
-    let day = a
-        .day
-        .or_else(|| deployed_at.map(|t| ((chrono::Utc::now() - t).num_days().max(0) + 1) as u32));
     let production = matches!(a.profile.as_deref(), Some("production"));
     let cadence = match (a.interval, production) {
         (Some(i), _) => Cadence::Fixed(i),
@@ -61,9 +83,12 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         cadence,
         once: a.once,
         duration: a.duration,
+        blind_margin: cfg.monitoring.blind_margin,
     };
+    let rollback_target = crate::rollout::rollback_target(&store, &cfg)?;
     let sampler = Sampler {
         engine: engine.as_ref(),
+        engine_unavailable,
         client: crate::probe::health::client(cfg.verify.probe_timeout),
         health_url: cfg.health_url(),
         metrics_url: cfg.metrics_url(),
@@ -75,6 +100,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         } else {
             active.as_ref().map(|d| d.id)
         },
+        role: Some(role.as_str().to_string()),
         image_ref: active.as_ref().map(|d| d.image_ref.clone()),
     };
 
@@ -92,7 +118,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         })
     };
     let live = !ctx.quiet && ctx.format == Format::Text;
-    let summary = monitor::run(&store, &sampler, &cfg.monitoring, &plan, &cancel, |t| {
+    let summary = monitor::run(&mut store, &sampler, &cfg.monitoring, &plan, &cancel, |t| {
         if live {
             eprintln!("{}", tick_line(t));
         }
@@ -102,11 +128,15 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let summary = summary?;
 
     let mut text = format!(
-        "monitor {} ({}) day {}: {} sample(s){}\n",
+        "monitor {} ({}) {}: {} sample(s){}\n",
         cfg.verify.base_url,
         container.as_deref().unwrap_or("no container"),
-        day.map(|d| format!("{d}/{}", cfg.monitoring.period_days))
-            .unwrap_or("-".into()),
+        match (role, day) {
+            (Role::Baseline, _) =>
+                "baseline serving (samples are the baseline's, not counted in any day)".to_string(),
+            (_, Some(d)) => format!("day {d}/{}", cfg.monitoring.period_days),
+            (_, None) => "day -".to_string(),
+        },
         summary.ticks,
         if summary.interrupted {
             ", stopped by signal"
@@ -114,6 +144,23 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             ""
         }
     );
+    if period.interrupted_ms() > 0 {
+        text += &format!(
+            "validation period of {} interrupted: the baseline served for {}\n",
+            period.image.as_deref().unwrap_or("?"),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (period.interrupted_ms() / 1000) as u64
+            ))
+        );
+    }
+    text += &format!(
+        "rollback would restore: {} ({})\n",
+        rollback_target.image, rollback_target.source
+    );
+    let warnings = cfg.warnings();
+    for w in &warnings {
+        text += &format!("config warning: {w}\n");
+    }
     let today = store.samples(
         &cfg.verify.base_url,
         chrono::Utc::now().timestamp_millis() - 86_400_000,
@@ -163,15 +210,63 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             text += &format!("  {}\n", rule_line(r));
         }
     }
+    let blind_now = !summary.blind.is_empty();
     let mut json = json!({
-        "ok": summary.fired.is_empty(), "target": cfg.verify.base_url, "container": container, "day": day,
+        "ok": summary.fired.is_empty() && !blind_now, "target": cfg.verify.base_url, "container": container, "day": day,
+        "role": role, "period": period, "rollback_target": rollback_target, "config_warnings": warnings,
+        "blind": summary.blind, "exit_code": 0,
         "samples": summary.ticks, "interrupted": summary.interrupted, "targets": targets,
         "rules": summary.last.as_ref().map(|t| t.results.clone()), "fired": summary.fired,
         "last_sample": summary.last.as_ref().map(|t| t.sample.clone()),
         "latest_load_run": latest_load.as_ref().map(|(kind, passed, detail, at)| json!({"kind": kind, "passed": passed, "at": at, "latency_ms": detail["latency_ms"]})),
     });
+    if !summary.newly_blind.is_empty() {
+        let names: Vec<String> = summary
+            .newly_blind
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.reason))
+            .collect();
+        let note = format!(
+            "dhi-stage: monitor of {} is BLIND: {}",
+            cfg.container.name,
+            names.join("; ")
+        );
+        store.event(
+            "blind",
+            sampler.deployment_id,
+            &json!({"rules": summary.newly_blind, "day": day}),
+        )?;
+        if let Some(sent) = crate::notify::webhook(
+            &cfg.notify,
+            "blind",
+            &note,
+            &json!({"blind": summary.newly_blind, "day": day}),
+        )
+        .await
+        {
+            text += &format!(
+                "notify webhook: {}\n",
+                if sent.ok {
+                    sent.detail
+                } else {
+                    format!("FAILED ({})", sent.detail)
+                }
+            );
+        }
+    }
+    if blind_now {
+        text += "\nBLIND: these rules could not be judged for longer than their window plus the margin:\n";
+        for b in &summary.blind {
+            text += &format!(
+                "  {} ({}): no verdict for {:.0}s: {}\n",
+                b.name, b.condition, b.for_s, b.reason
+            );
+        }
+    }
     if summary.fired.is_empty() {
-        return Ok(Outcome::new(Code::Ok, json, text));
+        let code = if blind_now { Code::Blind } else { Code::Ok };
+        json["exit_code"] = json!(code.as_i32());
+        return Ok(Outcome::new(code, json, text));
     }
 
     for f in &summary.fired {
@@ -283,11 +378,33 @@ fn tick_line(t: &Tick) -> String {
         fmt(t.error_rate_pct, "%"),
         fmt(t.p95_ms, "ms"),
         fmt(t.p99_ms, "ms"),
-        fmt(s.memory_mb(), "MB"),
+        fmt(s.memory_mib(), "MiB"),
         fmt(s.cpu_pct, "%"),
         s.restart_count.map(|r| r.to_string()).unwrap_or("-".into()),
         s.log_errors.map(|r| r.to_string()).unwrap_or("-".into()),
     );
+    if t.scrape_failures_in_a_row > 0 {
+        line += &format!(
+            " | METRICS FAILED x{} ({})",
+            t.scrape_failures_in_a_row,
+            s.scrape_error.as_deref().unwrap_or("counters not numeric")
+        );
+    }
+    if s.parse_errors > 0 {
+        line += &format!(" | {} unreadable /metrics line(s)", s.parse_errors);
+    }
+    if let Some(e) = &s.engine_error {
+        line += &format!(" | ENGINE: {e}");
+    }
+    if let Some(step) = t.clock_stepped_back_ms {
+        line += &format!(
+            " | CLOCK STEPPED BACK {:.1}s (later-stamped samples not judged)",
+            step as f64 / 1000.0
+        );
+    }
+    for b in &t.blind {
+        line += &format!("\n  BLIND {}: {}", b.name, b.reason);
+    }
     for f in t.fired() {
         line += &format!("\n  FIRED {}: {}", f.name, f.condition);
     }

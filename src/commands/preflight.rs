@@ -258,6 +258,48 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
         Err(e) => items.push(item("registry", "fail", format!("{reg}: {e}"))),
     }
 
+    // "There is always somewhere to roll back to": the image a rollback would restore must
+    // be in the engine or in the registry before the week starts, not discovered missing
+    // when a trigger fires.
+    let target = ctx
+        .store()
+        .and_then(|store| crate::rollout::rollback_target(&store, cfg));
+    match target {
+        Err(e) => items.push(item("rollback target", "fail", format!("{e:#}"))),
+        Ok(t) => {
+            let local = match &engine {
+                Some(e) => e.inspect_image(&t.image).await.is_ok(),
+                None => false,
+            };
+            if local {
+                items.push(item(
+                    "rollback target",
+                    "pass",
+                    format!("{} ({}) is in the engine", t.image, t.source),
+                ));
+            } else {
+                match registry_has(&client, &t.image).await {
+                    Ok(()) => items.push(item(
+                        "rollback target",
+                        "pass",
+                        format!("{} ({}) is in the registry", t.image, t.source),
+                    )),
+                    Err(why) => items.push(item(
+                        "rollback target",
+                        "fail",
+                        format!(
+                            "{} ({}) is in neither the engine nor the registry: {why}; push it before the monitoring period starts",
+                            t.image, t.source
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    for w in cfg.warnings() {
+        items.push(item("config", "warn", w));
+    }
+
     let failed = items.iter().filter(|i| i.status == "fail").count();
     let warned = items.iter().filter(|i| i.status == "warn").count();
     let mut text = String::from("preflight (Infrastructure Requirements):\n");
@@ -275,6 +317,47 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
         json!({"ok": failed == 0, "checks": items}),
         text,
     ))
+}
+
+/// Whether the registry serves a manifest for `reference` (`host[:port]/repo:tag`).
+async fn registry_has(client: &reqwest::Client, reference: &str) -> Result<(), String> {
+    let (host, rest) = reference
+        .split_once('/')
+        .filter(|(h, _)| h.contains('.') || h.contains(':') || *h == "localhost")
+        .ok_or_else(|| format!("{reference} names no registry host"))?;
+    let rest = rest.split('@').next().unwrap_or(rest);
+    let (repo, tag) = match rest.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, t),
+        _ => (rest, "latest"),
+    };
+    let mut last = String::new();
+    for scheme in ["https", "http"] {
+        let url = format!("{scheme}://{host}/v2/{repo}/manifests/{tag}");
+        let resp = client
+            .head(&url)
+            .header(
+                "Accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+            )
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().as_u16() == 401 => {
+                return Err(format!(
+                    "{host} asks for credentials, so its presence cannot be confirmed"
+                ))
+            }
+            Ok(r) => {
+                return Err(format!(
+                    "{host} answered HTTP {} for {repo}:{tag}",
+                    r.status().as_u16()
+                ))
+            }
+            Err(e) => last = format!("{host}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// `redis://[user:pass@]host:port` -> PING; an auth error still proves Redis is there.

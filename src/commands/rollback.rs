@@ -34,27 +34,11 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
     let _lock = StateLock::acquire(&ctx.state_dir, "rollback", ctx.lock_wait)?;
     let mut store = ctx.store()?;
     let active = store.active_deployment(&cfg.container.name)?;
-    let target = match (&a.to, &active) {
-        (Some(to), _) => to.clone(),
-        (None, Some(act)) => match act.previous_id.and_then(|p| store.deployment(p).ok().flatten()) {
-            Some(base) => base.image_ref,
-            None => {
-                return Err(failure(
-                    Code::Usage,
-                    format!(
-                        "no rollback baseline is recorded for {} (deployment #{} has no previous one); pass --to REF, e.g. --to {}",
-                        cfg.container.name,
-                        act.id,
-                        cfg.baseline_ref()
-                    ),
-                ))
-            }
-        },
-        (None, None) => {
-            return Err(failure(
-                Code::Usage,
-                format!("nothing is recorded as deployed for {} in {}; pass --to REF, e.g. --to {}", cfg.container.name, ctx.state_dir.display(), cfg.baseline_ref()),
-            ))
+    let (target, target_source) = match &a.to {
+        Some(to) => (to.clone(), "--to".to_string()),
+        None => {
+            let t = rollout::rollback_target(&store, cfg)?;
+            (t.image, t.source)
         }
     };
     let engine = Engine::connect().await?;
@@ -77,7 +61,7 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
             )?;
             return Ok(Outcome::new(
                 Code::Ok,
-                json!({"ok": true, "noop": true, "target": target}),
+                json!({"ok": true, "noop": true, "target": target, "target_source": target_source}),
                 format!(
                     "nothing to do: {} already runs {target} and is healthy",
                     cfg.container.name
@@ -100,8 +84,13 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         if a.drill { "drill" } else { "rollback" },
     )
     .await?;
+    let mut first = first;
+    first.json["target_source"] = json!(target_source);
+    first.text = format!(
+        "rollback target: {target} ({target_source})\n{}",
+        first.text
+    );
     if !a.drill {
-        let mut first = first;
         if let Some(inc) = first.incident.take() {
             let (extra, j) = post_rollback(&ctx, &store, &inc).await;
             first.text += &extra;
@@ -377,7 +366,7 @@ fn before_summary(
         "health_success_rate_pct": healthy as f64 / s.len() as f64 * 100.0,
         "error_rate_pct": (total > 0.0).then(|| errors / total * 100.0),
         "p99_ms": crate::monitor::rules::window_quantile(&s, 0.99),
-        "memory_mb_last": s.iter().rev().find_map(|x| x.memory_mb()),
+        "memory_mib_last": s.iter().rev().find_map(|x| x.memory_mib()),
     }))
 }
 

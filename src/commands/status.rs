@@ -20,9 +20,9 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
         health::get_bounded(&client, &metrics_url, 4 << 20)
     );
     let snapshot = match &m {
-        Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(
-            &String::from_utf8_lossy(body),
-        ))),
+        Ok((200, body)) => Some(metrics::snapshot(
+            &metrics::parse(&String::from_utf8_lossy(body)).series,
+        )),
         _ => None,
     };
     let engine = Engine::connect().await;
@@ -155,9 +155,16 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
             }
         },
     }
+    let target = ctx
+        .store()
+        .and_then(|store| crate::rollout::rollback_target(&store, cfg))
+        .ok();
+    if let Some(t) = &target {
+        text += &format!("rollback would restore: {} ({})\n", t.image, t.source);
+    }
     let json = json!({
         "ok": code == Code::Ok, "name": name, "base_url": cfg.verify.base_url, "health": h,
-        "metrics": snapshot, "container": container,
+        "metrics": snapshot, "container": container, "rollback_target": target,
     });
     Ok(Outcome::new(code, json, text))
 }

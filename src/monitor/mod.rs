@@ -2,6 +2,7 @@
 //! trigger over the stored samples (so windows span separate cron invocations). Sampling and
 //! judging are separate: `sample` observes, `rules` decides, the caller renders each tick.
 
+pub mod period;
 pub mod rules;
 pub mod sample;
 
@@ -11,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CadenceStep, MonitoringConfig};
+use crate::config::{CadenceStep, Metric, MonitoringConfig};
 use crate::store::Store;
 use rules::{RuleResult, Severity, Verdict};
 use sample::{Cursor, Sample, Sampler};
@@ -24,6 +25,11 @@ pub struct Tick {
     pub error_rate_pct: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Scrapes in a row, ending with this one, that gave no usable metrics.
+    pub scrape_failures_in_a_row: usize,
+    /// Set when an earlier sample is stamped later than this one: the clock stepped back.
+    pub clock_stepped_back_ms: Option<i64>,
+    pub blind: Vec<BlindRule>,
     pub results: Vec<RuleResult>,
 }
 
@@ -74,6 +80,20 @@ pub struct Plan {
     pub cadence: Cadence,
     pub once: bool,
     pub duration: Option<Duration>,
+    /// How long past its window a rule may stay without a verdict before it counts as blind.
+    pub blind_margin: Duration,
+}
+
+/// A rule that has had no verdict for longer than its window plus the margin: the monitor
+/// cannot see what it is meant to watch.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BlindRule {
+    pub name: String,
+    pub severity: Severity,
+    pub condition: String,
+    pub inconclusive_since_ms: i64,
+    pub for_s: f64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,13 +101,18 @@ pub struct Summary {
     pub ticks: u64,
     pub last: Option<Tick>,
     pub fired: Vec<RuleResult>,
+    /// Rules blind at the last tick.
+    pub blind: Vec<BlindRule>,
+    /// Rules that became blind during this run (to announce once).
+    pub newly_blind: Vec<BlindRule>,
     pub interrupted: bool,
 }
 
 /// Runs until a trigger fires, the plan ends, or `cancel` is triggered (SIGINT/SIGTERM): a
-/// tick in progress is finished, never half-stored.
+/// tick in progress is finished, never half-stored. A cron run (`once`) continues from the
+/// previous stored sample of the same target and deployment.
 pub async fn run(
-    store: &Store,
+    store: &mut Store,
     sampler: &Sampler<'_>,
     cfg: &MonitoringConfig,
     plan: &Plan,
@@ -95,9 +120,12 @@ pub async fn run(
     mut on_tick: impl FnMut(&Tick),
 ) -> Result<Summary> {
     let started = tokio::time::Instant::now();
-    let mut cursor = Cursor::default();
+    let mut cursor = store
+        .last_sample(&sampler.target, sampler.deployment_id)?
+        .map(|prev| Cursor::resume(&prev))
+        .unwrap_or_default();
     let mut n = 0;
-    let mut last;
+    let mut newly_blind: Vec<BlindRule> = Vec::new();
     let max_window = cfg
         .rollback_triggers
         .iter()
@@ -111,70 +139,155 @@ pub async fn run(
         store.insert_sample(&sample)?;
         n += 1;
         let interval = plan.cadence.interval_at(sample.ts_ms);
-        let since = sample.ts_ms - (max_window + interval * 4).as_millis() as i64;
-        let history = store.samples(&sample.target, since, sampler.deployment_id)?;
+        // Far enough back for the longest window's anchor even at a sparse (cron) spacing.
+        let lookback = max_window * 2 + interval * 4 + Duration::from_secs(3600);
+        let since = sample.ts_ms - lookback.as_millis() as i64;
+        let mut history = store.samples_as_taken(&sample.target, since, sampler.deployment_id)?;
+        let clock = judge_clock(&mut history, sample.ts_ms);
         let cves = store.critical_cves(sampler.image_ref.as_deref())?;
-        let results = evaluate_all(cfg, &history, sample.ts_ms, interval, cves);
-        let last_two = &history[history.len().saturating_sub(2)..];
-        let now = |m| {
-            rules::per_interval(last_two, m)
-                .last()
-                .and_then(|(_, v)| *v)
-        };
+        let results = evaluate_all(cfg, &history, sample.ts_ms, cves);
+        let margin = plan.blind_margin.max(interval * 2);
+        let blind = blindness(store, sampler, &results, cfg, sample.ts_ms, margin)?;
+        for b in &blind {
+            if b.1
+                && !newly_blind
+                    .iter()
+                    .any(|x| x.name == b.0.name && x.severity == b.0.severity)
+            {
+                newly_blind.push(b.0.clone());
+            }
+        }
         let tick = Tick {
             n,
+            error_rate_pct: rules::latest_interval(&history, Metric::ErrorRatePct),
+            p95_ms: rules::latest_interval(&history, Metric::P95LatencyMs),
+            p99_ms: rules::latest_interval(&history, Metric::P99LatencyMs),
+            scrape_failures_in_a_row: history
+                .iter()
+                .rev()
+                .take_while(|s| s.usable_metrics().is_none())
+                .count(),
+            clock_stepped_back_ms: clock,
+            blind: blind.iter().map(|b| b.0.clone()).collect(),
             sample,
-            error_rate_pct: now(crate::config::Metric::ErrorRatePct),
-            p95_ms: now(crate::config::Metric::P95LatencyMs),
-            p99_ms: now(crate::config::Metric::P99LatencyMs),
             results,
         };
         on_tick(&tick);
         let fired: Vec<RuleResult> = tick.fired().into_iter().cloned().collect();
-        last = Some(tick);
-        if !fired.is_empty() {
-            return Ok(Summary {
-                ticks: n,
-                last,
-                fired,
-                interrupted: false,
-            });
-        }
-        if plan.once
+        let done = !fired.is_empty()
+            || plan.once
             || plan
                 .duration
-                .is_some_and(|d| started.elapsed() + interval > d)
-        {
-            return Ok(Summary {
-                ticks: n,
-                last,
-                fired,
-                interrupted: false,
-            });
+                .is_some_and(|d| started.elapsed() + interval > d);
+        let summary = |last: Tick, fired, newly_blind, interrupted| Summary {
+            ticks: n,
+            blind: last.blind.clone(),
+            last: Some(last),
+            fired,
+            newly_blind,
+            interrupted,
+        };
+        if done {
+            return Ok(summary(tick, fired, newly_blind, false));
         }
         let next = tick_started + interval;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = cancel.cancelled() => return Ok(Summary { ticks: n, last, fired, interrupted: true }),
+            _ = cancel.cancelled() => return Ok(summary(tick, fired, newly_blind, true)),
         }
     }
+}
+
+/// Orders the history as taken and drops readings "from the future": after the clock steps
+/// back, samples stamped later than the newest one are not judged. Returns the size of the
+/// step back, if one is in the history.
+pub fn judge_clock(history: &mut Vec<Sample>, now_ms: i64) -> Option<i64> {
+    let newest_stamp = history.iter().map(|s| s.ts_ms).max()?;
+    history.retain(|s| s.ts_ms <= now_ms);
+    // Stable: samples with equal stamps keep the order they were taken in.
+    history.sort_by_key(|s| s.ts_ms);
+    (newest_stamp > now_ms).then_some(newest_stamp - now_ms)
+}
+
+/// Updates the stored per-rule state and returns the rules that are blind now, each with
+/// whether this is news (not yet announced).
+fn blindness(
+    store: &mut Store,
+    sampler: &Sampler<'_>,
+    results: &[RuleResult],
+    cfg: &MonitoringConfig,
+    now_ms: i64,
+    margin: Duration,
+) -> Result<Vec<(BlindRule, bool)>> {
+    let sev = |s: Severity| match s {
+        Severity::Rollback => "rollback",
+        Severity::Immediate => "immediate",
+    };
+    let verdicts: Vec<(String, String, bool)> = results
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                sev(r.severity).to_string(),
+                !matches!(r.verdict, Verdict::Inconclusive { .. }),
+            )
+        })
+        .collect();
+    let states =
+        store.update_rule_states(&sampler.target, sampler.deployment_id, now_ms, &verdicts)?;
+    let mut out = Vec::new();
+    for (r, st) in results.iter().zip(states) {
+        let (Verdict::Inconclusive { reason }, Some(since)) =
+            (&r.verdict, st.inconclusive_since_ms)
+        else {
+            continue;
+        };
+        let window = cfg
+            .rollback_triggers
+            .iter()
+            .chain(&cfg.immediate_triggers)
+            .find(|t| t.name == r.name)
+            .map(|t| t.sustained_for)
+            .unwrap_or_default();
+        let allowed = (window + margin).as_millis() as i64;
+        if now_ms - since > allowed {
+            if !st.alerted {
+                store.mark_blind_alerted(
+                    &sampler.target,
+                    sampler.deployment_id,
+                    &r.name,
+                    sev(r.severity),
+                )?;
+            }
+            out.push((
+                BlindRule {
+                    name: r.name.clone(),
+                    severity: r.severity,
+                    condition: r.condition.clone(),
+                    inconclusive_since_ms: since,
+                    for_s: (now_ms - since) as f64 / 1000.0,
+                    reason: reason.clone(),
+                },
+                !st.alerted,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 pub fn evaluate_all(
     cfg: &MonitoringConfig,
     history: &[Sample],
     now_ms: i64,
-    interval: Duration,
     cves: Option<u32>,
 ) -> Vec<RuleResult> {
-    let iv = interval.as_millis() as i64;
     cfg.rollback_triggers
         .iter()
-        .map(|r| rules::evaluate(r, Severity::Rollback, history, now_ms, iv, cves))
+        .map(|r| rules::evaluate(r, Severity::Rollback, history, now_ms, cves))
         .chain(
             cfg.immediate_triggers
                 .iter()
-                .map(|r| rules::evaluate(r, Severity::Immediate, history, now_ms, iv, cves)),
+                .map(|r| rules::evaluate(r, Severity::Immediate, history, now_ms, cves)),
         )
         .collect()
 }
@@ -196,5 +309,56 @@ mod tests {
             production_interval(steps, h(24 * 9)),
             Duration::from_secs(3600)
         );
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_stepped_back_judges_no_sample_from_the_future() {
+        let mk = |ts| {
+            let mut s = crate::monitor::sample::Sample {
+                ts_ms: ts,
+                day: None,
+                deployment_id: None,
+                role: None,
+                target: "t".into(),
+                container: None,
+                container_id: None,
+                health_ok: true,
+                health_http_status: None,
+                health_latency_ms: None,
+                health_detail: serde_json::Value::Null,
+                metrics: None,
+                scrape_error: None,
+                parse_errors: 0,
+                engine_error: None,
+                memory_bytes: None,
+                cpu_pct: None,
+                cpu_total_ns: None,
+                system_cpu_ns: None,
+                restart_count: None,
+                oom_killed: None,
+                log_errors: None,
+                log_cursor_ns: None,
+            };
+            s.memory_bytes = Some(ts as u64);
+            s
+        };
+        // Taken in this order; the clock stepped back 50 s before the last one.
+        let mut h = vec![mk(1_000), mk(2_000), mk(60_000), mk(61_000), mk(11_000)];
+        let step = judge_clock(&mut h, 11_000);
+        assert_eq!(step, Some(50_000));
+        let left: Vec<i64> = h.iter().map(|s| s.ts_ms).collect();
+        assert_eq!(left, vec![1_000, 2_000, 11_000]);
+        assert_eq!(
+            h.last().unwrap().memory_bytes,
+            Some(11_000),
+            "the latest taken is judged"
+        );
+        let mut ok = vec![mk(1_000), mk(2_000)];
+        assert_eq!(judge_clock(&mut ok, 2_000), None);
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::{Comparison, Metric, Targets, TriggerRule};
 use crate::monitor::sample::Sample;
-use crate::probe::metrics::{bucket_increase, histogram_quantile, increase};
+use crate::probe::metrics::{bucket_increase, histogram_quantile, increase, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,7 +104,7 @@ pub fn label(m: Metric) -> &'static str {
         Metric::ErrorRatePct => "error rate",
         Metric::P95LatencyMs => "P95 latency",
         Metric::P99LatencyMs => "P99 latency",
-        Metric::MemoryMb => "memory",
+        Metric::MemoryMib => "memory",
         Metric::MemoryGrowth => "memory growth",
         Metric::RestartsInWindow => "restart count",
         Metric::CriticalCves => "CRITICAL CVEs",
@@ -117,8 +117,8 @@ fn unit(m: Metric) -> &'static str {
         | Metric::HealthCheckFailureRatePct
         | Metric::ErrorRatePct => "%",
         Metric::P95LatencyMs | Metric::P99LatencyMs => "ms",
-        Metric::MemoryMb => "MB",
-        Metric::MemoryGrowth => "MB/min",
+        Metric::MemoryMib => "MiB",
+        Metric::MemoryGrowth => "MiB/min",
         Metric::RestartsInWindow | Metric::CriticalCves => "",
     }
 }
@@ -130,71 +130,133 @@ fn breaches(op: Comparison, value: f64, threshold: f64) -> bool {
     }
 }
 
-/// Per-interval values ending at each sample (the first sample has none).
+/// Per-interval values. Counter metrics (error rate, P95, P99) are computed between
+/// consecutive *usable* scrapes: a failed scrape between two good ones widens the interval
+/// instead of dropping it, so gaps cannot hide errors (counters are cumulative). Readings
+/// (health, memory) are taken at each sample. The first point has no interval: None.
 pub fn per_interval(samples: &[Sample], metric: Metric) -> Vec<(i64, Option<f64>)> {
-    samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let prev = if i == 0 { None } else { Some(&samples[i - 1]) };
-            (s.ts_ms, interval_value(prev, s, metric))
-        })
-        .collect()
+    if is_counter_metric(metric) {
+        let mut prev: Option<&Snapshot> = None;
+        let mut out = Vec::new();
+        for s in samples {
+            let Some(m) = s.usable_metrics() else {
+                continue;
+            };
+            out.push((s.ts_ms, prev.and_then(|a| counter_value(a, m, metric))));
+            prev = Some(m);
+        }
+        out
+    } else {
+        samples
+            .iter()
+            .map(|s| (s.ts_ms, reading(s, metric)))
+            .collect()
+    }
 }
 
-fn interval_value(prev: Option<&Sample>, s: &Sample, metric: Metric) -> Option<f64> {
+/// The value over the interval that ended with the latest sample, if its scrape was usable.
+pub fn latest_interval(samples: &[Sample], metric: Metric) -> Option<f64> {
+    let last = samples.last()?;
+    let vals = per_interval(samples, metric);
+    vals.last()
+        .filter(|(t, _)| *t == last.ts_ms)
+        .and_then(|(_, v)| *v)
+}
+
+fn is_counter_metric(m: Metric) -> bool {
+    matches!(
+        m,
+        Metric::ErrorRatePct | Metric::P95LatencyMs | Metric::P99LatencyMs
+    )
+}
+
+fn reading(s: &Sample, metric: Metric) -> Option<f64> {
     match metric {
-        Metric::MemoryMb => s.memory_mb(),
+        Metric::MemoryMib => s.memory_mib(),
         Metric::HealthCheckSuccessRatePct => Some(if s.health_ok { 100.0 } else { 0.0 }),
         Metric::HealthCheckFailureRatePct => Some(if s.health_ok { 0.0 } else { 100.0 }),
+        _ => None,
+    }
+}
+
+/// Error rate or a latency quantile between two scrapes; None without traffic or when a
+/// counter is not a number (a NaN rate is unknown, never "clear").
+pub fn counter_value(a: &Snapshot, b: &Snapshot, metric: Metric) -> Option<f64> {
+    let v = match metric {
         Metric::ErrorRatePct => {
-            let (a, b) = (prev?.metrics.as_ref()?, s.metrics.as_ref()?);
             let total = increase(a.requests_total, b.requests_total);
             let errors = increase(a.requests_5xx, b.requests_5xx).min(total);
-            (total > 0.0).then(|| errors / total * 100.0)
+            (total > 0.0).then(|| errors / total * 100.0)?
         }
         Metric::P95LatencyMs | Metric::P99LatencyMs => {
-            let (a, b) = (prev?.metrics.as_ref()?, s.metrics.as_ref()?);
             let q = if metric == Metric::P95LatencyMs {
                 0.95
             } else {
                 0.99
             };
-            histogram_quantile(q, &bucket_increase(&a.buckets, &b.buckets)).map(|v| v * 1000.0)
+            histogram_quantile(q, &bucket_increase(&a.buckets, &b.buckets))? * 1000.0
         }
-        Metric::MemoryGrowth | Metric::RestartsInWindow | Metric::CriticalCves => None,
+        _ => return None,
+    };
+    v.is_finite().then_some(v)
+}
+
+/// The samples that make up the window ending now: from the last sample at or before
+/// `now - w` (the anchor, the window's left edge) to the latest, whatever their spacing.
+/// Err when the samples do not reach back over the window at all.
+pub fn covered_window<'a, T: Timed>(
+    samples: &'a [T],
+    now_ms: i64,
+    w_ms: i64,
+    what: &str,
+) -> Result<&'a [T], String> {
+    let start = now_ms - w_ms;
+    let Some(anchor) = samples.iter().rposition(|s| s.ts() <= start) else {
+        return Err(match samples.first() {
+            None => format!("no {what} yet"),
+            Some(first) => format!(
+                "window not covered yet: {what} reach back {:.0}s of {:.0}s",
+                (now_ms - first.ts()) as f64 / 1000.0,
+                w_ms as f64 / 1000.0
+            ),
+        });
+    };
+    Ok(&samples[anchor..])
+}
+
+/// Anything with a timestamp: a sample, or a reference to one.
+pub trait Timed {
+    fn ts(&self) -> i64;
+}
+
+impl Timed for Sample {
+    fn ts(&self) -> i64 {
+        self.ts_ms
     }
 }
 
-/// The samples that make up the window ending now, starting at the last sample at or before
-/// `now - w` (the anchor); None when the samples do not reach back that far or leave a gap.
-pub fn covered_window(
-    samples: &[Sample],
-    now_ms: i64,
-    w_ms: i64,
-    max_gap_ms: i64,
-) -> Result<&[Sample], String> {
-    let start = now_ms - w_ms;
-    let Some(anchor) = samples.iter().rposition(|s| s.ts_ms <= start) else {
-        let have = samples
-            .first()
-            .map(|s| (now_ms - s.ts_ms) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        return Err(format!(
-            "window not covered yet: samples reach back {have:.0}s of {:.0}s",
-            w_ms as f64 / 1000.0
-        ));
-    };
-    let win = &samples[anchor..];
-    if let Some(gap) = win.windows(2).map(|p| p[1].ts_ms - p[0].ts_ms).max() {
-        if gap > max_gap_ms {
-            return Err(format!(
-                "a {:.0}s gap between samples leaves the window uncovered",
-                gap as f64 / 1000.0
-            ));
-        }
+impl Timed for &Sample {
+    fn ts(&self) -> i64 {
+        self.ts_ms
     }
-    Ok(win)
+}
+
+/// The latest reason the metrics could not be used, for an inconclusive verdict.
+fn metrics_gap_reason(samples: &[Sample]) -> String {
+    let failed = samples
+        .iter()
+        .rev()
+        .take_while(|s| s.usable_metrics().is_none())
+        .count();
+    match samples.iter().rev().find(|s| s.usable_metrics().is_none()) {
+        Some(s) if failed > 0 => format!(
+            "{failed} consecutive scrape(s) without usable metrics ({})",
+            s.scrape_error
+                .clone()
+                .unwrap_or_else(|| "a counter is NaN or infinite".into())
+        ),
+        _ => "no usable metrics".into(),
+    }
 }
 
 /// Least-squares slope (per minute) and R² of (ms, value) points.
@@ -233,7 +295,6 @@ pub fn evaluate(
     severity: Severity,
     samples: &[Sample],
     now_ms: i64,
-    interval_ms: i64,
     critical_cves: Option<u32>,
 ) -> RuleResult {
     let mut r = RuleResult {
@@ -248,67 +309,84 @@ pub fn evaluate(
         evidence: Vec::new(),
     };
     let w_ms = rule.sustained_for.as_millis() as i64;
-    let max_gap = (interval_ms * 3).max(1000);
     let inconclusive = |reason: String| Verdict::Inconclusive { reason };
+    let judge = |v: f64| {
+        if breaches(rule.op, v, rule.threshold) {
+            Verdict::Fired
+        } else {
+            Verdict::Clear
+        }
+    };
     match rule.metric {
         Metric::CriticalCves => {
             r.value = critical_cves.map(f64::from);
             r.verdict = match critical_cves {
                 None => inconclusive("no CVE scan recorded (run `dhi-stage validate`)".into()),
-                Some(n) if breaches(rule.op, f64::from(n), rule.threshold) => Verdict::Fired,
-                Some(_) => Verdict::Clear,
+                Some(n) => judge(f64::from(n)),
             };
         }
         Metric::RestartsInWindow => {
             // A count: it can fire before the window is covered, once it is over.
-            let start = now_ms - w_ms;
-            let base_idx = samples.iter().rposition(|s| s.ts_ms <= start).unwrap_or(0);
-            let win = &samples[base_idx.min(samples.len())..];
-            let counts: Vec<(i64, Option<f64>)> = win
+            let counted: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.restart_count.is_some())
+                .collect();
+            let base_idx = counted
+                .iter()
+                .rposition(|s| s.ts_ms <= now_ms - w_ms)
+                .unwrap_or(0);
+            let win = &counted[base_idx.min(counted.len())..];
+            r.evidence = win
                 .iter()
                 .map(|s| (s.ts_ms, s.restart_count.map(|c| c as f64)))
                 .collect();
-            let known: Vec<f64> = counts.iter().filter_map(|(_, c)| *c).collect();
-            r.evidence = counts;
-            if known.is_empty() {
-                r.verdict = inconclusive("no container to read restarts from".into());
-            } else {
-                let restarts =
-                    known.last().unwrap() - known.iter().cloned().fold(f64::INFINITY, f64::min);
-                r.value = Some(restarts);
-                r.verdict = if breaches(rule.op, restarts, rule.threshold) {
-                    Verdict::Fired
-                } else {
-                    Verdict::Clear
-                };
+            let known: Vec<f64> = r.evidence.iter().filter_map(|(_, c)| *c).collect();
+            match known.last() {
+                None => r.verdict = inconclusive(engine_gap_reason(samples)),
+                Some(last) => {
+                    let restarts = last - known.iter().cloned().fold(f64::INFINITY, f64::min);
+                    r.value = Some(restarts);
+                    r.verdict = judge(restarts);
+                }
             }
         }
-        Metric::MemoryGrowth => match covered_window(samples, now_ms, w_ms, max_gap) {
-            Err(e) => r.verdict = inconclusive(e),
-            Ok(win) => {
-                let pts: Vec<(i64, f64)> = win
-                    .iter()
-                    .filter_map(|s| Some((s.ts_ms, s.memory_mb()?)))
-                    .collect();
-                r.evidence = pts.iter().map(|(t, v)| (*t, Some(*v))).collect();
-                match memory_trend(&pts, rule.threshold) {
-                    None => r.verdict = inconclusive("too few memory readings for a trend".into()),
-                    Some((slope, word)) => {
-                        r.value = Some(slope);
-                        r.verdict = if word == MemoryTrend::Increasing {
-                            Verdict::Fired
-                        } else {
-                            Verdict::Clear
-                        };
+        Metric::MemoryGrowth => {
+            let with_memory: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.memory_bytes.is_some())
+                .collect();
+            match covered_window(&with_memory, now_ms, w_ms, "memory readings") {
+                Err(e) if with_memory.is_empty() => {
+                    r.verdict = inconclusive(format!("{e}: {}", engine_gap_reason(samples)))
+                }
+                Err(e) => r.verdict = inconclusive(e),
+                Ok(win) => {
+                    let pts: Vec<(i64, f64)> = win
+                        .iter()
+                        .filter_map(|s| Some((s.ts_ms, s.memory_mib()?)))
+                        .collect();
+                    r.evidence = pts.iter().map(|(t, v)| (*t, Some(*v))).collect();
+                    match memory_trend(&pts, rule.threshold) {
+                        None => {
+                            r.verdict = inconclusive("too few memory readings for a trend".into())
+                        }
+                        Some((slope, word)) => {
+                            r.value = Some(slope);
+                            r.verdict = if word == MemoryTrend::Increasing {
+                                Verdict::Fired
+                            } else {
+                                Verdict::Clear
+                            };
+                        }
                     }
                 }
             }
-        },
+        }
         Metric::HealthCheckSuccessRatePct | Metric::HealthCheckFailureRatePct => {
             let win = if w_ms == 0 {
                 Ok(&samples[samples.len().saturating_sub(1)..])
             } else {
-                covered_window(samples, now_ms, w_ms, max_gap)
+                covered_window(samples, now_ms, w_ms, "samples")
             };
             match win {
                 Err(e) => r.verdict = inconclusive(e),
@@ -318,37 +396,92 @@ pub fn evaluate(
                     let rate = vals.iter().filter_map(|(_, v)| *v).sum::<f64>() / vals.len() as f64;
                     r.value = Some(rate);
                     r.evidence = vals;
-                    r.verdict = if breaches(rule.op, rate, rule.threshold) {
-                        Verdict::Fired
-                    } else {
-                        Verdict::Clear
-                    };
+                    r.verdict = judge(rate);
                 }
             }
         }
-        Metric::ErrorRatePct | Metric::P95LatencyMs | Metric::P99LatencyMs | Metric::MemoryMb => {
+        Metric::MemoryMib if w_ms == 0 => {
+            let last = samples.last();
+            r.value = last.and_then(Sample::memory_mib);
+            r.evidence = last.map(|s| (s.ts_ms, r.value)).into_iter().collect();
+            // The container was killed for memory: the limit was hit before any reading
+            // could show it, so the immediate memory trigger fires on the kill itself.
+            let oom =
+                severity == Severity::Immediate && last.is_some_and(|s| s.oom_killed == Some(true));
+            r.verdict = match r.value {
+                _ if oom => Verdict::Fired,
+                None => inconclusive(format!(
+                    "no memory reading in the latest sample: {}",
+                    engine_gap_reason(&samples[samples.len().saturating_sub(1)..])
+                )),
+                Some(v) => judge(v),
+            };
+            if oom {
+                r.condition = format!("{} (or OOM-killed)", r.condition);
+            }
+        }
+        Metric::ErrorRatePct | Metric::P95LatencyMs | Metric::P99LatencyMs | Metric::MemoryMib => {
+            // Counters: the usable scrapes; memory: the samples with a reading.
+            let counter = is_counter_metric(rule.metric);
+            let usable: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| {
+                    if counter {
+                        s.usable_metrics().is_some()
+                    } else {
+                        s.memory_bytes.is_some()
+                    }
+                })
+                .collect();
             if w_ms == 0 {
-                let vals = per_interval(&samples[samples.len().saturating_sub(2)..], rule.metric);
-                let last = vals.last().and_then(|(_, v)| *v);
+                let last_two = &usable[usable.len().saturating_sub(2)..];
+                let owned: Vec<Sample> = last_two.iter().map(|s| (*s).clone()).collect();
+                let vals = per_interval(&owned, rule.metric);
+                let latest_is_usable = last_two
+                    .last()
+                    .zip(samples.last())
+                    .is_some_and(|(a, b)| a.ts_ms == b.ts_ms);
+                let last = vals
+                    .last()
+                    .and_then(|(_, v)| *v)
+                    .filter(|_| latest_is_usable);
                 r.evidence = vals.last().cloned().into_iter().collect();
                 r.value = last;
                 r.verdict = match last {
+                    None if !latest_is_usable && counter => {
+                        inconclusive(metrics_gap_reason(samples))
+                    }
                     None => inconclusive("no reading in the latest sample".into()),
-                    Some(v) if breaches(rule.op, v, rule.threshold) => Verdict::Fired,
-                    Some(_) => Verdict::Clear,
+                    Some(v) => judge(v),
                 };
                 return r;
             }
-            match covered_window(samples, now_ms, w_ms, max_gap) {
+            match covered_window(&usable, now_ms, w_ms, "usable scrapes") {
+                Err(e) if usable.is_empty() && counter => {
+                    r.verdict = inconclusive(format!("{e}: {}", metrics_gap_reason(samples)))
+                }
                 Err(e) => r.verdict = inconclusive(e),
+                Ok(win) if win.len() < 2 => {
+                    r.verdict = inconclusive(if counter {
+                        metrics_gap_reason(samples)
+                    } else {
+                        engine_gap_reason(samples)
+                    })
+                }
                 Ok(win) => {
-                    // The anchor's own interval started before the window: skip it.
-                    let vals: Vec<(i64, Option<f64>)> =
-                        per_interval(win, rule.metric).into_iter().skip(1).collect();
+                    let owned: Vec<Sample> = win.iter().map(|s| (*s).clone()).collect();
+                    // The anchor's own point is the window's left edge, not an interval in it.
+                    let vals: Vec<(i64, Option<f64>)> = per_interval(&owned, rule.metric)
+                        .into_iter()
+                        .skip(1)
+                        .collect();
                     r.value = vals.last().and_then(|(_, v)| *v);
                     let known: Vec<f64> = vals.iter().filter_map(|(_, v)| *v).collect();
                     r.verdict = if known.is_empty() {
-                        inconclusive("no traffic in the window to compute it from".into())
+                        inconclusive(
+                            "no traffic in the window (or no numeric counters) to compute it from"
+                                .into(),
+                        )
                     } else if known.len() == vals.len()
                         && known.iter().all(|v| breaches(rule.op, *v, rule.threshold))
                     {
@@ -366,6 +499,14 @@ pub fn evaluate(
         }
     }
     r
+}
+
+/// Why the latest samples have no container readings.
+fn engine_gap_reason(samples: &[Sample]) -> String {
+    match samples.iter().rev().find_map(|s| s.engine_error.clone()) {
+        Some(e) => format!("no container readings: {e}"),
+        None => "no container to read from".into(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -421,14 +562,14 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
                 .unwrap_or("no requests".into()),
         });
     }
-    let mems: Vec<f64> = samples.iter().filter_map(Sample::memory_mb).collect();
+    let mems: Vec<f64> = samples.iter().filter_map(Sample::memory_mib).collect();
     let (lo, hi) = (
         mems.iter().cloned().fold(f64::INFINITY, f64::min),
         mems.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
     );
     out.push(TargetResult {
-        target: format!("memory {}-{}MB", t.memory_min_mb, t.memory_max_mb),
-        met: (!mems.is_empty()).then_some(lo >= t.memory_min_mb && hi <= t.memory_max_mb),
+        target: format!("memory {}-{}MB", t.memory_min_mib, t.memory_max_mib),
+        met: (!mems.is_empty()).then_some(lo >= t.memory_min_mib && hi <= t.memory_max_mib),
         value: mems.last().copied(),
         detail: if mems.is_empty() {
             "no container readings".into()
@@ -439,15 +580,21 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
     out
 }
 
-/// Request and 5xx increases summed over consecutive samples (resets handled).
+/// Consecutive pairs of usable scrapes: failed scrapes between them are skipped, so the
+/// increase across a gap is still counted (counters are cumulative).
+fn usable_pairs(samples: &[Sample]) -> impl Iterator<Item = (&Snapshot, &Snapshot)> {
+    let good: Vec<&Snapshot> = samples.iter().filter_map(Sample::usable_metrics).collect();
+    (1..good.len()).map(move |i| (good[i - 1], good[i]))
+}
+
+/// Request and 5xx increases summed over consecutive usable scrapes (resets handled).
 pub fn totals(samples: &[Sample]) -> (f64, f64) {
     let mut total = 0.0;
     let mut errors = 0.0;
-    for p in samples.windows(2) {
-        if let (Some(a), Some(b)) = (&p[0].metrics, &p[1].metrics) {
-            total += increase(a.requests_total, b.requests_total);
-            errors += increase(a.requests_5xx, b.requests_5xx);
-        }
+    for (a, b) in usable_pairs(samples) {
+        let t = increase(a.requests_total, b.requests_total);
+        total += t;
+        errors += increase(a.requests_5xx, b.requests_5xx).min(t);
     }
     (total, errors.min(total))
 }
@@ -455,13 +602,11 @@ pub fn totals(samples: &[Sample]) -> (f64, f64) {
 /// A quantile (ms) of all requests between the first and last sample.
 pub fn window_quantile(samples: &[Sample], q: f64) -> Option<f64> {
     let mut acc: Vec<(f64, f64)> = Vec::new();
-    for p in samples.windows(2) {
-        if let (Some(a), Some(b)) = (&p[0].metrics, &p[1].metrics) {
-            for (le, c) in bucket_increase(&a.buckets, &b.buckets) {
-                match acc.iter_mut().find(|(l, _)| *l == le) {
-                    Some(slot) => slot.1 += c,
-                    None => acc.push((le, c)),
-                }
+    for (a, b) in usable_pairs(samples) {
+        for (le, c) in bucket_increase(&a.buckets, &b.buckets) {
+            match acc.iter_mut().find(|(l, _)| *l == le) {
+                Some(slot) => slot.1 += c,
+                None => acc.push((le, c)),
             }
         }
     }
@@ -480,6 +625,14 @@ mod tests {
             ts_ms: t_s * 1000,
             day: Some(1),
             deployment_id: Some(1),
+            role: None,
+            container_id: None,
+            scrape_error: None,
+            parse_errors: 0,
+            engine_error: None,
+            cpu_total_ns: None,
+            system_cpu_ns: None,
+            log_cursor_ns: None,
             target: "t".into(),
             container: Some("c".into()),
             health_ok: ok,
@@ -492,7 +645,7 @@ mod tests {
                 buckets: vec![(0.1, total), (f64::INFINITY, total)],
                 ..Default::default()
             }),
-            memory_bytes: Some((mem_mb * 1e6) as u64),
+            memory_bytes: Some((mem_mb * crate::monitor::sample::MIB) as u64),
             cpu_pct: None,
             restart_count: Some(0),
             oom_killed: Some(false),
@@ -517,9 +670,7 @@ mod tests {
         let s: Vec<Sample> = (0..=10)
             .map(|i| sample(i * 30, true, i as f64 * 100.0, i as f64 * 5.0, 60.0))
             .collect();
-        let at = |n: usize| {
-            evaluate(&r, Severity::Immediate, &s[..=n], s[n].ts_ms, 30_000, None).verdict
-        };
+        let at = |n: usize| evaluate(&r, Severity::Immediate, &s[..=n], s[n].ts_ms, None).verdict;
         assert!(
             matches!(at(9), Verdict::Inconclusive { .. }),
             "270 s of 300 s"
@@ -538,7 +689,7 @@ mod tests {
             x.metrics.as_mut().unwrap().requests_5xx -= 5.0;
         }
         assert_eq!(
-            evaluate(&r, Severity::Immediate, &s, s[10].ts_ms, 30_000, None).verdict,
+            evaluate(&r, Severity::Immediate, &s, s[10].ts_ms, None).verdict,
             Verdict::Clear
         );
     }
@@ -551,7 +702,7 @@ mod tests {
             sample(30, true, 1100.0, 0.0, 60.0),
             sample(60, true, 50.0, 0.0, 60.0),
         ];
-        let res = evaluate(&r, Severity::Immediate, &s, 60_000, 30_000, None);
+        let res = evaluate(&r, Severity::Immediate, &s, 60_000, None);
         assert_eq!(res.verdict, Verdict::Clear);
         assert_eq!(res.value, Some(0.0));
     }
@@ -567,7 +718,7 @@ mod tests {
         let s: Vec<Sample> = (0..=120)
             .map(|i| sample(i * 30, i % 50 != 7, 0.0, 0.0, 60.0))
             .collect();
-        let res = evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, 30_000, None);
+        let res = evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, None);
         assert_eq!(
             res.verdict,
             Verdict::Fired,
@@ -577,47 +728,113 @@ mod tests {
             .map(|i| sample(i * 30, i != 7, 0.0, 0.0, 60.0))
             .collect();
         assert_eq!(
-            evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, 30_000, None).verdict,
+            evaluate(&r, Severity::Rollback, &s, s[120].ts_ms, None).verdict,
             Verdict::Clear
         );
     }
 
     #[test]
-    fn a_gap_leaves_the_window_uncovered() {
+    fn sparse_samples_judge_the_window_at_their_own_resolution() {
+        // Cron every 5 minutes against a 5-minute window: one interval spans it.
         let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 300);
         let s = vec![
             sample(0, true, 0.0, 0.0, 60.0),
             sample(400, true, 100.0, 50.0, 60.0),
         ];
+        let res = evaluate(&r, Severity::Immediate, &s, 400_000, None);
+        assert_eq!(res.verdict, Verdict::Fired);
+        assert_eq!(res.value, Some(50.0));
+        // Only when the samples do not reach back over the window at all: inconclusive.
         assert!(matches!(
-            evaluate(&r, Severity::Immediate, &s, 400_000, 30_000, None).verdict,
+            evaluate(&r, Severity::Immediate, &s[1..], 400_000, None).verdict,
             Verdict::Inconclusive { .. }
         ));
     }
 
     #[test]
+    fn failed_scrapes_between_good_ones_do_not_hide_errors() {
+        // 50% errors; every other scrape fails.
+        let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 4);
+        let s: Vec<Sample> = (0..=10)
+            .map(|i| {
+                let mut x = sample(i, true, i as f64 * 100.0, i as f64 * 50.0, 60.0);
+                if i % 2 == 1 {
+                    x.metrics = None;
+                    x.scrape_error = Some("/metrics answered HTTP 500".into());
+                }
+                x
+            })
+            .collect();
+        let res = evaluate(&r, Severity::Immediate, &s[..=10], 10_000, None);
+        assert_eq!(res.verdict, Verdict::Fired, "{res:?}");
+        assert_eq!(res.value, Some(50.0));
+        assert_eq!(totals(&s), (1000.0, 500.0));
+        // The latest scrape failed: the window still rests on the good ones before it.
+        let res = evaluate(&r, Severity::Immediate, &s[..=9], 9_000, None);
+        assert_eq!(res.verdict, Verdict::Fired, "{res:?}");
+        // Nothing but failures: inconclusive, with the reason.
+        let none: Vec<Sample> = s
+            .iter()
+            .cloned()
+            .map(|mut x| {
+                x.metrics = None;
+                x.scrape_error = Some("/metrics answered HTTP 404".into());
+                x
+            })
+            .collect();
+        match evaluate(&r, Severity::Immediate, &none, 10_000, None).verdict {
+            Verdict::Inconclusive { reason } => assert!(reason.contains("HTTP 404"), "{reason}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_nan_counter_is_unknown_not_clear() {
+        let r = rule(Metric::ErrorRatePct, Comparison::Gt, 2.0, 2);
+        let mut s: Vec<Sample> = (0..=4)
+            .map(|i| sample(i, true, i as f64 * 100.0, 0.0, 60.0))
+            .collect();
+        for x in &mut s {
+            x.metrics.as_mut().unwrap().requests_5xx = f64::NAN;
+        }
+        assert!(matches!(
+            evaluate(&r, Severity::Immediate, &s, 4_000, None).verdict,
+            Verdict::Inconclusive { .. }
+        ));
+    }
+
+    #[test]
+    fn an_oom_kill_fires_the_immediate_memory_trigger() {
+        let r = rule(Metric::MemoryMib, Comparison::Gt, 150.0, 0);
+        let mut s = vec![
+            sample(0, true, 0.0, 0.0, 60.0),
+            sample(1, true, 0.0, 0.0, 20.0),
+        ];
+        s[1].oom_killed = Some(true);
+        let res = evaluate(&r, Severity::Immediate, &s, 1_000, None);
+        assert_eq!(res.verdict, Verdict::Fired);
+        assert!(res.condition.contains("OOM"), "{}", res.condition);
+        // The per-metric (rollback) memory rule is about the level only.
+        let res = evaluate(&r, Severity::Rollback, &s, 1_000, None);
+        assert_eq!(res.verdict, Verdict::Clear);
+    }
+
+    #[test]
     fn memory_level_and_growth() {
-        let over = rule(Metric::MemoryMb, Comparison::Gt, 150.0, 0);
+        let over = rule(Metric::MemoryMib, Comparison::Gt, 150.0, 0);
         let s = vec![
             sample(0, true, 0.0, 0.0, 120.0),
             sample(30, true, 0.0, 0.0, 151.0),
         ];
         assert_eq!(
-            evaluate(&over, Severity::Immediate, &s, 30_000, 30_000, None).verdict,
+            evaluate(&over, Severity::Immediate, &s, 30_000, None).verdict,
             Verdict::Fired
         );
         let growth = rule(Metric::MemoryGrowth, Comparison::Gt, 0.1, 600);
         let rising: Vec<Sample> = (0..=20)
             .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + i as f64))
             .collect();
-        let res = evaluate(
-            &growth,
-            Severity::Rollback,
-            &rising,
-            rising[20].ts_ms,
-            30_000,
-            None,
-        );
+        let res = evaluate(&growth, Severity::Rollback, &rising, rising[20].ts_ms, None);
         assert_eq!(res.verdict, Verdict::Fired);
         assert!(
             (res.value.unwrap() - 2.0).abs() < 1e-9,
@@ -629,22 +846,14 @@ mod tests {
             .collect();
         let quick = rule(Metric::MemoryGrowth, Comparison::Gt, 0.1, 5);
         assert_eq!(
-            evaluate(&quick, Severity::Rollback, &warmup, 6_000, 1_000, None).verdict,
+            evaluate(&quick, Severity::Rollback, &warmup, 6_000, None).verdict,
             Verdict::Clear
         );
         let flat: Vec<Sample> = (0..=20)
             .map(|i| sample(i * 30, true, 0.0, 0.0, 60.0 + (i % 2) as f64 * 0.3))
             .collect();
         assert_eq!(
-            evaluate(
-                &growth,
-                Severity::Rollback,
-                &flat,
-                flat[20].ts_ms,
-                30_000,
-                None
-            )
-            .verdict,
+            evaluate(&growth, Severity::Rollback, &flat, flat[20].ts_ms, None).verdict,
             Verdict::Clear
         );
     }
@@ -659,11 +868,11 @@ mod tests {
             x.restart_count = Some(i as i64);
         }
         assert_eq!(
-            evaluate(&r, Severity::Immediate, &s, 120_000, 30_000, None).verdict,
+            evaluate(&r, Severity::Immediate, &s, 120_000, None).verdict,
             Verdict::Fired
         );
         assert_eq!(
-            evaluate(&r, Severity::Immediate, &s[..4], 90_000, 30_000, None).verdict,
+            evaluate(&r, Severity::Immediate, &s[..4], 90_000, None).verdict,
             Verdict::Clear
         );
     }
@@ -677,7 +886,7 @@ mod tests {
             x
         };
         let s = vec![mk(0, 0.0), mk(30, 10.0), mk(60, 20.0)];
-        let res = evaluate(&r, Severity::Immediate, &s, 60_000, 30_000, None);
+        let res = evaluate(&r, Severity::Immediate, &s, 60_000, None);
         assert_eq!(res.verdict, Verdict::Fired);
         assert!(res.value.unwrap() > 500.0);
     }
@@ -686,15 +895,15 @@ mod tests {
     fn critical_cve() {
         let r = rule(Metric::CriticalCves, Comparison::Gt, 0.0, 0);
         assert_eq!(
-            evaluate(&r, Severity::Immediate, &[], 0, 1, Some(1)).verdict,
+            evaluate(&r, Severity::Immediate, &[], 0, Some(1)).verdict,
             Verdict::Fired
         );
         assert_eq!(
-            evaluate(&r, Severity::Immediate, &[], 0, 1, Some(0)).verdict,
+            evaluate(&r, Severity::Immediate, &[], 0, Some(0)).verdict,
             Verdict::Clear
         );
         assert!(matches!(
-            evaluate(&r, Severity::Immediate, &[], 0, 1, None).verdict,
+            evaluate(&r, Severity::Immediate, &[], 0, None).verdict,
             Verdict::Inconclusive { .. }
         ));
     }

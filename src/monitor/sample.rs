@@ -1,7 +1,8 @@
 //! One observation of the service: the health probe, a metrics scrape, container stats,
 //! restarts, OOM and new error lines in the log. Taking a sample never fails: whatever could
-//! not be read is recorded as missing (or as a failed probe), because a monitor that crashes
-//! when the service misbehaves watches nothing.
+//! not be read is recorded as missing with the reason (a failed scrape, an engine that did
+//! not answer), because a monitor that crashes when the service misbehaves watches nothing,
+//! and one that drops the reason cannot say it is blind.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -9,41 +10,80 @@ use serde_json::{json, Value};
 use crate::engine::{stats, Engine};
 use crate::probe::{health, metrics};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Sample {
     pub ts_ms: i64,
+    /// Day of the image under test's validation period; None while the baseline runs.
     pub day: Option<u32>,
     pub deployment_id: Option<i64>,
+    /// `candidate` (the image under test) or `baseline` (a rollback target is serving).
+    pub role: Option<String>,
     pub target: String,
     pub container: Option<String>,
+    pub container_id: Option<String>,
     pub health_ok: bool,
     pub health_http_status: Option<u16>,
     pub health_latency_ms: Option<f64>,
     /// `{status, dependencies, error}` from the probe.
     pub health_detail: Value,
     pub metrics: Option<metrics::Snapshot>,
+    /// Why `metrics` is missing: the scrape failed, answered non-200, or was too large.
+    pub scrape_error: Option<String>,
+    /// Lines of the scrape that could not be read (the rest was used).
+    pub parse_errors: u32,
+    /// Why the container readings are missing: the engine did not answer, no such container.
+    pub engine_error: Option<String>,
     pub memory_bytes: Option<u64>,
     pub cpu_pct: Option<f64>,
+    /// The engine's CPU counters, kept so the next run (cron) computes CPU % without waiting.
+    pub cpu_total_ns: Option<u64>,
+    pub system_cpu_ns: Option<u64>,
     pub restart_count: Option<i64>,
     pub oom_killed: Option<bool>,
     pub log_errors: Option<i64>,
+    /// The engine timestamp (ns) of the newest log line read, where the next run resumes.
+    pub log_cursor_ns: Option<i64>,
 }
 
+/// Bytes in a MiB: the runbook reads memory with `docker stats`, which shows MiB.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
 impl Sample {
-    pub fn memory_mb(&self) -> Option<f64> {
-        self.memory_bytes.map(|b| b as f64 / 1_000_000.0)
+    /// Memory in MiB, the unit `docker stats` shows and the runbook's thresholds mean.
+    pub fn memory_mib(&self) -> Option<f64> {
+        self.memory_bytes.map(|b| b as f64 / MIB)
+    }
+
+    /// The scrape as rates can use it: present and made of numbers.
+    pub fn usable_metrics(&self) -> Option<&metrics::Snapshot> {
+        self.metrics.as_ref().filter(|m| m.usable())
     }
 }
 
-/// What a sampler carries from one tick to the next (CPU counters, the log cursor).
-#[derive(Default)]
+/// What a sampler carries from one tick to the next (CPU counters, the log cursor). A cron
+/// run starts it from the previous stored sample of the same container.
+#[derive(Default, Debug, Clone)]
 pub struct Cursor {
-    cpu: Option<(u64, u64)>,
-    log_since_ns: Option<i128>,
+    pub container_id: Option<String>,
+    pub cpu: Option<(u64, u64)>,
+    pub log_since_ns: Option<i64>,
+}
+
+impl Cursor {
+    /// Continues from a stored sample: its CPU counters and log cursor, for its container.
+    pub fn resume(prev: &Sample) -> Cursor {
+        Cursor {
+            container_id: prev.container_id.clone(),
+            cpu: prev.cpu_total_ns.zip(prev.system_cpu_ns),
+            log_since_ns: prev.log_cursor_ns,
+        }
+    }
 }
 
 pub struct Sampler<'a> {
     pub engine: Option<&'a Engine>,
+    /// Why there is no engine although a container is watched (it did not answer at start).
+    pub engine_unavailable: Option<String>,
     pub client: reqwest::Client,
     pub health_url: String,
     pub metrics_url: String,
@@ -51,45 +91,74 @@ pub struct Sampler<'a> {
     pub container: Option<String>,
     pub day: Option<u32>,
     pub deployment_id: Option<i64>,
+    pub role: Option<String>,
     /// The deployed image, whose recorded CVE scan feeds the CRITICAL CVE trigger.
     pub image_ref: Option<String>,
 }
 
-/// A scrape larger than this is cut off (and then fails to parse the tail, which is fine).
-const MAX_METRICS_BODY: usize = 4 << 20;
+/// A scrape larger than this is refused as a whole (a cut exposition would read as a
+/// counter reset).
+pub const MAX_METRICS_BODY: usize = 4 << 20;
 
 impl Sampler<'_> {
     pub async fn take(&self, cursor: &mut Cursor) -> Sample {
         let ts_ms = chrono::Utc::now().timestamp_millis();
-        let (h, m) = tokio::join!(
-            health::probe(&self.client, &self.health_url),
-            health::get_bounded(&self.client, &self.metrics_url, MAX_METRICS_BODY)
-        );
-        let snapshot = match m {
-            Ok((200, body)) => Some(metrics::snapshot(&metrics::parse(
-                &String::from_utf8_lossy(&body),
-            ))),
-            _ => None,
+        // Probe first, then scrape: the probe's own request is then always inside the scrape
+        // that follows it, so every interval holds exactly the monitor's one probe.
+        let h = health::probe(&self.client, &self.health_url).await;
+        let m = health::get_bounded(&self.client, &self.metrics_url, MAX_METRICS_BODY + 1).await;
+        let (snapshot, scrape_error, parse_errors) = match m {
+            Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
+                None,
+                Some(format!(
+                    "/metrics is larger than {} MiB",
+                    MAX_METRICS_BODY >> 20
+                )),
+                0,
+            ),
+            Ok((200, body)) => {
+                let p = metrics::parse(&String::from_utf8_lossy(&body));
+                (Some(metrics::snapshot(&p.series)), None, p.errors)
+            }
+            Ok((code, _)) => (None, Some(format!("/metrics answered HTTP {code}")), 0),
+            Err(e) => (None, Some(format!("/metrics: {e}")), 0),
         };
         let mut s = Sample {
             ts_ms,
             day: self.day,
             deployment_id: self.deployment_id,
+            role: self.role.clone(),
             target: self.target.clone(),
             container: self.container.clone(),
+            container_id: None,
             health_ok: h.healthy,
             health_http_status: h.http_status,
             health_latency_ms: Some(h.latency_ms),
             health_detail: json!({"status": h.status, "dependencies": h.dependencies, "error": h.error}),
             metrics: snapshot,
+            scrape_error,
+            parse_errors,
+            engine_error: None,
             memory_bytes: None,
             cpu_pct: None,
+            cpu_total_ns: None,
+            system_cpu_ns: None,
             restart_count: None,
             oom_killed: None,
             log_errors: None,
+            log_cursor_ns: None,
         };
-        if let (Some(engine), Some(name)) = (self.engine, &self.container) {
-            self.container_part(engine, name, cursor, &mut s).await;
+        if let Some(name) = &self.container {
+            match self.engine {
+                Some(engine) => self.container_part(engine, name, cursor, &mut s).await,
+                None => {
+                    s.engine_error = Some(
+                        self.engine_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "no Docker Engine".into()),
+                    )
+                }
+            }
         }
         s
     }
@@ -101,50 +170,78 @@ impl Sampler<'_> {
         cursor: &mut Cursor,
         s: &mut Sample,
     ) {
-        let Ok(c) = engine.inspect_container(name).await else {
-            return;
+        let c = match engine.inspect_container(name).await {
+            Ok(c) => c,
+            Err(e) => {
+                s.engine_error = Some(format!("{e:#}"));
+                return;
+            }
         };
+        // Counters and cursors belong to one container: a new one (a rollback) starts over.
+        if cursor.container_id != c.id {
+            *cursor = Cursor {
+                container_id: c.id.clone(),
+                ..Cursor::default()
+            };
+        }
+        s.container_id = c.id.clone();
         let state = c.state.clone().unwrap_or_default();
         s.restart_count = c.restart_count;
         s.oom_killed = state.oom_killed;
         if state.running.unwrap_or(false) {
-            // Without a previous reading the engine's own two readings give CPU % (about 1 s).
-            let settle = cursor.cpu.is_none();
-            if let Ok(st) = engine.stats(name, settle).await {
-                if let Some(r) = stats::resources(&st) {
-                    s.memory_bytes = Some(r.memory_bytes);
-                    s.cpu_pct = match cursor.cpu {
-                        Some((pt, ps)) => stats::cpu_percent(
-                            pt,
-                            ps,
-                            r.cpu_total_ns,
-                            r.system_cpu_ns,
-                            online_cpus(&st),
-                        ),
-                        None => r.cpu_pct,
-                    };
-                    cursor.cpu = Some((r.cpu_total_ns, r.system_cpu_ns));
-                }
-            }
-        }
-        // Error lines since the previous sample, by the engine's timestamps so none counts twice.
-        let since_ns = cursor
-            .log_since_ns
-            .unwrap_or(s.ts_ms as i128 * 1_000_000 - 1_000_000_000);
-        let since_secs = (since_ns / 1_000_000_000) as i64;
-        if let Ok(lines) = engine.logs_with_timestamps(name, since_secs, 100_000).await {
-            let mut count = 0;
-            let mut newest = since_ns;
-            for (ts, line) in lines {
-                if ts > since_ns {
-                    newest = newest.max(ts);
-                    if line.to_ascii_lowercase().contains("error") {
-                        count += 1;
+            // One reading; CPU % comes from the previous one (this run's or the stored one),
+            // so no run waits a second for the engine's second reading.
+            match engine.stats(name, false).await {
+                Ok(st) => {
+                    if let Some(r) = stats::resources(&st) {
+                        s.memory_bytes = Some(r.memory_bytes);
+                        s.cpu_pct = cursor.cpu.and_then(|(pt, ps)| {
+                            stats::cpu_percent(
+                                pt,
+                                ps,
+                                r.cpu_total_ns,
+                                r.system_cpu_ns,
+                                online_cpus(&st),
+                            )
+                        });
+                        s.cpu_total_ns = Some(r.cpu_total_ns);
+                        s.system_cpu_ns = Some(r.system_cpu_ns);
+                        cursor.cpu = Some((r.cpu_total_ns, r.system_cpu_ns));
                     }
                 }
+                Err(e) => s.engine_error = Some(format!("{e:#}")),
             }
-            s.log_errors = Some(count);
-            cursor.log_since_ns = Some(newest.max(since_ns));
+        }
+        // Error lines since the previous sample, by the engine's timestamps so none counts
+        // twice and none is missed between two cron runs. The first sample of a container
+        // only sets the cursor: its interval has no start.
+        let Some(since_ns) = cursor.log_since_ns else {
+            cursor.log_since_ns = Some(s.ts_ms.saturating_mul(1_000_000));
+            s.log_cursor_ns = cursor.log_since_ns;
+            return;
+        };
+        let since_secs = since_ns.div_euclid(1_000_000_000);
+        match engine.logs_with_timestamps(name, since_secs, 100_000).await {
+            Ok(lines) => {
+                let mut count = 0;
+                let mut newest = since_ns as i128;
+                for (ts, line) in lines {
+                    if ts > since_ns as i128 {
+                        newest = newest.max(ts);
+                        if line.to_ascii_lowercase().contains("error") {
+                            count += 1;
+                        }
+                    }
+                }
+                s.log_errors = Some(count);
+                let newest = i64::try_from(newest).unwrap_or(since_ns);
+                cursor.log_since_ns = Some(newest);
+                s.log_cursor_ns = Some(newest);
+            }
+            Err(e) => {
+                s.log_cursor_ns = Some(since_ns);
+                s.engine_error.get_or_insert(format!("{e:#}"));
+            }
         }
     }
 }

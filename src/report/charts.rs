@@ -177,30 +177,30 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
     let mem: Vec<(f64, f64)> = d
         .samples
         .iter()
-        .filter_map(|s| Some((minute(s.ts_ms), s.memory_mb()?)))
+        .filter_map(|s| Some((minute(s.ts_ms), s.memory_mib()?)))
         .collect();
     let tg = &cfg.monitoring.targets;
     let threshold = |list: &[crate::config::TriggerRule], m: Metric| {
         list.iter().find(|r| r.metric == m).map(|r| r.threshold)
     };
     let mut mem_lines = Vec::new();
-    if let Some(y) = threshold(&cfg.monitoring.rollback_triggers, Metric::MemoryMb) {
+    if let Some(y) = threshold(&cfg.monitoring.rollback_triggers, Metric::MemoryMib) {
         mem_lines.push(Line {
-            label: format!("rollback {y:.0}MB"),
+            label: format!("rollback {y:.0} MiB"),
             y,
             color: "#ef6c00",
         });
     }
-    if let Some(y) = threshold(&cfg.monitoring.immediate_triggers, Metric::MemoryMb) {
+    if let Some(y) = threshold(&cfg.monitoring.immediate_triggers, Metric::MemoryMib) {
         mem_lines.push(Line {
-            label: format!("immediate {y:.0}MB"),
+            label: format!("immediate {y:.0} MiB"),
             y,
             color: "#c62828",
         });
     }
     let memory = line_chart(
         &format!("Memory, day {}", d.day),
-        "MB (10^6 bytes)",
+        "MiB (as docker stats shows)",
         &[Series {
             name: "memory".into(),
             color: "#1565c0",
@@ -208,9 +208,12 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
         }],
         &mem_lines,
         Some(&Band {
-            label: format!("target {:.0}-{:.0}MB", tg.memory_min_mb, tg.memory_max_mb),
-            lo: tg.memory_min_mb,
-            hi: tg.memory_max_mb,
+            label: format!(
+                "target {:.0}-{:.0} MiB",
+                tg.memory_min_mib, tg.memory_max_mib
+            ),
+            lo: tg.memory_min_mib,
+            hi: tg.memory_max_mib,
         }),
     );
     let latency = line_chart(

@@ -142,23 +142,25 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
         });
         out.push(c("Stability", label, ok, ev));
     }
-    let (ok, ev) = every_day(i.days, n, |_, m| match (m.memory_min_mb, m.memory_max_mb) {
-        (Some(lo), Some(hi))
-            if lo >= p.memory_min_mb
-                && hi <= p.memory_max_mb
-                && m.memory_trend.as_deref() != Some("increasing") =>
-        {
-            Ok(())
+    let (ok, ev) = every_day(i.days, n, |_, m| {
+        match (m.memory_min_mib, m.memory_max_mib) {
+            (Some(lo), Some(hi))
+                if lo >= p.memory_min_mib
+                    && hi <= p.memory_max_mib
+                    && m.memory_trend.as_deref() != Some("increasing") =>
+            {
+                Ok(())
+            }
+            (Some(lo), Some(hi)) => Err(format!(
+                "{lo:.1}-{hi:.1} MiB, {}",
+                m.memory_trend.as_deref().unwrap_or("?")
+            )),
+            _ => Err("no memory readings".into()),
         }
-        (Some(lo), Some(hi)) => Err(format!(
-            "{lo:.1}-{hi:.1}MB, {}",
-            m.memory_trend.as_deref().unwrap_or("?")
-        )),
-        _ => Err("no memory readings".into()),
     });
     out.push(c(
         "Stability",
-        "Memory stable: 50-80MB range, no leaks",
+        "Memory stable: 50-80MB range (MiB as docker stats shows), no leaks",
         ok,
         ev,
     ));

@@ -57,8 +57,8 @@ pub struct DayMetrics {
     pub p99_ms_metrics: Option<f64>,
     pub p95_ms_load: Option<f64>,
     pub p99_ms_load: Option<f64>,
-    pub memory_min_mb: Option<f64>,
-    pub memory_max_mb: Option<f64>,
+    pub memory_min_mib: Option<f64>,
+    pub memory_max_mib: Option<f64>,
     pub memory_slope_mb_per_min: Option<f64>,
     pub memory_trend: Option<String>,
     pub restarts: Option<i64>,
@@ -145,10 +145,10 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
     let s = &d.samples;
     let healthy = s.iter().filter(|x| x.health_ok).count();
     let (total, errors) = rules::totals(s);
-    let mems: Vec<f64> = s.iter().filter_map(Sample::memory_mb).collect();
+    let mems: Vec<f64> = s.iter().filter_map(Sample::memory_mib).collect();
     let pts: Vec<(i64, f64)> = s
         .iter()
-        .filter_map(|x| Some((x.ts_ms, x.memory_mb()?)))
+        .filter_map(|x| Some((x.ts_ms, x.memory_mib()?)))
         .collect();
     let trend = rules::memory_trend(&pts, growth_threshold);
     let word = trend.map(|(_, w)| {
@@ -189,8 +189,8 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         p99_ms_metrics: rules::window_quantile(s, 0.99),
         p95_ms_load: worst(|r| r.p95_ms),
         p99_ms_load: worst(|r| r.p99_ms),
-        memory_min_mb: mems.iter().cloned().reduce(f64::min),
-        memory_max_mb: mems.iter().cloned().reduce(f64::max),
+        memory_min_mib: mems.iter().cloned().reduce(f64::min),
+        memory_max_mib: mems.iter().cloned().reduce(f64::max),
         memory_slope_mb_per_min: trend.map(|t| t.0),
         memory_trend: word,
         restarts,
@@ -254,6 +254,14 @@ pub fn recommend(
             m.error_rate_pct.unwrap_or(0.0),
             t.error_rate_pct
         ));
+    }
+    if let (Some(lo), Some(hi)) = (m.memory_min_mib, m.memory_max_mib) {
+        if lo < t.memory_min_mib || hi > t.memory_max_mib {
+            reasons.push(format!(
+                "memory {:.1}-{:.1} MiB outside the {}-{} MiB target",
+                lo, hi, t.memory_min_mib, t.memory_max_mib
+            ));
+        }
     }
     if m.memory_trend.as_deref() == Some("increasing") {
         reasons.push("memory is increasing".into());
@@ -360,9 +368,9 @@ pub fn markdown(
     s += &format!("- P99 Latency: {}\n", lat(m.p99_ms_load, m.p99_ms_metrics));
     s += &format!(
         "- Memory Usage: {}\n",
-        match (m.memory_min_mb, m.memory_max_mb) {
+        match (m.memory_min_mib, m.memory_max_mib) {
             (Some(lo), Some(hi)) => format!(
-                "{}-{}MB ({})",
+                "{}-{} MiB ({})",
                 num(lo),
                 num(hi),
                 m.memory_trend.as_deref().unwrap_or("stable")
@@ -523,7 +531,7 @@ pub mod tests {
     use super::*;
     use crate::probe::metrics::Snapshot;
 
-    /// A synthetic day: one sample a minute for an hour, a service at 60 MB answering
+    /// A synthetic day: one sample a minute for an hour, a service at 60 MiB answering
     /// 100 requests a minute in 10 ms.
     pub fn day(n: u32) -> DayData {
         let t0 = 1_790_000_000_000 + n as i64 * 86_400_000;
@@ -549,11 +557,12 @@ pub mod tests {
                     ],
                     ..Default::default()
                 }),
-                memory_bytes: Some(60_000_000 + (i % 3) as u64 * 100_000),
+                memory_bytes: Some(60 * 1_048_576 + (i % 3) as u64 * 100_000),
                 cpu_pct: Some(1.0),
                 restart_count: Some(0),
                 oom_killed: Some(false),
                 log_errors: Some(0),
+                ..Default::default()
             })
             .collect();
         DayData {
@@ -652,7 +661,7 @@ pub mod tests {
         let mut d = day(3);
         for (i, s) in d.samples.iter_mut().enumerate() {
             s.health_ok = i != 10;
-            s.memory_bytes = Some(60_000_000 + i as u64 * 400_000);
+            s.memory_bytes = Some(60 * 1_048_576 + i as u64 * 400 * 1024);
             if let Some(m) = s.metrics.as_mut() {
                 m.requests_5xx = i as f64;
             }
