@@ -1,7 +1,38 @@
 #!/usr/bin/env bash
 # The full test suite: unit tests and integration tests against a real Docker Engine and
-# real local registries (started by scripts/setup.sh when none answers).
+# real local registries (started by scripts/setup.sh when none answers). The ten-minute
+# healthy soak (tests/soak.rs) runs beside the rest instead of after it. Measured results
+# (fault matrix, crash trials, soak) are printed at the end from target/reliability/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace --all-targets "$@"
+
+# A developer's own settings must not leak into the tests (a real webhook, another state dir).
+while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(DHI_STAGE_[A-Z_]*\)=.*/\1/p')
+# Containers a previous, interrupted run left behind (tests name theirs dhi-test-*).
+leftovers=$(docker ps -aq --filter 'name=^dhi-test-' || true)
+if [[ -n $leftovers ]]; then
+  echo "test: removing $(wc -w <<<"$leftovers") container(s) left by an interrupted run" >&2
+  docker rm -f $leftovers >/dev/null
+fi
+rm -rf target/reliability
+mkdir -p target/reliability
+
+cargo test --workspace --all-targets --no-run "$@"
+soak_log=target/reliability/soak.log
+cargo test --test soak "$@" >"$soak_log" 2>&1 &
+soak_pid=$!
+status=0
+cargo test --workspace --all-targets "$@" -- --skip a_ten_minute_healthy_soak || status=$?
+soak_status=0
+wait "$soak_pid" || soak_status=$?
+cat "$soak_log"
+echo
+echo "=== measured (target/reliability) ==="
+for f in target/reliability/fault-matrix.tsv target/reliability/monitor-kill-trials.txt target/reliability/soak.txt; do
+  [[ -f $f ]] && { echo "--- $f"; cat "$f"; }
+done
+if ((status != 0 || soak_status != 0)); then
+  echo "test: FAILED (suite exit $status, soak exit $soak_status)" >&2
+  exit 1
+fi

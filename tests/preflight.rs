@@ -34,11 +34,38 @@ fn all_requirements_met_and_secrets_never_printed() {
         format!("NODE_ENV=staging\nTELEMETRY_MODE=otlp\nOTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{otel}\nKONG_ADMIN_URL=http://127.0.0.1:{kong}/status\nREDIS_URL=redis://:hunter2@127.0.0.1:{redis}\nJWT_SECRET=top-secret-value\n"),
     )
     .unwrap();
-    let r = stage.run(&["preflight", "--output", "json"]);
+    // The rollback target (no deployment recorded: the runbook baseline) is in the engine.
+    let name = unique("pf-auth");
+    let cfg = stage.write_config(|t| {
+        t.replace(
+            "name = \"authentication-service\"",
+            &format!("name = \"{name}\""),
+        )
+    });
+    let baseline = format!("127.0.0.1:5000/{name}:baseline-distroless");
+    assert_eq!(docker(&["tag", &good_image(), &baseline]).code, 0);
+    let r = stage.run(&["--config", path_str(&cfg), "preflight", "--output", "json"]);
+    let _ = docker(&["rmi", &baseline]);
     assert_eq!(r.code, 0, "{}", r.all());
     let checks = r.json()["checks"].as_array().unwrap().clone();
-    assert_eq!(checks.len(), 8);
-    assert!(checks.iter().all(|c| c["status"] == "pass"), "{checks:?}");
+    assert_eq!(checks.len(), 10, "{checks:?}");
+    // The shipped config's immediate memory trigger (150 MiB) is above its 128 MiB limit:
+    // the one warning, and everything else passes.
+    let (warn, pass): (Vec<_>, Vec<_>) = checks.iter().partition(|c| c["status"] == "warn");
+    assert!(pass.iter().all(|c| c["status"] == "pass"), "{checks:?}");
+    assert_eq!(warn.len(), 1, "{checks:?}");
+    assert!(warn[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("memory > 150 MiB"));
+    let target = checks
+        .iter()
+        .find(|c| c["check"] == "rollback target")
+        .unwrap();
+    assert!(
+        target["detail"].as_str().unwrap().contains(&baseline),
+        "{target}"
+    );
     let redis_line = checks
         .iter()
         .find(|c| c["check"] == "Redis (optional)")
@@ -86,6 +113,8 @@ fn missing_things_fail_and_redis_only_warns() {
     assert_eq!(status("Redis (optional)"), "warn");
     assert_eq!(status("staging port"), "fail");
     assert_eq!(status("Kong API Gateway"), "pass");
+    // Nothing deployed and no baseline pushed: nowhere to roll back to.
+    assert_eq!(status("rollback target"), "fail");
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn from_samples(stage: &Stage, day: u32) -> (f64, f64, f64, f64, f64) {
     let ok = rows.iter().filter(|r| r.0).count() as f64 / rows.len() as f64 * 100.0;
     let mems: Vec<f64> = rows
         .iter()
-        .filter_map(|r| r.1.map(|b| b as f64 / 1e6))
+        .filter_map(|r| r.1.map(|b| b as f64 / 1_048_576.0))
         .collect();
     let counters: Vec<(f64, f64)> = rows
         .iter()
@@ -202,7 +202,7 @@ fn a_real_day_reported_matches_the_samples_and_renders() {
         (
             "day-1-memory.svg",
             vec!["memory"],
-            vec!["rollback 100MB", "immediate 150MB"],
+            vec!["rollback 100 MiB", "immediate 150 MiB"],
         ),
         (
             "day-1-latency.svg",

@@ -49,15 +49,29 @@ fn rollback_to_an_explicit_reference() {
 }
 
 #[test]
-fn rollback_with_nothing_recorded_says_what_to_do() {
+fn rollback_with_nothing_recorded_targets_the_runbook_baseline_and_says_when_it_is_missing() {
     let stage = Stage::new();
-    let r = stage.run(&["rollback"]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    let cfg = stage.write_config(|t| {
+        t.replace(
+            "name = \"authentication-service\"",
+            &format!("name = \"{}\"", unique("never-pushed")),
+        )
+    });
+    let r = stage.run(&["--config", path_str(&cfg), "rollback"]);
+    assert_eq!(r.code, 5, "{}", r.all());
     assert!(
-        r.stderr.contains("nothing is recorded") && r.stderr.contains("--to"),
+        r.stderr.contains("runbook baseline")
+            && r.stderr.contains(":baseline-distroless")
+            && r.stderr.contains("--to"),
         "{}",
         r.all()
     );
+    // Nothing was touched: no deployment attempt is recorded.
+    let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM deployments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 #[test]

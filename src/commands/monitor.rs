@@ -214,7 +214,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let mut json = json!({
         "ok": summary.fired.is_empty() && !blind_now, "target": cfg.verify.base_url, "container": container, "day": day,
         "role": role, "period": period, "rollback_target": rollback_target, "config_warnings": warnings,
-        "blind": summary.blind, "exit_code": 0,
+        "blind": summary.blind,
         "samples": summary.ticks, "interrupted": summary.interrupted, "targets": targets,
         "rules": summary.last.as_ref().map(|t| t.results.clone()), "fired": summary.fired,
         "last_sample": summary.last.as_ref().map(|t| t.sample.clone()),
@@ -265,7 +265,6 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     }
     if summary.fired.is_empty() {
         let code = if blind_now { Code::Blind } else { Code::Ok };
-        json["exit_code"] = json!(code.as_i32());
         return Ok(Outcome::new(code, json, text));
     }
 

@@ -42,6 +42,19 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         }
     };
     let engine = Engine::connect().await?;
+    // Before anything changes: a target that is not there fails the rollback now, with
+    // what to do, rather than after the running container was touched.
+    if let Err(e) = engine
+        .ensure_image(&target, &crate::output::Progress::new(true))
+        .await
+    {
+        return Err(failure(
+            Code::RollbackFailed,
+            format!(
+                "rollback target {target} ({target_source}) is not available: {e:#}; push it to the registry, or pass --to REF"
+            ),
+        ));
+    }
     let client = crate::probe::health::client(cfg.verify.probe_timeout);
     let wait = a.wait.unwrap_or(cfg.verify.startup_wait);
 

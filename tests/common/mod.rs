@@ -396,3 +396,11 @@ pub fn sample_span(stage: &Stage) -> (i64, i64) {
     })
     .unwrap()
 }
+
+/// The local registry's filesystem driver races when two uploads of the same blob to the
+/// same repository commit at once (HTTP 500 "invalid checksum digest format"); tests in one
+/// binary that push the same image to the same repository take this lock.
+pub fn registry_push_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -28,6 +28,9 @@ struct Faults {
     health_unhealthy: bool,
     degraded_dep: String,
     hang: bool,
+    /// How `/metrics` misbehaves: "" (well), garbage, missing, oversized, exemplars, flaky
+    /// (every other scrape fails), nan (counters read NaN).
+    metrics_mode: String,
 }
 
 impl Faults {
@@ -44,9 +47,31 @@ impl Faults {
             "health_unhealthy" => self.health_unhealthy = truthy(value),
             "degraded_dep" => self.degraded_dep = value.to_string(),
             "hang" => self.hang = truthy(value),
+            "metrics_mode" => match value {
+                "" | "garbage" | "missing" | "oversized" | "exemplars" | "flaky" | "nan" => {
+                    self.metrics_mode = value.to_string()
+                }
+                _ => return Err(bad()),
+            },
             // Process-wide knobs, applied when set (at start or through /admin/faults).
             "ignore_sigterm" => install_sigterm(truthy(value)),
             "crash_after_s" => schedule_crash(value.parse().map_err(|_| bad())?),
+            // Allocates this much at once (an OOM kill under a smaller memory limit).
+            "allocate_mb" => {
+                let mb: usize = value.parse().map_err(|_| bad())?;
+                std::thread::spawn(move || {
+                    let mut v: Vec<Vec<u8>> = Vec::new();
+                    for _ in 0..mb {
+                        let mut block = vec![0u8; 1 << 20];
+                        for i in (0..block.len()).step_by(4096) {
+                            block[i] = 1;
+                        }
+                        v.push(block);
+                    }
+                    std::thread::sleep(Duration::from_secs(3600));
+                    drop(v);
+                });
+            }
             _ => return Err(format!("unknown fault {key}")),
         }
         Ok(())
@@ -54,9 +79,9 @@ impl Faults {
 
     fn render(&self) -> String {
         format!(
-            "{{\"error_rate\":{},\"latency_ms\":{},\"tail_latency_ms\":{},\"tail_fraction\":{},\"mem_growth_mb_per_min\":{},\"health_unhealthy\":{},\"degraded_dep\":\"{}\",\"hang\":{}}}",
+            "{{\"error_rate\":{},\"latency_ms\":{},\"tail_latency_ms\":{},\"tail_fraction\":{},\"mem_growth_mb_per_min\":{},\"health_unhealthy\":{},\"degraded_dep\":\"{}\",\"hang\":{},\"metrics_mode\":\"{}\"}}",
             self.error_rate, self.latency_ms, self.tail_latency_ms, self.tail_fraction,
-            self.mem_growth_mb_per_min, self.health_unhealthy, self.degraded_dep, self.hang
+            self.mem_growth_mb_per_min, self.health_unhealthy, self.degraded_dep, self.hang, self.metrics_mode
         )
     }
 }
@@ -329,12 +354,55 @@ fn route(
             );
             (code, JSON, body, "/health")
         }
-        ("GET", "/metrics") => (
-            200,
-            "text/plain; version=0.0.4",
-            metrics_text(state),
-            "/metrics",
-        ),
+        ("GET", "/metrics") => {
+            static SCRAPES: AtomicU64 = AtomicU64::new(0);
+            let n = SCRAPES.fetch_add(1, Ordering::Relaxed);
+            let text = metrics_text(state);
+            const PROM: &str = "text/plain; version=0.0.4";
+            match faults.metrics_mode.as_str() {
+                "missing" => (404, JSON, "{\"error\":\"not found\"}".into(), "/metrics"),
+                "flaky" if n % 2 == 1 => (500, JSON, "{\"error\":\"scrape failed\"}".into(), "/metrics"),
+                "garbage" => (
+                    200,
+                    PROM,
+                    format!("x}} 1 {{\nnot a metric line\nhttp_requests_total{{status=\"500\" 7\n{text}\u{0}\u{7f}garbage\n"),
+                    "/metrics",
+                ),
+                "oversized" => {
+                    let pad = "# padding padding padding padding padding padding padding padding\n"
+                        .repeat(5 * 1024 * 1024 / 64);
+                    (200, PROM, format!("{pad}{text}"), "/metrics")
+                }
+                "exemplars" => {
+                    let t: String = text
+                        .lines()
+                        .map(|l| {
+                            if l.starts_with("http_request_duration_seconds_bucket") {
+                                format!("{l} # {{trace_id=\"4bf92f3577b34da6\"}} 0.05 1700000000.000\n")
+                            } else {
+                                format!("{l}\n")
+                            }
+                        })
+                        .collect();
+                    (200, "application/openmetrics-text; version=1.0.0", format!("{t}# EOF\n"), "/metrics")
+                }
+                "nan" => {
+                    let t: String = text
+                        .lines()
+                        .map(|l| {
+                            if l.starts_with("http_requests_total") {
+                                let (k, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+                                format!("{k} NaN\n")
+                            } else {
+                                format!("{l}\n")
+                            }
+                        })
+                        .collect();
+                    (200, PROM, t, "/metrics")
+                }
+                _ => (200, PROM, text, "/metrics"),
+            }
+        }
         (_, "/auth/login") | (_, "/auth/verify") if inject_error => {
             let route = if req.path == "/auth/login" {
                 "/auth/login"
