@@ -9,7 +9,6 @@
 //! `scripts/test.sh`), the measured detection time that RELIABILITY.md records.
 mod common;
 use common::*;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -56,16 +55,6 @@ const WARMUP: Duration = Duration::from_secs(6);
 const SLACK_S: f64 = 3.0;
 
 fn no_edit(_: &mut toml::Table) {}
-
-fn remove_rule(t: &mut toml::Table, name: &str) {
-    let m = t["monitoring"].as_table_mut().unwrap();
-    for list in ["rollback_triggers", "immediate_triggers"] {
-        m[list]
-            .as_array_mut()
-            .unwrap()
-            .retain(|r| r["name"].as_str() != Some(name));
-    }
-}
 
 /// Blindness cases: a 2 s margin, and no CVE rule (it is judged from `validate`'s scan,
 /// which these cases do not run, so it would be blind from the start).
@@ -145,20 +134,15 @@ fn run_case(c: &Case, mode: Mode) -> Outcome {
     let (code, json, all, t0) = match mode {
         Mode::Loop => {
             let secs = format!("{}s", limit.as_secs());
-            let child = stage
-                .command(&[
-                    "--config",
-                    path_str(&cfg),
-                    "monitor",
-                    "--duration",
-                    &secs,
-                    "--output",
-                    "json",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = stage.spawn(&[
+                "--config",
+                path_str(&cfg),
+                "monitor",
+                "--duration",
+                &secs,
+                "--output",
+                "json",
+            ]);
             std::thread::sleep(WARMUP);
             let t0 = now_ms();
             inject(&stage, c.inject);
@@ -203,8 +187,6 @@ fn run_case(c: &Case, mode: Mode) -> Outcome {
 }
 
 fn record(c: &Case, mode: Mode, o: &Outcome, verdict: &str, bound_s: f64) {
-    let dir = root().join("target/reliability");
-    std::fs::create_dir_all(&dir).unwrap();
     let mode = match mode {
         Mode::Loop => "loop".to_string(),
         Mode::Cron(d) => format!("cron/{}s", d.as_secs()),
@@ -216,15 +198,7 @@ fn record(c: &Case, mode: Mode, o: &Outcome, verdict: &str, bound_s: f64) {
             .map(|d| format!("{d:.1}"))
             .unwrap_or_else(|| "-".into()),
     );
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("fault-matrix.tsv"))
-        .unwrap()
-        .write_all(line.as_bytes())
-        .unwrap();
-    eprint!("fault-matrix: {line}");
+    record_reliability("fault-matrix.tsv", &line, true);
 }
 
 fn check(c: Case, mode: Mode) {

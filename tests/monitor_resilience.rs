@@ -76,20 +76,16 @@ fn an_engine_outage_during_a_loop_is_recorded_and_the_loop_recovers() {
     let mut proxy = EngineProxy::start(stage.dir.path());
     stage.extra_env.push(("DOCKER_HOST".into(), proxy.host()));
     let cfg = short_window_config(&stage, |_| {});
-    let child = stage
-        .command(&[
-            "--config",
-            path_str(&cfg),
-            "monitor",
-            "--duration",
-            "16s",
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = [
+        "--config",
+        path_str(&cfg),
+        "monitor",
+        "--duration",
+        "16s",
+        "--output",
+        "json",
+    ];
+    let child = stage.spawn(&args);
     std::thread::sleep(Duration::from_secs(4));
     proxy.down();
     std::thread::sleep(Duration::from_secs(5));
@@ -329,8 +325,5 @@ fn a_monitor_killed_at_random_points_loses_at_most_the_sample_in_flight() {
         .query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))
         .unwrap();
     let line = format!("monitor kill -9 trials: {survived}/{trials} survived (integrity ok), {n} samples kept, seed {seed}\n");
-    let dir = root().join("target/reliability");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("monitor-kill-trials.txt"), &line).unwrap();
-    eprint!("{line}");
+    record_reliability("monitor-kill-trials.txt", &line, false);
 }

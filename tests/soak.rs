@@ -25,13 +25,7 @@ fn a_ten_minute_healthy_soak_with_a_restart_fires_nothing() {
         set_window(t, "memory_continuous_growth", "5m");
         set_window(t, "container_crashes", "10m");
         // Judged from `validate`'s scan, which this test does not run.
-        let m = t["monitoring"].as_table_mut().unwrap();
-        for list in ["rollback_triggers", "immediate_triggers"] {
-            m[list]
-                .as_array_mut()
-                .unwrap()
-                .retain(|r| r["name"].as_str() != Some("critical_cve"));
-        }
+        remove_rule(t, "critical_cve");
     });
     let _traffic = Traffic::start(&stage.base_url());
     let base = stage.base_url();
@@ -75,8 +69,5 @@ fn a_ten_minute_healthy_soak_with_a_restart_fires_nothing() {
     let line = format!(
         "healthy soak: {secs}s, {n} samples, 1 restart with a counter reset, 0 triggers, 0 blind; last verdicts {verdicts:?}\n"
     );
-    let dir = root().join("target/reliability");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("soak.txt"), &line).unwrap();
-    eprint!("{line}");
+    record_reliability("soak.txt", &line, false);
 }

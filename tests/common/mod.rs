@@ -206,6 +206,16 @@ impl Stage {
         c
     }
 
+    /// Starts dhi-stage in the background with stdout and stderr captured.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dhi-stage")
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         self.command(args)
             .stdin(Stdio::null())
@@ -403,4 +413,32 @@ pub fn sample_span(stage: &Stage) -> (i64, i64) {
 pub fn registry_push_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes (or appends) a measured result under `target/reliability/`, which
+/// `scripts/test.sh` prints at the end and RELIABILITY.md records; also to stderr.
+pub fn record_reliability(file: &str, line: &str, append: bool) {
+    use std::io::Write;
+    let dir = root().join("target/reliability");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(dir.join(file))
+        .unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+    eprint!("{line}");
+}
+
+/// Removes the named trigger from both lists (a rule a test's setup cannot feed).
+pub fn remove_rule(t: &mut toml::Table, name: &str) {
+    let m = t["monitoring"].as_table_mut().unwrap();
+    for list in ["rollback_triggers", "immediate_triggers"] {
+        m[list]
+            .as_array_mut()
+            .unwrap()
+            .retain(|r| r["name"].as_str() != Some(name));
+    }
 }
