@@ -653,6 +653,99 @@ impl Config {
     }
 }
 
+/// Every number of the runbook, pinned to the shipped config: changing one in
+/// `config/staging.toml` (or what it is read as) fails here, naming the runbook's line.
+#[cfg(test)]
+mod runbook_pins {
+    use super::*;
+
+    fn rule<'a>(list: &'a [TriggerRule], name: &str) -> &'a TriggerRule {
+        list.iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no trigger named {name}"))
+    }
+
+    fn pin(list: &[TriggerRule], name: &str, metric: Metric, op: Comparison, threshold: f64, window: &str, line: &str) {
+        let r = rule(list, name);
+        let w = humantime::parse_duration(window).unwrap();
+        assert_eq!(
+            (r.metric, r.op, r.threshold, r.sustained_for),
+            (metric, op, threshold, w),
+            "runbook: {line:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_config_holds_every_number_of_the_runbook() {
+        let c = parse(DEFAULT_TOML, "embedded").unwrap();
+        let m = &c.monitoring;
+        let rb = &m.rollback_triggers;
+        assert_eq!(rb.len(), 6, "six per-metric rollback triggers");
+        pin(rb, "health_check_success_rate", Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0, "1h",
+            "Rollback Trigger: < 99% success rate sustained for 1 hour");
+        pin(rb, "error_rate", Metric::ErrorRatePct, Comparison::Gt, 2.0, "5m",
+            "Rollback Trigger: > 2% error rate sustained for 5 minutes");
+        pin(rb, "p95_latency", Metric::P95LatencyMs, Comparison::Gt, 150.0, "5m",
+            "Rollback Trigger: P95 > 150ms sustained for 5 minutes");
+        pin(rb, "p99_latency", Metric::P99LatencyMs, Comparison::Gt, 500.0, "5m",
+            "Rollback Trigger: P99 > 500ms sustained for 5 minutes");
+        pin(rb, "memory", Metric::MemoryMib, Comparison::Gt, 100.0, "0s",
+            "Rollback Trigger: Memory > 100MB or continuous growth pattern");
+        pin(rb, "memory_continuous_growth", Metric::MemoryGrowth, Comparison::Gt, 0.1, "30m",
+            "Rollback Trigger: Memory > 100MB or continuous growth pattern");
+        let im = &m.immediate_triggers;
+        assert_eq!(im.len(), 6, "Execute immediate rollback if ANY of these occur: 1-6");
+        pin(im, "health_check_failure_rate", Metric::HealthCheckFailureRatePct, Comparison::Gt, 10.0, "5m",
+            "1. Health check failure rate > 10% for 5 minutes");
+        pin(im, "error_rate", Metric::ErrorRatePct, Comparison::Gt, 2.0, "5m",
+            "2. Error rate > 2% for 5 minutes");
+        pin(im, "p99_latency", Metric::P99LatencyMs, Comparison::Gt, 500.0, "5m",
+            "3. P99 latency > 500ms for 5 minutes");
+        pin(im, "memory", Metric::MemoryMib, Comparison::Gt, 150.0, "0s",
+            "4. Memory usage > 150MB");
+        pin(im, "container_crashes", Metric::RestartsInWindow, Comparison::Gt, 3.0, "10m",
+            "5. Container crashes (restart count > 3 in 10 minutes)");
+        pin(im, "critical_cve", Metric::CriticalCves, Comparison::Gt, 0.0, "0s",
+            "6. CRITICAL CVE discovered in DHI base image");
+
+        let t = &m.targets;
+        assert_eq!(t.health_check_success_rate_pct, 100.0, "Target: 100% health check success");
+        assert_eq!(t.error_rate_pct, 0.01, "Target: < 0.01%");
+        assert_eq!(t.p95_latency, Duration::from_millis(100), "Target: <= 100ms");
+        assert_eq!(t.p99_latency, Duration::from_millis(200), "Target: <= 200ms");
+        assert_eq!((t.memory_min_mib, t.memory_max_mib), (50.0, 80.0), "Target: 50-80MB stable");
+        assert_eq!(m.interval, Duration::from_secs(30), "watch -n 30 'curl -s .../health'");
+        assert_eq!(m.period_days, 7, "7-day monitoring");
+
+        let p = &c.promotion;
+        assert_eq!(p.days, 7, "Stability Criteria (7-day monitoring)");
+        assert_eq!(p.health_check_success_rate_pct, 100.0, "100% (zero failures in 7 days)");
+        assert_eq!(p.error_rate_pct, 0.01, "Error rate: < 0.01%");
+        assert_eq!(p.p95_latency, Duration::from_millis(100), "P95 latency: < 100ms");
+        assert_eq!(p.p99_latency, Duration::from_millis(200), "P99 latency: < 200ms");
+        assert_eq!((p.memory_min_mib, p.memory_max_mib), (50.0, 80.0), "Memory stable: 50-80MB range");
+        assert_eq!((p.max_restarts, p.max_rollbacks), (0, 0), "Zero crashes; Zero rollbacks");
+        assert_eq!(p.max_high_critical_cves, 0, "DHI CVE count: 0 HIGH/CRITICAL CVEs");
+        assert_eq!(p.security_score, 12, "Security score: 12/12");
+
+        assert_eq!(c.image.max_size_mb, 58.0, "Image size verified: <=58MB");
+        assert_eq!(c.image.baseline_tag, "baseline-distroless", "Rollback procedure: ...:baseline-distroless");
+        assert_eq!((c.container.host_port, c.container.container_port), (3002, 3000), "-p 3002:3000");
+        assert_eq!(c.container.user, "65532:65532", "--user 65532:65532");
+        assert_eq!(c.container.memory_limit.bytes, 128 << 20, "limits: memory 128Mi");
+        assert_eq!(c.container.memory_request.bytes, 64 << 20, "requests: memory 64Mi");
+        assert_eq!(c.rollback.docker_target, Duration::from_secs(30), "Target: < 30 seconds");
+        assert_eq!(c.rollback.kubernetes_target, Duration::from_secs(60), "Rollback time target: < 60 seconds");
+        let cadence: Vec<(u64, u64)> = m
+            .production_cadence
+            .iter()
+            .map(|s| (s.until.as_secs() / 3600, s.interval.as_secs() / 60))
+            .collect();
+        assert_eq!(cadence, vec![(4, 5), (12, 15), (24, 30), (168, 60)],
+            "Production Monitoring: every 5 min hours 1-4, 15 min 4-12, 30 min 12-24, hourly days 2-7");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
