@@ -36,6 +36,6 @@ cat <<EOT
 
 The service runs as auth-service-staging on http://127.0.0.1:3002 (state in .dhi-stage/).
   report:     reports/day-1.md (charts: reports/day-1-*.svg)
-  roll back:  $bin rollback --to $registry/authentication-service:baseline-distroless --reason "why"
+  roll back:  $bin rollback --reason "why"   (no previous deployment: the runbook baseline)
   remove it:  docker rm -f auth-service-staging
 EOT

@@ -251,6 +251,14 @@ pub struct PreflightConfig {
 pub struct ReportConfig {
     pub dir: PathBuf,
     pub signed_by: String,
+    /// Copy the replaced container's last log lines (redacted: tokens, `password=`-style
+    /// pairs, every env-file value) into incident reports, webhooks and GitHub issues.
+    #[serde(default = "default_true")]
+    pub incident_log_excerpt: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -387,8 +395,9 @@ impl<'de> Deserialize<'de> for Cpu {
             Some(m) => m.parse::<u64>().ok(),
             None => s.parse::<f64>().ok().map(|c| (c * 1000.0) as u64),
         };
+        // At most 1024 cores: beyond that the engine's nano-CPU count overflows.
         match parsed {
-            Some(millicores) if millicores > 0 => Ok(Cpu { millicores }),
+            Some(millicores) if millicores > 0 && millicores <= 1_024_000 => Ok(Cpu { millicores }),
             _ => Err(serde::de::Error::custom(format!(
                 "{s:?} is not a CPU amount like \"500m\" or \"1\""
             ))),
@@ -504,6 +513,111 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.monitoring.interval.is_zero() {
         return err("monitoring.interval", "must be greater than 0".into());
+    }
+    // Bounds that keep every clock sum finite (a year of seconds overflows an Instant's
+    // arithmetic long before humantime refuses it).
+    let day = Duration::from_secs(86_400);
+    if c.monitoring.interval > day {
+        return err("monitoring.interval", "must be at most 1 day".into());
+    }
+    for (list, rules) in [
+        (
+            "monitoring.rollback_triggers",
+            &c.monitoring.rollback_triggers,
+        ),
+        (
+            "monitoring.immediate_triggers",
+            &c.monitoring.immediate_triggers,
+        ),
+    ] {
+        for r in rules {
+            if r.sustained_for > day * 30 {
+                return err(
+                    &format!("{list}.sustained_for"),
+                    format!(
+                        "{} is longer than 30 days (trigger {})",
+                        humantime::format_duration(r.sustained_for),
+                        r.name
+                    ),
+                );
+            }
+            if !r.threshold.is_finite() {
+                return err(
+                    &format!("{list}.threshold"),
+                    format!("trigger {} needs a finite number", r.name),
+                );
+            }
+        }
+    }
+    if c.monitoring.blind_margin > day * 30 {
+        return err("monitoring.blind_margin", "must be at most 30 days".into());
+    }
+    for s in &c.monitoring.production_cadence {
+        if s.interval.is_zero() || s.interval > day || s.until > day * 366 {
+            return err(
+                "monitoring.production_cadence",
+                "intervals must be from 1 ms to 1 day, `until` at most a year".into(),
+            );
+        }
+    }
+    for (key, d) in [
+        ("verify.startup_wait", c.verify.startup_wait),
+        ("verify.poll_interval", c.verify.poll_interval),
+        ("verify.probe_timeout", c.verify.probe_timeout),
+        ("container.stop_grace", c.container.stop_grace),
+        ("rollback.stop_grace", c.rollback.stop_grace),
+        ("preflight.timeout", c.preflight.timeout),
+    ] {
+        if d > day {
+            return err(key, "must be at most 1 day".into());
+        }
+    }
+    // The staging tag is a strftime pattern: one the formatter rejects would panic when
+    // formatted, and the result must be a valid Docker tag.
+    let items: Vec<chrono::format::Item> =
+        chrono::format::StrftimeItems::new(&c.image.staging_tag_format).collect();
+    if items
+        .iter()
+        .any(|i| matches!(i, chrono::format::Item::Error))
+    {
+        return err(
+            "image.staging_tag_format",
+            format!(
+                "{:?} is not a valid strftime pattern",
+                c.image.staging_tag_format
+            ),
+        );
+    }
+    let sample = chrono::NaiveDate::from_ymd_opt(2026, 11, 28)
+        .unwrap_or_default()
+        .format_with_items(items.into_iter())
+        .to_string();
+    let tag_ok = !sample.is_empty()
+        && sample.len() <= 128
+        && sample
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        && !sample.starts_with(['.', '-']);
+    if !tag_ok {
+        return err(
+            "image.staging_tag_format",
+            format!("{:?} gives {sample:?}, which is not a Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})", c.image.staging_tag_format),
+        );
+    }
+    if c.container.memory_limit.bytes == 0 {
+        return err(
+            "container.memory_limit",
+            "0 means unlimited to the engine; give a limit such as \"128Mi\"".into(),
+        );
+    }
+    if c.container.pids_limit <= 0 {
+        return err(
+            "container.pids_limit",
+            format!(
+                "{} means unlimited to the engine; give a limit such as 256",
+                c.container.pids_limit
+            ),
+        );
     }
     if c.verify.poll_interval.is_zero() {
         return err("verify.poll_interval", "must be greater than 0".into());
@@ -665,7 +779,15 @@ mod runbook_pins {
             .unwrap_or_else(|| panic!("no trigger named {name}"))
     }
 
-    fn pin(list: &[TriggerRule], name: &str, metric: Metric, op: Comparison, threshold: f64, window: &str, line: &str) {
+    fn pin(
+        list: &[TriggerRule],
+        name: &str,
+        metric: Metric,
+        op: Comparison,
+        threshold: f64,
+        window: &str,
+        line: &str,
+    ) {
         let r = rule(list, name);
         let w = humantime::parse_duration(window).unwrap();
         assert_eq!(
@@ -681,61 +803,213 @@ mod runbook_pins {
         let m = &c.monitoring;
         let rb = &m.rollback_triggers;
         assert_eq!(rb.len(), 6, "six per-metric rollback triggers");
-        pin(rb, "health_check_success_rate", Metric::HealthCheckSuccessRatePct, Comparison::Lt, 99.0, "1h",
-            "Rollback Trigger: < 99% success rate sustained for 1 hour");
-        pin(rb, "error_rate", Metric::ErrorRatePct, Comparison::Gt, 2.0, "5m",
-            "Rollback Trigger: > 2% error rate sustained for 5 minutes");
-        pin(rb, "p95_latency", Metric::P95LatencyMs, Comparison::Gt, 150.0, "5m",
-            "Rollback Trigger: P95 > 150ms sustained for 5 minutes");
-        pin(rb, "p99_latency", Metric::P99LatencyMs, Comparison::Gt, 500.0, "5m",
-            "Rollback Trigger: P99 > 500ms sustained for 5 minutes");
-        pin(rb, "memory", Metric::MemoryMib, Comparison::Gt, 100.0, "0s",
-            "Rollback Trigger: Memory > 100MB or continuous growth pattern");
-        pin(rb, "memory_continuous_growth", Metric::MemoryGrowth, Comparison::Gt, 0.1, "30m",
-            "Rollback Trigger: Memory > 100MB or continuous growth pattern");
+        pin(
+            rb,
+            "health_check_success_rate",
+            Metric::HealthCheckSuccessRatePct,
+            Comparison::Lt,
+            99.0,
+            "1h",
+            "Rollback Trigger: < 99% success rate sustained for 1 hour",
+        );
+        pin(
+            rb,
+            "error_rate",
+            Metric::ErrorRatePct,
+            Comparison::Gt,
+            2.0,
+            "5m",
+            "Rollback Trigger: > 2% error rate sustained for 5 minutes",
+        );
+        pin(
+            rb,
+            "p95_latency",
+            Metric::P95LatencyMs,
+            Comparison::Gt,
+            150.0,
+            "5m",
+            "Rollback Trigger: P95 > 150ms sustained for 5 minutes",
+        );
+        pin(
+            rb,
+            "p99_latency",
+            Metric::P99LatencyMs,
+            Comparison::Gt,
+            500.0,
+            "5m",
+            "Rollback Trigger: P99 > 500ms sustained for 5 minutes",
+        );
+        pin(
+            rb,
+            "memory",
+            Metric::MemoryMib,
+            Comparison::Gt,
+            100.0,
+            "0s",
+            "Rollback Trigger: Memory > 100MB or continuous growth pattern",
+        );
+        pin(
+            rb,
+            "memory_continuous_growth",
+            Metric::MemoryGrowth,
+            Comparison::Gt,
+            0.1,
+            "30m",
+            "Rollback Trigger: Memory > 100MB or continuous growth pattern",
+        );
         let im = &m.immediate_triggers;
-        assert_eq!(im.len(), 6, "Execute immediate rollback if ANY of these occur: 1-6");
-        pin(im, "health_check_failure_rate", Metric::HealthCheckFailureRatePct, Comparison::Gt, 10.0, "5m",
-            "1. Health check failure rate > 10% for 5 minutes");
-        pin(im, "error_rate", Metric::ErrorRatePct, Comparison::Gt, 2.0, "5m",
-            "2. Error rate > 2% for 5 minutes");
-        pin(im, "p99_latency", Metric::P99LatencyMs, Comparison::Gt, 500.0, "5m",
-            "3. P99 latency > 500ms for 5 minutes");
-        pin(im, "memory", Metric::MemoryMib, Comparison::Gt, 150.0, "0s",
-            "4. Memory usage > 150MB");
-        pin(im, "container_crashes", Metric::RestartsInWindow, Comparison::Gt, 3.0, "10m",
-            "5. Container crashes (restart count > 3 in 10 minutes)");
-        pin(im, "critical_cve", Metric::CriticalCves, Comparison::Gt, 0.0, "0s",
-            "6. CRITICAL CVE discovered in DHI base image");
+        assert_eq!(
+            im.len(),
+            6,
+            "Execute immediate rollback if ANY of these occur: 1-6"
+        );
+        pin(
+            im,
+            "health_check_failure_rate",
+            Metric::HealthCheckFailureRatePct,
+            Comparison::Gt,
+            10.0,
+            "5m",
+            "1. Health check failure rate > 10% for 5 minutes",
+        );
+        pin(
+            im,
+            "error_rate",
+            Metric::ErrorRatePct,
+            Comparison::Gt,
+            2.0,
+            "5m",
+            "2. Error rate > 2% for 5 minutes",
+        );
+        pin(
+            im,
+            "p99_latency",
+            Metric::P99LatencyMs,
+            Comparison::Gt,
+            500.0,
+            "5m",
+            "3. P99 latency > 500ms for 5 minutes",
+        );
+        pin(
+            im,
+            "memory",
+            Metric::MemoryMib,
+            Comparison::Gt,
+            150.0,
+            "0s",
+            "4. Memory usage > 150MB",
+        );
+        pin(
+            im,
+            "container_crashes",
+            Metric::RestartsInWindow,
+            Comparison::Gt,
+            3.0,
+            "10m",
+            "5. Container crashes (restart count > 3 in 10 minutes)",
+        );
+        pin(
+            im,
+            "critical_cve",
+            Metric::CriticalCves,
+            Comparison::Gt,
+            0.0,
+            "0s",
+            "6. CRITICAL CVE discovered in DHI base image",
+        );
 
         let t = &m.targets;
-        assert_eq!(t.health_check_success_rate_pct, 100.0, "Target: 100% health check success");
+        assert_eq!(
+            t.health_check_success_rate_pct, 100.0,
+            "Target: 100% health check success"
+        );
         assert_eq!(t.error_rate_pct, 0.01, "Target: < 0.01%");
-        assert_eq!(t.p95_latency, Duration::from_millis(100), "Target: <= 100ms");
-        assert_eq!(t.p99_latency, Duration::from_millis(200), "Target: <= 200ms");
-        assert_eq!((t.memory_min_mib, t.memory_max_mib), (50.0, 80.0), "Target: 50-80MB stable");
-        assert_eq!(m.interval, Duration::from_secs(30), "watch -n 30 'curl -s .../health'");
+        assert_eq!(
+            t.p95_latency,
+            Duration::from_millis(100),
+            "Target: <= 100ms"
+        );
+        assert_eq!(
+            t.p99_latency,
+            Duration::from_millis(200),
+            "Target: <= 200ms"
+        );
+        assert_eq!(
+            (t.memory_min_mib, t.memory_max_mib),
+            (50.0, 80.0),
+            "Target: 50-80MB stable"
+        );
+        assert_eq!(
+            m.interval,
+            Duration::from_secs(30),
+            "watch -n 30 'curl -s .../health'"
+        );
         assert_eq!(m.period_days, 7, "7-day monitoring");
 
         let p = &c.promotion;
         assert_eq!(p.days, 7, "Stability Criteria (7-day monitoring)");
-        assert_eq!(p.health_check_success_rate_pct, 100.0, "100% (zero failures in 7 days)");
+        assert_eq!(
+            p.health_check_success_rate_pct, 100.0,
+            "100% (zero failures in 7 days)"
+        );
         assert_eq!(p.error_rate_pct, 0.01, "Error rate: < 0.01%");
-        assert_eq!(p.p95_latency, Duration::from_millis(100), "P95 latency: < 100ms");
-        assert_eq!(p.p99_latency, Duration::from_millis(200), "P99 latency: < 200ms");
-        assert_eq!((p.memory_min_mib, p.memory_max_mib), (50.0, 80.0), "Memory stable: 50-80MB range");
-        assert_eq!((p.max_restarts, p.max_rollbacks), (0, 0), "Zero crashes; Zero rollbacks");
-        assert_eq!(p.max_high_critical_cves, 0, "DHI CVE count: 0 HIGH/CRITICAL CVEs");
+        assert_eq!(
+            p.p95_latency,
+            Duration::from_millis(100),
+            "P95 latency: < 100ms"
+        );
+        assert_eq!(
+            p.p99_latency,
+            Duration::from_millis(200),
+            "P99 latency: < 200ms"
+        );
+        assert_eq!(
+            (p.memory_min_mib, p.memory_max_mib),
+            (50.0, 80.0),
+            "Memory stable: 50-80MB range"
+        );
+        assert_eq!(
+            (p.max_restarts, p.max_rollbacks),
+            (0, 0),
+            "Zero crashes; Zero rollbacks"
+        );
+        assert_eq!(
+            p.max_high_critical_cves, 0,
+            "DHI CVE count: 0 HIGH/CRITICAL CVEs"
+        );
         assert_eq!(p.security_score, 12, "Security score: 12/12");
 
         assert_eq!(c.image.max_size_mb, 58.0, "Image size verified: <=58MB");
-        assert_eq!(c.image.baseline_tag, "baseline-distroless", "Rollback procedure: ...:baseline-distroless");
-        assert_eq!((c.container.host_port, c.container.container_port), (3002, 3000), "-p 3002:3000");
+        assert_eq!(
+            c.image.baseline_tag, "baseline-distroless",
+            "Rollback procedure: ...:baseline-distroless"
+        );
+        assert_eq!(
+            (c.container.host_port, c.container.container_port),
+            (3002, 3000),
+            "-p 3002:3000"
+        );
         assert_eq!(c.container.user, "65532:65532", "--user 65532:65532");
-        assert_eq!(c.container.memory_limit.bytes, 128 << 20, "limits: memory 128Mi");
-        assert_eq!(c.container.memory_request.bytes, 64 << 20, "requests: memory 64Mi");
-        assert_eq!(c.rollback.docker_target, Duration::from_secs(30), "Target: < 30 seconds");
-        assert_eq!(c.rollback.kubernetes_target, Duration::from_secs(60), "Rollback time target: < 60 seconds");
+        assert_eq!(
+            c.container.memory_limit.bytes,
+            128 << 20,
+            "limits: memory 128Mi"
+        );
+        assert_eq!(
+            c.container.memory_request.bytes,
+            64 << 20,
+            "requests: memory 64Mi"
+        );
+        assert_eq!(
+            c.rollback.docker_target,
+            Duration::from_secs(30),
+            "Target: < 30 seconds"
+        );
+        assert_eq!(
+            c.rollback.kubernetes_target,
+            Duration::from_secs(60),
+            "Rollback time target: < 60 seconds"
+        );
         let cadence: Vec<(u64, u64)> = m
             .production_cadence
             .iter()

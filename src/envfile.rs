@@ -53,12 +53,13 @@ pub fn parse(
             None => (line, None),
         };
         if key.is_empty() {
-            bail!("env file {origin}:{n}: no variable name on line '{line}'");
+            // The line is not echoed: `=hunter2` is a value without its name.
+            bail!("env file {origin}:{n}: no variable name before '=' (the line is not shown: it may hold a secret)");
         }
         if key.contains(char::is_whitespace) {
+            // Not echoed either: a pasted `Bearer ...` token lands here.
             bail!(
-                "env file {origin}:{n}: variable '{}' contains whitespaces",
-                key
+                "env file {origin}:{n}: the text before '=' contains whitespace, so it is not a variable name (not shown: it may be a secret)"
             );
         }
         match value {
@@ -131,17 +132,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse(b"A=1\nBAD KEY=2\n", "f.env", |_| None)
+        let e = parse(b"A=1\nBearer abc.def.ghi=2\n", "f.env", |_| None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("f.env:2") && e.contains("whitespaces"), "{e}");
-        let e = parse(b"=nokey\n", "f.env", |_| None)
+        assert!(e.contains("f.env:2") && e.contains("whitespace"), "{e}");
+        assert!(
+            !e.contains("abc.def"),
+            "a pasted token is never echoed: {e}"
+        );
+        let e = parse(b"=hunter2\n", "f.env", |_| None)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("f.env:1") && e.contains("no variable name"),
             "{e}"
         );
+        assert!(!e.contains("hunter2"), "a value is never echoed: {e}");
         let e = parse(b"A=\xff\n", "f.env", |_| None)
             .unwrap_err()
             .to_string();

@@ -13,6 +13,7 @@ mod monitor;
 mod notify;
 mod output;
 mod probe;
+mod redact;
 mod report;
 mod rollout;
 mod security;

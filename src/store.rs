@@ -163,11 +163,19 @@ pub struct Event {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        // The store holds deployments, events and incident detail: owner only.
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        }
         let path = dir.join("state.db");
         let mut conn = Connection::open(&path)
             .with_context(|| format!("cannot open state store {}", path.display()))?;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -188,6 +196,10 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
         }
         tx.commit()?;
+        for side in ["state.db-wal", "state.db-shm"] {
+            let _ =
+                std::fs::set_permissions(dir.join(side), std::fs::Permissions::from_mode(0o600));
+        }
         Ok(Store { conn })
     }
 
@@ -493,19 +505,20 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// CRITICAL CVEs left after VEX in the latest CVE validation of `image_ref`, if any ran.
-    pub fn critical_cves(&self, image_ref: Option<&str>) -> Result<Option<u32>> {
-        let detail: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT detail FROM validations WHERE kind='cve' AND (?1 IS NULL OR image_ref=?1) ORDER BY id DESC LIMIT 1",
-                [image_ref],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(detail
-            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-            .and_then(|v| v.pointer("/after_vex/critical").and_then(Value::as_u64))
+    /// CRITICAL CVEs left after VEX in the latest CVE validation of this image (by id, else
+    /// by reference), if any ran (None also when the scan recorded no count: unknown is not
+    /// zero).
+    pub fn critical_cves(
+        &self,
+        image_id: Option<&str>,
+        image_ref: Option<&str>,
+    ) -> Result<Option<u32>> {
+        let Some(image_ref) = image_ref else {
+            return Ok(None);
+        };
+        Ok(self
+            .latest_validation_of("cve", image_id, image_ref)?
+            .and_then(|(_, _, v)| v.pointer("/after_vex/critical").and_then(Value::as_u64))
             .map(|n| n as u32))
     }
 
@@ -579,13 +592,29 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// (image_ref, passed, detail) of the latest validation of `kind`.
-    pub fn latest_validation(&self, kind: &str) -> Result<Option<(Option<String>, bool, Value)>> {
+    /// (image_ref, passed, detail) of the latest validation of `kind` *of this image*: by
+    /// image id when both sides have one, else by reference. Evidence about another image
+    /// (an older build, a different tag) never counts for the deployed one.
+    pub fn latest_validation_of(
+        &self,
+        kind: &str,
+        image_id: Option<&str>,
+        image_ref: &str,
+    ) -> Result<Option<(Option<String>, bool, Value)>> {
         Ok(self
             .conn
-            .query_row("SELECT image_ref, passed, detail FROM validations WHERE kind=?1 ORDER BY id DESC LIMIT 1", [kind], |r| {
-                Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null)))
-            })
+            .query_row(
+                "SELECT image_ref, passed, detail FROM validations WHERE kind=?1
+                 AND ((?2 IS NOT NULL AND image_id=?2) OR image_ref=?3) ORDER BY id DESC LIMIT 1",
+                params![kind, image_id, image_ref],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+                    ))
+                },
+            )
             .optional()?)
     }
 

@@ -55,13 +55,22 @@ pub fn verdict(
         v.dedup();
         v
     };
-    let score = store.latest_validation("score")?.map(|(_, _, d)| {
-        (
-            d["score"].as_u64().unwrap_or(0) as u32,
-            d["of"].as_u64().unwrap_or(12) as u32,
-        )
-    });
-    let cve = store.latest_validation("cve")?.map(|(_, _, d)| d);
+    // Evidence about the image under test only: the validations of another image (an older
+    // build, the baseline) say nothing about the one being promoted.
+    let under_test = report::image_under_test(&store, cfg)?;
+    let (score, cve) = match &under_test {
+        None => (None, None),
+        Some((image_ref, image_id)) => (
+            store
+                .latest_validation_of("score", image_id.as_deref(), image_ref)?
+                .and_then(|(_, _, d)| {
+                    Some((d["score"].as_u64()? as u32, d["of"].as_u64()? as u32))
+                }),
+            store
+                .latest_validation_of("cve", image_id.as_deref(), image_ref)?
+                .map(|(_, _, d)| d),
+        ),
+    };
     let drills = store.events(Some("drill"))?;
     let sbom_images = store.sbom_images()?;
     let input = gate::Input {

@@ -75,8 +75,11 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         (None, false) => Cadence::Fixed(cfg.monitoring.interval),
     };
     if let Cadence::Fixed(i) = cadence {
-        if i.is_zero() {
-            return Err(failure(Code::Usage, "--interval must be greater than 0"));
+        if i.is_zero() || i > std::time::Duration::from_secs(86_400) {
+            return Err(failure(
+                Code::Usage,
+                "--interval must be greater than 0 and at most 1 day",
+            ));
         }
     }
     let plan = Plan {
@@ -102,6 +105,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         },
         role: Some(role.as_str().to_string()),
         image_ref: active.as_ref().map(|d| d.image_ref.clone()),
+        image_id: active.as_ref().and_then(|d| d.image_id.clone()),
     };
 
     let cancel = CancellationToken::new();

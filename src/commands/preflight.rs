@@ -167,9 +167,13 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
             Ok((code, _)) => items.push(item(
                 "Kong API Gateway",
                 "pass",
-                format!("{url} answered HTTP {code}"),
+                format!("{} answered HTTP {code}", redact_url(&url)),
             )),
-            Err(e) => items.push(item("Kong API Gateway", "fail", format!("{url}: {e}"))),
+            Err(e) => items.push(item(
+                "Kong API Gateway",
+                "fail",
+                format!("{}: {e}", redact_url(&url)),
+            )),
         },
     }
     match var(&pf.redis_url_var) {
@@ -212,7 +216,7 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
             Err(e) => items.push(item(
                 "OpenTelemetry collector",
                 "fail",
-                format!("{url}: {e}"),
+                format!("{}: {e}", redact_url(&url)),
             )),
         },
     }
@@ -415,8 +419,5 @@ fn host_port(url: &str, default_port: u16) -> Result<String, String> {
 
 /// URLs can carry passwords (`redis://:secret@host`): never print them.
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+    crate::redact::urls(url)
 }

@@ -272,11 +272,17 @@ async fn restore_to(
         .unwrap_or_default();
     // The replaced container's last words, before it is removed.
     let log_excerpt = match &swap.old {
-        Some(old) => engine
-            .logs_since(&old.id, chrono::Utc::now().timestamp() - 600, 30)
-            .await
-            .unwrap_or_default(),
-        None => Vec::new(),
+        Some(old) if cfg.report.incident_log_excerpt => {
+            let known: Vec<String> = spec.env.iter().map(|e| e.value.clone()).collect();
+            engine
+                .logs_since(&old.id, chrono::Utc::now().timestamp() - 600, 30)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|l| crate::redact::log_line(l, &known))
+                .collect()
+        }
+        _ => Vec::new(),
     };
     let before = before_summary(store, cfg, from.as_ref().map(|f| f.id))?;
     let trigger = store

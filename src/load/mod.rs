@@ -255,12 +255,20 @@ fn open_model(
     let (client, routes, base) = (client.clone(), plan.routes.clone(), plan.base_url.clone());
     // In-flight cap: beyond it a request is counted as dropped (k6's dropped_iterations).
     let slots = Arc::new(Semaphore::new((plan.vus.max(1) as usize * 50).max(100)));
-    let every = Duration::from_secs_f64(1.0 / rate);
+    // A rate so small that one request a year would overflow a Duration is refused, not a panic.
+    let every = Duration::try_from_secs_f64(1.0 / rate)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(86_400) && *d >= Duration::from_micros(1))
+        .ok_or_else(|| {
+            anyhow!("--rate {rate} is outside one request a day to a million a second")
+        })?;
     Ok(vec![tokio::spawn(async move {
         let mut k: u32 = 0;
         loop {
-            let scheduled = started + every * k;
-            if scheduled >= end {
+            let Some(scheduled) = every.checked_mul(k).map(|d| started + d) else {
+                return;
+            };
+            if scheduled >= end || k == u32::MAX {
                 return;
             }
             tokio::time::sleep_until(scheduled).await;

@@ -144,7 +144,8 @@ pub async fn run(
         let since = sample.ts_ms - lookback.as_millis() as i64;
         let mut history = store.samples_as_taken(&sample.target, since, sampler.deployment_id)?;
         let clock = judge_clock(&mut history, sample.ts_ms);
-        let cves = store.critical_cves(sampler.image_ref.as_deref())?;
+        let cves =
+            store.critical_cves(sampler.image_id.as_deref(), sampler.image_ref.as_deref())?;
         let results = evaluate_all(cfg, &history, sample.ts_ms, cves);
         let margin = plan.blind_margin.max(interval * 2);
         let blind = blindness(store, sampler, &results, cfg, sample.ts_ms, margin)?;

@@ -94,6 +94,7 @@ pub struct Sampler<'a> {
     pub role: Option<String>,
     /// The deployed image, whose recorded CVE scan feeds the CRITICAL CVE trigger.
     pub image_ref: Option<String>,
+    pub image_id: Option<String>,
 }
 
 /// A scrape larger than this is refused as a whole (a cut exposition would read as a

@@ -64,7 +64,8 @@ fn describe(e: reqwest::Error) -> String {
             s = format!("{s}: {inner}");
             src = inner.source();
         }
-        s
+        // reqwest names the URL in its errors: no userinfo or secret query value may follow.
+        crate::redact::urls(&s)
     }
 }
 

@@ -193,18 +193,26 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
             "Security",
             "DHI CVE count: 0 HIGH/CRITICAL CVEs",
             false,
-            "no CVE scan recorded (dhi-stage validate --osv-db/--scan-report)".into(),
+            "no CVE scan of the image under test recorded (dhi-stage validate --osv-db/--scan-report)".into(),
         )),
-        Some(v) => {
-            let hc = v["after_vex"]["critical"].as_u64().unwrap_or(0)
-                + v["after_vex"]["high"].as_u64().unwrap_or(0);
-            out.push(c(
+        Some(v) => match (
+            v["after_vex"]["critical"].as_u64(),
+            v["after_vex"]["high"].as_u64(),
+        ) {
+            // A scan that recorded no counts is not a scan that found nothing.
+            (Some(cr), Some(hi)) => out.push(c(
                 "Security",
                 "DHI CVE count: 0 HIGH/CRITICAL CVEs",
-                hc as u32 <= p.max_high_critical_cves,
-                format!("{hc} HIGH/CRITICAL after VEX (latest scan)"),
-            ));
-        }
+                (cr + hi) as u32 <= p.max_high_critical_cves,
+                format!("{} HIGH/CRITICAL after VEX (latest scan of the image under test)", cr + hi),
+            )),
+            _ => out.push(c(
+                "Security",
+                "DHI CVE count: 0 HIGH/CRITICAL CVEs",
+                false,
+                "the latest CVE scan of the image under test recorded no HIGH/CRITICAL counts (after_vex.high/critical missing): re-run validate".into(),
+            )),
+        },
     }
     out.push(match i.score {
         None => c(

@@ -64,6 +64,29 @@ pub struct DayMetrics {
     pub restarts: Option<i64>,
 }
 
+/// The image whose validation period this is: (reference, image id) of the candidate that
+/// is active, or that the baseline replaced.
+pub fn image_under_test(store: &Store, cfg: &Config) -> Result<Option<(String, Option<String>)>> {
+    let deployments: Vec<_> = store
+        .deployments()?
+        .into_iter()
+        .filter(|d| d.container_name == cfg.container.name)
+        .collect();
+    let period = crate::monitor::period::current(
+        &deployments,
+        |r| crate::monitor::period::is_baseline(r, &cfg.baseline_ref(), &cfg.image.baseline_tag),
+        Utc::now(),
+    );
+    Ok(period.image.map(|image| {
+        let id = deployments
+            .iter()
+            .rev()
+            .find(|d| d.image_ref == image)
+            .and_then(|d| d.image_id.clone());
+        (image, id)
+    }))
+}
+
 /// Reads day `day` from the store: samples labelled with it, its test results, the latest
 /// validations, and the events between its first sample and the next day's first sample.
 pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
@@ -93,13 +116,6 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             ));
         }
     }
-    let score = store.latest_validation("score")?.map(|(_, _, d)| {
-        (
-            d["score"].as_u64().unwrap_or(0) as u32,
-            d["of"].as_u64().unwrap_or(12) as u32,
-        )
-    });
-    let cve = store.latest_validation("cve")?.map(|(_, _, d)| d);
     let image = samples
         .last()
         .and_then(|s| s.deployment_id)
@@ -112,6 +128,25 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
                 .flatten()
                 .map(|d| d.image_ref)
         });
+    // The day's evidence is about the image the day's samples watched, never another's.
+    let image_id = samples
+        .last()
+        .and_then(|s| s.deployment_id)
+        .and_then(|id| store.deployment(id).ok().flatten())
+        .and_then(|d| d.image_id);
+    let (score, cve) = match &image {
+        None => (None, None),
+        Some(r) => (
+            store
+                .latest_validation_of("score", image_id.as_deref(), r)?
+                .and_then(|(_, _, d)| {
+                    Some((d["score"].as_u64()? as u32, d["of"].as_u64()? as u32))
+                }),
+            store
+                .latest_validation_of("cve", image_id.as_deref(), r)?
+                .map(|(_, _, d)| d),
+        ),
+    };
     Ok(DayData {
         day,
         period_days: cfg.monitoring.period_days,

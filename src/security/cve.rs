@@ -169,15 +169,25 @@ fn in_range(eco: Ecosystem, version: &str, events: &[Value]) -> (bool, Option<St
                 .and_then(|(k, v)| Some((k.as_str(), v.as_str()?)))
         })
         .collect();
-    evs.sort_by(|a, b| {
-        if a.1 == "0" {
-            std::cmp::Ordering::Less
-        } else if b.1 == "0" {
-            std::cmp::Ordering::Greater
-        } else {
-            eco.compare(a.1, b.1)
+    // "0" (the beginning of time) first, then by the ecosystem's order. An insertion sort:
+    // a feed's odd version strings must not be able to make the standard sort panic (it may
+    // on Rust >= 1.81 when a comparison is not a total order).
+    let key_cmp = |a: &(&str, &str), b: &(&str, &str)| {
+        (a.1 != "0").cmp(&(b.1 != "0")).then_with(|| {
+            if a.1 == "0" {
+                std::cmp::Ordering::Equal
+            } else {
+                eco.compare(a.1, b.1)
+            }
+        })
+    };
+    for i in 1..evs.len() {
+        let mut j = i;
+        while j > 0 && key_cmp(&evs[j - 1], &evs[j]) == std::cmp::Ordering::Greater {
+            evs.swap(j - 1, j);
+            j -= 1;
         }
-    });
+    }
     for (kind, v) in evs {
         match kind {
             "introduced" if v == "0" || eco.compare(version, v).is_ge() => affected = true,
@@ -318,6 +328,15 @@ pub fn import_report(text: &str, origin: &str) -> Result<Vec<Finding>> {
 
 // ---- OpenVEX ----
 
+/// The justifications OpenVEX v0.2.0 defines for `not_affected`.
+const JUSTIFICATIONS: &[&str] = &[
+    "component_not_present",
+    "vulnerable_code_not_present",
+    "vulnerable_code_not_in_execute_path",
+    "vulnerable_code_cannot_be_controlled_by_adversary",
+    "inline_mitigations_already_exist",
+];
+
 fn strip_purl(p: &str) -> &str {
     p.split(['?', '#']).next().unwrap_or(p)
 }
@@ -362,27 +381,49 @@ pub fn apply_vex(
                     }
                 }
             }
+            // OpenVEX v0.2.0: a statement names its products; one without would otherwise
+            // suppress its vulnerability in every package of every image.
+            if product_ids.is_empty() {
+                warnings.push(format!(
+                    "{origin} statement {}: {vuln} names no products; ignored",
+                    n + 1
+                ));
+                continue;
+            }
             let suppresses = match status {
                 "fixed" => true,
                 "not_affected" => {
-                    let ok =
-                        s.get("justification").is_some() || s.get("impact_statement").is_some();
-                    if !ok {
-                        warnings.push(format!("{origin} statement {}: not_affected for {vuln} has no justification or impact_statement; ignored", n + 1));
+                    let justified = s["justification"]
+                        .as_str()
+                        .is_some_and(|j| JUSTIFICATIONS.contains(&j));
+                    let impact = s["impact_statement"]
+                        .as_str()
+                        .is_some_and(|t| !t.trim().is_empty());
+                    if !(justified || impact) {
+                        warnings.push(format!("{origin} statement {}: not_affected for {vuln} has no valid justification (one of {}) or impact_statement; ignored", n + 1, JUSTIFICATIONS.join(", ")));
                     }
-                    ok
+                    justified || impact
                 }
                 _ => false,
             };
             for f in findings.iter_mut() {
-                let names_it = f.id == vuln || f.aliases.iter().any(|a| a == vuln);
-                let product_matches = product_ids.is_empty()
-                    || product_ids.iter().any(|p| {
-                        f.purl
-                            .as_deref()
-                            .is_some_and(|fp| strip_purl(fp) == strip_purl(p))
-                            || image_ids.iter().any(|i| i == p || p.ends_with(i.as_str()))
-                    });
+                let names_it =
+                    !vuln.is_empty() && (f.id == vuln || f.aliases.iter().any(|a| a == vuln));
+                // Exact matches only: the package's purl (qualifiers aside), or the image by
+                // its id/digest, or an OCI purl whose version is the image's digest.
+                let product_matches = product_ids.iter().any(|p| {
+                    f.purl
+                        .as_deref()
+                        .is_some_and(|fp| strip_purl(fp) == strip_purl(p))
+                        || image_ids.iter().filter(|i| !i.is_empty()).any(|i| {
+                            i == p
+                                || (p.starts_with("pkg:oci/")
+                                    && strip_purl(p)
+                                        .rsplit_once('@')
+                                        .map(|(_, v)| v.replace("%3A", ":").replace("%3a", ":"))
+                                        == Some(i.clone()))
+                        })
+                });
                 if !(names_it && product_matches) {
                     continue;
                 }
@@ -484,5 +525,76 @@ mod tests {
         let (n, _) = apply_vex(&mut f, &[("v.json".into(), doc)], &[]).unwrap();
         assert_eq!(n, 1);
         assert!(f[0].suppressed_by.is_some() && f[1..].iter().all(|x| x.suppressed_by.is_none()));
+    }
+
+    #[test]
+    fn vex_cannot_be_fooled() {
+        let mk = |id: &str| Finding {
+            id: id.into(),
+            aliases: vec![],
+            package: "p".into(),
+            version: "1".into(),
+            purl: Some("pkg:npm/p@1".into()),
+            severity: "CRITICAL".into(),
+            fixed_in: None,
+            suppressed_by: None,
+        };
+        let digest = "sha256:aaaa".to_string();
+        let cases = [
+            (
+                "no products",
+                json!({"vulnerability": {"name": "CVE-1"}, "status": "fixed"}),
+                &[][..],
+                false,
+            ),
+            (
+                "justification null",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:npm/p@1"}], "status": "not_affected", "justification": null}),
+                &[][..],
+                false,
+            ),
+            (
+                "made-up justification",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:npm/p@1"}], "status": "not_affected", "justification": "trust me"}),
+                &[][..],
+                false,
+            ),
+            (
+                "empty image id",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:oci/auth@sha256:bbbb"}], "status": "fixed"}),
+                &[String::new()][..],
+                false,
+            ),
+            (
+                "another image",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:oci/auth@sha256%3Abbbb"}], "status": "fixed"}),
+                std::slice::from_ref(&digest),
+                false,
+            ),
+            (
+                "this image by digest",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:oci/auth@sha256%3Aaaaa?repository_url=r"}], "status": "fixed"}),
+                std::slice::from_ref(&digest),
+                true,
+            ),
+            (
+                "impact statement",
+                json!({"vulnerability": {"name": "CVE-1"}, "products": [{"@id": "pkg:npm/p@1"}], "status": "not_affected", "impact_statement": "the parser is not reachable"}),
+                &[][..],
+                true,
+            ),
+        ];
+        for (name, st, ids, suppressed) in cases {
+            let mut f = vec![mk("CVE-1")];
+            let doc = json!({"@context": "https://openvex.dev/ns/v0.2.0", "statements": [st]});
+            let (n, warnings) = apply_vex(&mut f, &[("v.json".into(), doc)], ids).unwrap();
+            assert_eq!(n == 1, suppressed, "{name}: {warnings:?}");
+            if !suppressed && name != "another image" && name != "empty image id" {
+                assert!(
+                    !warnings.is_empty(),
+                    "{name}: the ignored statement is reported"
+                );
+            }
+        }
     }
 }

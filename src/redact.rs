@@ -1,0 +1,186 @@
+//! Keeping secrets out of everything the tool prints, stores or sends: URLs lose their
+//! userinfo and secret-looking query values, and copied log lines lose bearer tokens,
+//! `password=`-style pairs and any value the env file holds. Pure string functions, so every
+//! layer can use them and a test can prove them.
+
+/// Query keys whose values are credentials (case-insensitive, matched as substrings).
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "sig",
+    "auth",
+    "credential",
+    "session",
+];
+
+const MASK: &str = "***";
+
+/// `scheme://user:pass@host/path?token=x&q=1` -> `scheme://***@host/path?token=***&q=1`.
+/// Works on any text that contains URLs (an error message naming one).
+pub fn urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        // The scheme: letters right before "://".
+        let scheme_start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        out.push_str(&rest[..scheme_start]);
+        let after = &rest[i + 3..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || "\"'<>()[]{}`,".contains(c))
+            .unwrap_or(after.len());
+        out.push_str(&rest[scheme_start..i + 3]);
+        out.push_str(&one_url(&after[..end]));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The part of a URL after `scheme://`.
+fn one_url(u: &str) -> String {
+    let (authority_end, _) = u
+        .char_indices()
+        .find(|(_, c)| "/?#".contains(*c))
+        .unwrap_or((u.len(), ' '));
+    let (authority, tail) = u.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("{MASK}@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        None => tail.to_string(),
+        Some((path, query)) => {
+            let (query, frag) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let q: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_secret_key(k) => format!("{k}={MASK}"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!(
+                "{path}?{}{}",
+                q.join("&"),
+                frag.map(|f| format!("#{f}")).unwrap_or_default()
+            )
+        }
+    };
+    format!("{authority}{tail}")
+}
+
+fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    SECRET_KEYS.iter().any(|s| k.contains(s))
+}
+
+/// A log line as it may be copied into an incident, a webhook or an issue: URLs redacted,
+/// `Bearer <token>`, `key=value`/`key: value` pairs with secret-looking keys, and every
+/// `known` secret (env-file values of 4+ characters) masked.
+pub fn log_line(line: &str, known: &[String]) -> String {
+    let mut s = urls(line);
+    for secret in known.iter().filter(|v| v.len() >= 4) {
+        if s.contains(secret.as_str()) {
+            s = s.replace(secret.as_str(), MASK);
+        }
+    }
+    // Bearer / Basic tokens.
+    for scheme in ["Bearer ", "bearer ", "BEARER ", "Basic ", "basic "] {
+        let mut from = 0;
+        while let Some(i) = s[from..].find(scheme) {
+            let start = from + i + scheme.len();
+            let end = s[start..]
+                .find(|c: char| c.is_whitespace() || "\"',;".contains(c))
+                .map(|e| start + e)
+                .unwrap_or(s.len());
+            if end > start {
+                s.replace_range(start..end, MASK);
+            }
+            from = start + MASK.len().min(s.len() - start);
+        }
+    }
+    // key=value and key: value with a secret-looking key.
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find(['=', ':']) {
+        // A JSON key ends in a quote: `"token": "x"`.
+        let key_end = rest[..i].trim_end_matches(['"', '\'']).len();
+        let key_start = rest[..key_end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        let key = &rest[key_start..key_end];
+        out.push_str(&rest[..=i]);
+        let mut after = &rest[i + 1..];
+        if !key.is_empty() && is_secret_key(key) {
+            let lead = after.len() - after.trim_start_matches([' ', '"', '\'']).len();
+            out.push_str(&after[..lead]);
+            after = &after[lead..];
+            let end = after
+                .find(|c: char| c.is_whitespace() || "\"',;&".contains(c))
+                .unwrap_or(after.len());
+            if end > 0 {
+                out.push_str(MASK);
+            }
+            after = &after[end..];
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_userinfo_and_secret_query_values() {
+        assert_eq!(
+            urls("error sending request for url (http://kong:hunter2@127.0.0.1:8001/status?x=1&api_key=abc#f)"),
+            "error sending request for url (http://***@127.0.0.1:8001/status?x=1&api_key=***#f)"
+        );
+        assert_eq!(
+            urls("https://hooks.example/services/T0?token=s3cr3t and redis://:pw@h:6379"),
+            "https://hooks.example/services/T0?token=*** and redis://***@h:6379"
+        );
+        assert_eq!(urls("no url here: a=b"), "no url here: a=b");
+    }
+
+    #[test]
+    fn log_lines_lose_tokens_pairs_and_known_values() {
+        let known = vec!["canary-7f3a".to_string(), "ab".to_string()];
+        let got = log_line(
+            "error: auth failed for Authorization: Bearer eyJhbGciOi.x.y password=hunter2 body={\"token\": \"t0k\"} value canary-7f3a ab",
+            &known,
+        );
+        assert!(!got.contains("eyJhbGciOi"), "{got}");
+        assert!(!got.contains("hunter2"), "{got}");
+        assert!(!got.contains("t0k"), "{got}");
+        assert!(!got.contains("canary-7f3a"), "{got}");
+        assert!(
+            got.contains("ab"),
+            "short values are not masked everywhere: {got}"
+        );
+        assert!(got.starts_with("error: auth failed"), "{got}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn redaction_never_panics_and_removes_known_secrets(line in "\\\\PC{0,200}", secret in "[a-z0-9]{6,12}") {
+            let with = format!("{line} {secret}");
+            let out = log_line(&with, std::slice::from_ref(&secret));
+            proptest::prop_assert!(!out.contains(&secret));
+            let _ = urls(&line);
+        }
+    }
+}
