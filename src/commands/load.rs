@@ -85,6 +85,16 @@ async fn run_plan(ctx: &Ctx, a: &LoadArgs) -> Result<Report> {
         .map(|r| load::parse_route(r))
         .collect::<Result<Vec<_>>>()
         .map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
+    // The open model's period is 1/rate: outside a request a day to a million a second it
+    // cannot be scheduled (and NaN or infinity is no rate at all).
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && (1.0 / 86_400.0..=1_000_000.0).contains(&r)) {
+            return Err(failure(
+                Code::Usage,
+                format!("--rate {r:e} must be from 0.0000116 (one request a day) to 1000000 requests per second"),
+            ));
+        }
+    }
     let plan = Plan {
         profile: a.profile.clone(),
         base_url: cfg.verify.base_url.clone(),

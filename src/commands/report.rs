@@ -107,21 +107,20 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
 /// (passed, failed, skipped) test cases of a JUnit XML file; a failure or error inside a
 /// testcase fails it.
 pub fn junit_counts(xml: &str) -> Result<(u32, u32, u32), String> {
-    if !xml.contains("<testsuite") && !xml.contains("<testcase") {
-        return Err("not a JUnit XML report (no <testsuite> or <testcase>)".into());
+    // A real XML parser: a truncated or hand-edited report is refused, not half-counted.
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not well-formed XML: {e}"))?;
+    let root = doc.root_element().tag_name().name();
+    if root != "testsuites" && root != "testsuite" {
+        return Err(format!(
+            "not a JUnit XML report (root element <{root}>, expected <testsuites> or <testsuite>)"
+        ));
     }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for case in xml.split("<testcase").skip(1) {
-        // The case's own content: up to its end tag, or nothing when it closes itself.
-        let head_end = case.find('>').unwrap_or(case.len());
-        let body = if case[..head_end].ends_with('/') {
-            ""
-        } else {
-            &case[..case.find("</testcase>").unwrap_or(case.len())]
-        };
-        if body.contains("<failure") || body.contains("<error") {
+    for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
+        let child = |name: &str| case.children().any(|c| c.has_tag_name(name));
+        if child("failure") || child("error") {
             failed += 1;
-        } else if body.contains("<skipped") {
+        } else if child("skipped") {
             skipped += 1;
         } else {
             passed += 1;

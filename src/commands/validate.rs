@@ -34,6 +34,15 @@ pub async fn run(ctx: Ctx, a: ValidateArgs) -> Result<Outcome> {
         .iter()
         .map(|p| read_json(p).map(|v| (p.display().to_string(), v)))
         .collect::<Result<Vec<_>>>()?;
+    for (origin, doc) in &vex_docs {
+        let ctx = doc["@context"].as_str().unwrap_or("");
+        if !ctx.starts_with("https://openvex.dev/ns") {
+            return Err(failure(
+                Code::Usage,
+                format!("{origin} is not an OpenVEX document (@context {ctx:?})"),
+            ));
+        }
+    }
     let prov_input = match (&a.provenance, &a.key) {
         (Some(p), Some(k)) => Some((read_text(p)?, read_text(k)?)),
         _ => None,

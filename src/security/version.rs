@@ -269,4 +269,21 @@ mod tests {
             assert_eq!(semver_cmp(a, b), o, "{a} vs {b}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Every ecosystem's order is a total order on arbitrary strings (what sorting
+        /// needs): reflexive, antisymmetric and transitive.
+        #[test]
+        fn orders_are_total(a in "[0-9a-z.:~+_-]{0,10}", b in "[0-9a-z.:~+_-]{0,10}", c in "[0-9a-z.:~+_-]{0,10}") {
+            for eco in [Ecosystem::Debian, Ecosystem::Alpine, Ecosystem::Npm] {
+                proptest::prop_assert_eq!(eco.compare(&a, &a), Ordering::Equal, "{:?} reflexive on {}", eco, a);
+                proptest::prop_assert_eq!(eco.compare(&a, &b), eco.compare(&b, &a).reverse(), "{:?} antisymmetric on {} {}", eco, a, b);
+                let (ab, bc, ac) = (eco.compare(&a, &b), eco.compare(&b, &c), eco.compare(&a, &c));
+                if ab != Ordering::Greater && bc != Ordering::Greater {
+                    proptest::prop_assert_ne!(ac, Ordering::Greater, "{:?} transitive on {} <= {} <= {}", eco, a, b, c);
+                }
+            }
+        }
+    }
 }
