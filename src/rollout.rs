@@ -151,6 +151,204 @@ pub struct Swap {
     pub old: Option<SetAside>,
 }
 
+/// What reconciling the engine with the store found and did before a deploy or rollback.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reconciled {
+    pub actions: Vec<String>,
+    /// An interrupted deployment that was undone (its container removed, the last verified
+    /// one serving again): a `rollback` stops there instead of going one step further back.
+    pub undone: Option<i64>,
+}
+
+/// Under the state lock, before any change: resolves what an interrupted deploy or rollback
+/// (kill -9, power loss) left behind, so the last verified container is never deleted and the
+/// store agrees with the engine. The store's truth: the active deployment's container is the
+/// last verified one; a deployment left `starting` was interrupted, and it passed
+/// verification only if `healthy_at` was recorded (which happens before the old container
+/// is removed).
+pub async fn reconcile(
+    engine: &Engine,
+    store: &mut crate::store::Store,
+    name: &str,
+    restart_policy: &str,
+) -> Result<Reconciled> {
+    let mut r = Reconciled::default();
+    let deployments: Vec<_> = store
+        .deployments()?
+        .into_iter()
+        .filter(|d| d.container_name == name)
+        .collect();
+    let active = deployments
+        .iter()
+        .rev()
+        .find(|d| d.status == "active")
+        .cloned();
+    let starting: Vec<_> = deployments
+        .iter()
+        .filter(|d| d.status == "starting")
+        .cloned()
+        .collect();
+    let named = engine.find_container(name).await?;
+    let aside = engine.find_container(&aside_name(name)).await?;
+    let named_id = named.as_ref().and_then(|c| c.id.clone());
+    // The interrupted attempt whose container now holds the name and had been verified.
+    let verified_new = starting
+        .iter()
+        .rev()
+        .find(|s| s.healthy_at.is_some() && s.container_id.is_some() && s.container_id == named_id);
+    if let Some(s) = verified_new {
+        // It passed verification; only the bookkeeping after it was cut: finish it.
+        if let Some(a) = &aside {
+            engine
+                .remove_container(a.id.as_deref().unwrap_or_default())
+                .await?;
+            r.actions.push(format!(
+                "removed the container deployment #{} had replaced (left aside)",
+                s.id
+            ));
+        }
+        store.finish_deployment(s.id, "active", None)?;
+        r.actions.push(format!(
+            "completed interrupted deployment #{} ({}): it had passed verification",
+            s.id, s.image_ref
+        ));
+    } else if let Some(a) = &aside {
+        let aside_id = a.id.clone().unwrap_or_default();
+        let aside_is_last_good = named.is_none()
+            || active.as_ref().and_then(|d| d.container_id.as_deref()) == Some(aside_id.as_str());
+        if aside_is_last_good {
+            if let Some(id) = named_id.as_deref().filter(|id| *id != aside_id) {
+                engine.remove_container(id).await?;
+                r.actions.push(format!(
+                    "removed unverified container {} of an interrupted run",
+                    &id[..12.min(id.len())]
+                ));
+            }
+            engine.rename_container(&aside_id, name).await?;
+            engine.set_restart_policy(name, restart_policy).await?;
+            if !engine.is_running(name).await? {
+                engine.start_container(name).await?;
+            }
+            r.actions.push(format!(
+                "put back the last verified container {} ({})",
+                &aside_id[..12.min(aside_id.len())],
+                active.as_ref().map(|d| d.image_ref.as_str()).unwrap_or("?")
+            ));
+            if let Some(act) = &active {
+                // The put-back container is the active deployment's, as the store says.
+                store.set_container(act.id, &aside_id)?;
+            }
+        } else {
+            engine.remove_container(&aside_id).await?;
+            r.actions.push(format!(
+                "removed stale container {} left aside beside the active one",
+                &aside_id[..12.min(aside_id.len())]
+            ));
+        }
+    }
+    for s in &starting {
+        if verified_new.is_some_and(|v| v.id == s.id) {
+            continue;
+        }
+        // Its container, if it got one, is gone or was just removed.
+        if s.container_id.is_some() && s.container_id == named_id && aside.is_none() {
+            // No previous container to go back to (a first deployment): an unverified
+            // container does not serve.
+            engine
+                .remove_container(named_id.as_deref().unwrap_or_default())
+                .await?;
+            r.actions.push(format!(
+                "removed unverified container of interrupted deployment #{}",
+                s.id
+            ));
+        }
+        store.finish_deployment(
+            s.id,
+            "failed",
+            Some(&json!({"interrupted": true, "reconciled_at": crate::store::now()})),
+        )?;
+        store.event(
+            "reconcile",
+            Some(s.id),
+            &json!({"deployment": s.id, "image": s.image_ref, "undone": true}),
+        )?;
+        r.undone = Some(r.undone.map_or(s.id, |u: i64| u.max(s.id)));
+    }
+    if !r.actions.is_empty() {
+        tracing::warn!(actions = ?r.actions, "reconciled what an interrupted run left");
+    }
+    Ok(r)
+}
+
+/// SIGINT/SIGTERM during a deploy or rollback: the handler replaces the default action, so
+/// the process is never cut mid-swap; the swap in progress is finished or undone, and the
+/// caller sees `interrupted()`.
+pub struct Interrupt {
+    token: tokio_util::sync::CancellationToken,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Interrupt {
+    pub fn install() -> Interrupt {
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut int =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                _ = recv(term.as_mut()) => {}
+                _ = recv(int.as_mut()) => {}
+            }
+            t.cancel();
+        });
+        Interrupt { token, watcher }
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Waits for health unless a signal comes first (then: not healthy, "interrupted").
+    pub async fn wait_healthy(
+        &self,
+        engine: &Engine,
+        client: &reqwest::Client,
+        container: &str,
+        url: &str,
+        limit: Duration,
+        poll: Duration,
+    ) -> WaitResult {
+        let started = Instant::now();
+        tokio::select! {
+            w = wait_healthy(engine, client, container, url, limit, poll) => w,
+            _ = self.token.cancelled() => WaitResult {
+                healthy: false,
+                elapsed_ms: started.elapsed().as_millis(),
+                probes: 0,
+                last: None,
+                reason: Some("interrupted by SIGINT/SIGTERM: the previous container is put back".into()),
+            },
+        }
+    }
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
 pub fn aside_name(name: &str) -> String {
     format!("{name}.previous")
 }
@@ -160,20 +358,12 @@ pub fn aside_name(name: &str) -> String {
 pub async fn swap(engine: &Engine, spec: &DeploySpec, grace: Duration) -> Result<Swap> {
     let name = spec.name.clone();
     let aside = aside_name(&name);
-    // An earlier run interrupted mid-swap can leave the old container set aside. With nothing
-    // under the name, it is what served last: put it back. Beside a container, it is stale.
+    // What an interrupted run left aside was resolved by `reconcile` under the same lock; a
+    // container still there now is not ours to delete.
     if engine.find_container(&aside).await?.is_some() {
-        if engine.find_container(&name).await?.is_none() {
-            tracing::warn!(container = %aside, "restoring a container an interrupted run left aside");
-            engine.rename_container(&aside, &name).await?;
-            engine.set_restart_policy(&name, &spec.restart).await?;
-            if !engine.is_running(&name).await? {
-                engine.start_container(&name).await?;
-            }
-        } else {
-            tracing::warn!(container = %aside, "removing a container an interrupted run left aside");
-            engine.remove_container(&aside).await?;
-        }
+        anyhow::bail!(
+            "{aside} exists: a previous run was interrupted and not reconciled; run `dhi-stage status` and remove or rename it by hand"
+        );
     }
     let old = engine.find_container(&name).await?;
     if let Some(old) = old {

@@ -46,11 +46,20 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
         tracing::warn!(gaps = ?gaps, "deploying WITHOUT the runbook's hardening (--allow-insecure)");
     }
 
+    // From here a signal cannot cut the process mid-swap: the swap is finished or undone.
+    let interrupt = rollout::Interrupt::install();
     let _lock = StateLock::acquire(&ctx.state_dir, "deploy", ctx.lock_wait)?;
     let engine = Engine::connect().await?;
     let progress = ctx.progress();
     let inspected = engine.ensure_image(&image, &progress).await?;
     let mut store = ctx.store()?;
+    let reconciled = rollout::reconcile(&engine, &mut store, &spec.name, &spec.restart).await?;
+    if interrupt.interrupted() {
+        return Err(failure(
+            Code::Operational,
+            "interrupted by SIGINT/SIGTERM before anything was changed",
+        ));
+    }
     let previous = store.active_deployment(&spec.name)?;
     let digest = crate::engine::repo_digest(&inspected);
     let id = store.insert_deployment(&NewDeployment {
@@ -81,28 +90,40 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     store.set_container(id, &swap.new_id)?;
     let client = crate::probe::health::client(cfg.verify.probe_timeout);
     let limit = a.wait.unwrap_or(cfg.verify.startup_wait);
-    let wait = rollout::wait_healthy(
-        &engine,
-        &client,
-        &swap.new_id,
-        &cfg.health_url(),
-        limit,
-        cfg.verify.poll_interval,
-    )
-    .await;
+    let wait = interrupt
+        .wait_healthy(
+            &engine,
+            &client,
+            &swap.new_id,
+            &cfg.health_url(),
+            limit,
+            cfg.verify.poll_interval,
+        )
+        .await;
     let to_healthy = started.elapsed();
     progress.finish();
 
-    let checks = if wait.healthy {
-        rollout::verify(&engine, cfg, &spec, wait.last.as_ref()).await?
+    // After the swap every failure takes the restore path, a failed check as much as an
+    // engine error while checking.
+    let (checks, verify_error) = if wait.healthy {
+        match rollout::verify(&engine, cfg, &spec, wait.last.as_ref()).await {
+            Ok(c) => (c, None),
+            Err(e) => (
+                Vec::new(),
+                Some(format!("verification could not run: {e:#}")),
+            ),
+        }
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
-    let verified = wait.healthy && checks_pass(&checks);
+    let verified = wait.healthy && verify_error.is_none() && checks_pass(&checks);
     let verification = json!({"wait": wait, "checks": checks_json(&checks)});
     store.event("verify", Some(id), &json!({"passed": verified, "checks": checks_json(&checks), "healthy": wait.healthy, "reason": wait.reason}))?;
 
     let mut text = format!("deploy {image} as {}\n", spec.name);
+    for a in &reconciled.actions {
+        text += &format!("  reconciled: {a}\n");
+    }
     if let Some(old) = &swap.old {
         text += &format!(
             "  previous container {} ({}) set aside, stopped in {}ms{}\n",
@@ -117,11 +138,12 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
         );
     }
     if verified {
-        rollout::commit(&engine, &swap).await?;
-        if let Some(h) = &wait.last {
-            if h.healthy {
-                store.mark_healthy(id, chrono::Utc::now())?;
-            }
+        // Recorded before the old container goes: a run killed between the two is finished
+        // by the next one's reconcile instead of undone.
+        store.mark_healthy(id, chrono::Utc::now())?;
+        if let Err(e) = rollout::commit(&engine, &swap).await {
+            tracing::warn!("the previous container could not be removed: {e:#}");
+            text += &format!("  warning: the previous container stays aside: {e:#}\n");
         }
         store.finish_deployment(id, "active", Some(&verification))?;
         store.event(
@@ -156,6 +178,8 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
 
     let why = if !wait.healthy {
         wait.reason.clone().unwrap_or_else(|| "not healthy".into())
+    } else if let Some(e) = &verify_error {
+        e.clone()
     } else {
         let failed: Vec<_> = checks
             .iter()
@@ -190,6 +214,7 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let restored = rollout::restore(&engine, &swap).await;
     let mut restore_wait = None;
     if let Ok(true) = restored {
+        // Not interruptible: this is what puts service back.
         restore_wait = Some(
             rollout::wait_healthy(
                 &engine,

@@ -31,8 +31,47 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         crate::probe::reference::check(to).map_err(|e| failure(Code::Usage, e))?;
     }
     let env = super::read_env_file(&cfg.env_file)?;
+    let interrupt = rollout::Interrupt::install();
     let _lock = StateLock::acquire(&ctx.state_dir, "rollback", ctx.lock_wait)?;
     let mut store = ctx.store()?;
+    let engine = Engine::connect().await?;
+    // First what an interrupted run left: a rollback after an interrupted deploy undoes
+    // that deploy, and stops there (it does not go one step further back).
+    let reconciled = rollout::reconcile(
+        &engine,
+        &mut store,
+        &cfg.container.name,
+        &cfg.container.restart,
+    )
+    .await?;
+    if let (Some(undone), None, false) = (reconciled.undone, &a.to, a.drill) {
+        let serving = store.active_deployment(&cfg.container.name)?;
+        store.event(
+            "rollback",
+            serving.as_ref().map(|d| d.id),
+            &json!({"kind": "reconcile", "undone_deployment": undone, "reason": a.reason, "restored": true,
+                    "to": serving.as_ref().map(|d| d.image_ref.clone()), "decision_to_healthy_ms": decision.elapsed().as_millis()}),
+        )?;
+        return Ok(Outcome::new(
+            Code::Ok,
+            json!({"ok": true, "undone_deployment": undone, "actions": reconciled.actions,
+                   "serving": serving.as_ref().map(|d| d.image_ref.clone()), "deployment_id": serving.as_ref().map(|d| d.id)}),
+            format!(
+                "rollback: undid interrupted deployment #{undone}; {} serves again\n  {}",
+                serving
+                    .as_ref()
+                    .map(|d| d.image_ref.as_str())
+                    .unwrap_or("nothing"),
+                reconciled.actions.join("\n  ")
+            ),
+        ));
+    }
+    if interrupt.interrupted() {
+        return Err(failure(
+            Code::Operational,
+            "interrupted by SIGINT/SIGTERM before anything was changed",
+        ));
+    }
     let active = store.active_deployment(&cfg.container.name)?;
     let (target, target_source) = match &a.to {
         Some(to) => (to.clone(), "--to".to_string()),
@@ -41,7 +80,6 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
             (t.image, t.source)
         }
     };
-    let engine = Engine::connect().await?;
     // Before anything changes: a target that is not there fails the rollback now, with
     // what to do, rather than after the running container was touched.
     if let Err(e) = engine
@@ -95,6 +133,7 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         decision,
         wait,
         if a.drill { "drill" } else { "rollback" },
+        &interrupt,
     )
     .await?;
     let mut first = first;
@@ -132,6 +171,7 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         forward_started,
         wait,
         "drill",
+        &interrupt,
     )
     .await?;
     let passed = second.code == Code::Ok;
@@ -202,6 +242,7 @@ async fn restore_to(
     decision: Instant,
     wait: Duration,
     kind: &str,
+    interrupt: &rollout::Interrupt,
 ) -> Result<Restored> {
     let progress = crate::output::Progress::new(true);
     let image = engine.ensure_image(&spec.image, &progress).await?;
@@ -241,15 +282,16 @@ async fn restore_to(
         }
     };
     store.set_container(id, &swap.new_id)?;
-    let w = rollout::wait_healthy(
-        engine,
-        client,
-        &swap.new_id,
-        &cfg.health_url(),
-        wait,
-        cfg.verify.poll_interval,
-    )
-    .await;
+    let w = interrupt
+        .wait_healthy(
+            engine,
+            client,
+            &swap.new_id,
+            &cfg.health_url(),
+            wait,
+            cfg.verify.poll_interval,
+        )
+        .await;
     let elapsed = decision.elapsed().as_millis();
     let stop_note = swap
         .old
@@ -310,8 +352,11 @@ async fn restore_to(
         log_excerpt: log_excerpt.clone(),
     };
     if w.healthy {
-        rollout::commit(engine, &swap).await?;
+        // Healthy is recorded before the old container goes (see reconcile).
         store.mark_healthy(id, chrono::Utc::now())?;
+        if let Err(e) = rollout::commit(engine, &swap).await {
+            tracing::warn!("the replaced container could not be removed: {e:#}");
+        }
         store.finish_deployment(id, "active", Some(&json!({"wait": w})))?;
         let detail = json!({
             "kind": kind, "from": from.as_ref().map(|f| f.image_ref.clone()), "to": spec.image, "reason": a.reason,
