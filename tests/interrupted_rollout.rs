@@ -126,7 +126,7 @@ fn trials(kind: &str) {
         let child = stage.spawn(&argv);
         let delay = rng.next() % 1500;
         std::thread::sleep(Duration::from_millis(delay));
-        let sig = if rng.next() % 2 == 0 {
+        let sig = if rng.next().is_multiple_of(2) {
             libc::SIGKILL
         } else {
             libc::SIGTERM
