@@ -292,7 +292,10 @@ fn serve(conn: TcpStream, state: &State) {
             && crosses(n, faults.error_rate);
         let (status, ctype, body, route) = route(&req, state, &faults, inject_error);
         if status >= 500 {
-            eprintln!("error: {} {} -> {status}", req.method, req.path);
+            // The whole target, query included, as a careless service logs it (the secret
+            // canary test relies on a token landing in the log this way).
+            let q = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
+            eprintln!("error: {} {}{q} -> {status}", req.method, req.path);
         }
         if route != "/metrics" {
             record(state, &req.method, route, status, started.elapsed());
