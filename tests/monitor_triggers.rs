@@ -28,6 +28,32 @@ fn monitor(stage: &Stage, cfg: &std::path::Path, extra: &[&str]) -> (Run, Vec<St
     (r, fired)
 }
 
+/// The exact (name, severity) pairs that fired, sorted: extra or missing triggers fail.
+fn fired_exactly(r: &Run) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r.json()["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = p
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The trigger fired no sooner than its window and no later than window + interval (+ slack
 /// for the tick's own work).
 fn assert_fired_in_window(stage: &Stage, window_s: f64) {
@@ -53,8 +79,9 @@ fn error_rate_over_2_percent_for_the_window_fires() {
     std::thread::sleep(Duration::from_millis(300));
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"error_rate".to_string()),
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[("error_rate", "rollback"), ("error_rate", "immediate")]),
         "{fired:?}\n{}",
         r.all()
     );
@@ -84,9 +111,16 @@ fn p99_latency_over_500ms_fires() {
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"p99_latency".to_string()) || fired.contains(&"p95_latency".to_string()),
-        "{fired:?}"
+    // 600 ms lands in the (500 ms, 750 ms] bucket: P95 and P99 both over, together.
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[
+            ("p95_latency", "rollback"),
+            ("p99_latency", "rollback"),
+            ("p99_latency", "immediate")
+        ]),
+        "{fired:?}\n{}",
+        r.all()
     );
     assert_fired_in_window(&stage, 4.0);
 }
@@ -102,8 +136,9 @@ fn continuous_memory_growth_fires() {
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"memory_continuous_growth".to_string()),
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[("memory_continuous_growth", "rollback")]),
         "{fired:?}\n{}",
         r.all()
     );
@@ -140,17 +175,18 @@ fn health_reporting_unhealthy_fires() {
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"health_check_failure_rate".to_string()),
+    // Unhealthy from the first sample: the probe runs before the scrape, so every interval
+    // holds exactly one 503 probe (the monitor's probes count as requests), and the failure
+    // rate and the error rate cover their equal windows on the same tick.
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[
+            ("health_check_failure_rate", "immediate"),
+            ("error_rate", "rollback"),
+            ("error_rate", "immediate")
+        ]),
         "{fired:?}\n{}",
         r.all()
-    );
-    // The 503s of /health are 5xx responses too, so the error rate may fire with it; nothing else may.
-    assert!(
-        fired
-            .iter()
-            .all(|f| f == "health_check_failure_rate" || f == "error_rate"),
-        "{fired:?}"
     );
     assert_fired_in_window(&stage, 4.0);
     // Not a substring match: the body says "unhealthy" and the probes count as failed.
@@ -194,9 +230,13 @@ fn a_hung_service_fires_through_probe_timeouts() {
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"health_check_failure_rate".to_string()),
-        "{fired:?}"
+    // Hung probes complete no request: the error rate has no traffic (inconclusive), only
+    // the health rule can judge.
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[("health_check_failure_rate", "immediate")]),
+        "{fired:?}\n{}",
+        r.all()
     );
     assert_eq!(
         r.json()["last_sample"]["health_detail"]["error"],
@@ -212,9 +252,11 @@ fn a_killed_container_fires() {
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(
-        fired.contains(&"health_check_failure_rate".to_string()),
-        "{fired:?}"
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[("health_check_failure_rate", "immediate")]),
+        "{fired:?}\n{}",
+        r.all()
     );
     let last = &r.json()["last_sample"];
     assert!(
@@ -282,7 +324,11 @@ fn auto_rollback_restores_the_baseline_end_to_end() {
     let _traffic = Traffic::start(&stage.base_url());
     let (r, fired) = monitor(&stage, &cfg, &["--auto-rollback"]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(fired.contains(&"error_rate".to_string()), "{fired:?}");
+    assert_eq!(
+        fired_exactly(&r),
+        pairs(&[("error_rate", "rollback"), ("error_rate", "immediate")]),
+        "{fired:?}"
+    );
     let j = r.json();
     assert!(
         j["rollback"]["rollback"]["decision_to_healthy_ms"]

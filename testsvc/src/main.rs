@@ -294,7 +294,11 @@ fn serve(conn: TcpStream, state: &State) {
         if status >= 500 {
             // The whole target, query included, as a careless service logs it (the secret
             // canary test relies on a token landing in the log this way).
-            let q = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
+            let q = if req.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", req.query)
+            };
             eprintln!("error: {} {}{q} -> {status}", req.method, req.path);
         }
         if route != "/metrics" {
