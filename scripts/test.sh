@@ -29,7 +29,7 @@ wait "$soak_pid" || soak_status=$?
 cat "$soak_log"
 echo
 echo "=== measured (target/reliability) ==="
-for f in target/reliability/fault-matrix.tsv target/reliability/monitor-kill-trials.txt target/reliability/soak.txt; do
+for f in target/reliability/*.tsv target/reliability/*.txt; do
   [[ -f $f ]] && { echo "--- $f"; cat "$f"; }
 done
 if ((status != 0 || soak_status != 0)); then

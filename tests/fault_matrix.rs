@@ -45,6 +45,9 @@ struct Case {
     window_s: f64,
     expect: Expect,
     edit: fn(&mut toml::Table),
+    /// The fired error rate must lie in this range (% of requests): the same number in
+    /// both modes, and the one the service was told to produce.
+    error_rate: Option<(f64, f64)>,
 }
 
 /// Healthy sampling before the fault: longer than every 4-5 s short window, so every
@@ -223,6 +226,16 @@ fn check(c: Case, mode: Mode) {
                 c.name,
                 o.all
             );
+            if let Some((lo, hi)) = c.error_rate {
+                for f in o.json["fired"].as_array().unwrap() {
+                    let v = f["value"].as_f64().unwrap();
+                    assert!(
+                        (lo..=hi).contains(&v),
+                        "{}: error rate {v:.2}% outside {lo}-{hi}%",
+                        c.name
+                    );
+                }
+            }
             let d = o.detect_s.unwrap();
             assert!(
                 d > 0.0,
@@ -313,6 +326,7 @@ fn burst_5xx() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(ERROR_RATE),
         edit: no_edit,
+        error_rate: Some((3.0, 7.0)),
     }
 }
 fn slow_p99() -> Case {
@@ -327,6 +341,7 @@ fn slow_p99() -> Case {
             ("p99_latency", "immediate"),
         ]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn slow_p95_only() -> Case {
@@ -338,6 +353,7 @@ fn slow_p95_only() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(&[("p95_latency", "rollback")]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn unhealthy() -> Case {
@@ -351,6 +367,7 @@ fn unhealthy() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(&[("health_check_failure_rate", "immediate")]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn degraded() -> Case {
@@ -361,6 +378,7 @@ fn degraded() -> Case {
         window_s: 4.0,
         expect: Expect::Clear,
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn hang() -> Case {
@@ -371,6 +389,7 @@ fn hang() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(&[("health_check_failure_rate", "immediate")]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn garbage() -> Case {
@@ -381,6 +400,7 @@ fn garbage() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(ERROR_RATE),
         edit: no_edit,
+        error_rate: Some((3.0, 7.0)),
     }
 }
 fn exemplars() -> Case {
@@ -391,6 +411,7 @@ fn exemplars() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(ERROR_RATE),
         edit: no_edit,
+        error_rate: Some((3.0, 7.0)),
     }
 }
 fn flaky_50pct() -> Case {
@@ -401,6 +422,7 @@ fn flaky_50pct() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(ERROR_RATE),
         edit: no_edit,
+        error_rate: Some((40.0, 60.0)),
     }
 }
 fn missing() -> Case {
@@ -411,6 +433,7 @@ fn missing() -> Case {
         window_s: 4.0,
         expect: Expect::Blind(&["error_rate", "p95_latency", "p99_latency"], "HTTP 404"),
         edit: blind_quickly,
+        error_rate: None,
     }
 }
 fn oversized() -> Case {
@@ -424,6 +447,7 @@ fn oversized() -> Case {
             "larger than 4 MiB",
         ),
         edit: blind_quickly,
+        error_rate: None,
     }
 }
 fn nan_counters() -> Case {
@@ -434,6 +458,7 @@ fn nan_counters() -> Case {
         window_s: 4.0,
         expect: Expect::Blind(&["error_rate"], "NaN"),
         edit: blind_quickly,
+        error_rate: None,
     }
 }
 fn killed() -> Case {
@@ -444,6 +469,7 @@ fn killed() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(&[("health_check_failure_rate", "immediate")]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn paused() -> Case {
@@ -454,6 +480,7 @@ fn paused() -> Case {
         window_s: 4.0,
         expect: Expect::Fired(&[("health_check_failure_rate", "immediate")]),
         edit: no_edit,
+        error_rate: None,
     }
 }
 fn oom() -> Case {
@@ -465,6 +492,7 @@ fn oom() -> Case {
         window_s: 0.0,
         expect: Expect::Fired(&[("memory", "immediate")]),
         edit: health_rules_out,
+        error_rate: None,
     }
 }
 fn crash_loop() -> Case {
@@ -480,6 +508,7 @@ fn crash_loop() -> Case {
             // under test is the restart count.
             set_window(t, "memory_continuous_growth", "1h");
         },
+        error_rate: None,
     }
 }
 
