@@ -26,10 +26,9 @@ pub fn urls(text: &str) -> String {
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         // The scheme: letters right before "://".
-        let scheme_start = rest[..i]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
-            .map(|p| p + 1)
-            .unwrap_or(0);
+        let scheme_start = after_last(&rest[..i], |c| {
+            !(c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
         out.push_str(&rest[..scheme_start]);
         let after = &rest[i + 3..];
         let end = after
@@ -78,6 +77,16 @@ fn one_url(u: &str) -> String {
     format!("{authority}{tail}")
 }
 
+/// The byte index just past the last char matching `pred` (0 if none): a char boundary
+/// whatever the char's width (found by fuzzing: `+ 1` is not one after a multibyte char).
+fn after_last(s: &str, pred: impl Fn(char) -> bool) -> usize {
+    s.char_indices()
+        .rev()
+        .find(|(_, c)| pred(*c))
+        .map(|(i, c)| i + c.len_utf8())
+        .unwrap_or(0)
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     SECRET_KEYS.iter().any(|s| k.contains(s))
@@ -102,10 +111,14 @@ pub fn log_line(line: &str, known: &[String]) -> String {
                 .find(|c: char| c.is_whitespace() || "\"',;".contains(c))
                 .map(|e| start + e)
                 .unwrap_or(s.len());
-            if end > start {
+            // Continue after the mask, or right after the scheme when nothing followed it
+            // (found by fuzzing: a fixed step can land inside a multibyte char).
+            from = if end > start {
                 s.replace_range(start..end, MASK);
-            }
-            from = start + MASK.len().min(s.len() - start);
+                start + MASK.len()
+            } else {
+                start
+            };
         }
     }
     // key=value and key: value with a secret-looking key.
@@ -114,10 +127,9 @@ pub fn log_line(line: &str, known: &[String]) -> String {
     while let Some(i) = rest.find(['=', ':']) {
         // A JSON key ends in a quote: `"token": "x"`.
         let key_end = rest[..i].trim_end_matches(['"', '\'']).len();
-        let key_start = rest[..key_end]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map(|p| p + 1)
-            .unwrap_or(0);
+        let key_start = after_last(&rest[..key_end], |c| {
+            !(c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
         let key = &rest[key_start..key_end];
         out.push_str(&rest[..=i]);
         let mut after = &rest[i + 1..];
@@ -172,6 +184,16 @@ mod tests {
             "short values are not masked everywhere: {got}"
         );
         assert!(got.starts_with("error: auth failed"), "{got}");
+    }
+
+    #[test]
+    fn multibyte_chars_before_a_separator() {
+        // Found by `cargo fuzz run redact`: a key preceded by a three-byte char.
+        let line = "\u{fffd}a=b \u{00e9}password=x \u{4e2d}://h";
+        let out = log_line(line, &[]);
+        assert!(out.contains("password=***"), "{out}");
+        assert_eq!(urls("\u{fffd}http://u:p@h/"), "\u{fffd}http://***@h/");
+        assert_eq!(log_line("[basic \n\u{fffd}i", &[]), "[basic \n\u{fffd}i");
     }
 
     proptest::proptest! {
