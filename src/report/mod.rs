@@ -44,6 +44,9 @@ pub struct DayData {
     pub cve: Option<Value>,
     pub triggers: Vec<Event>,
     pub rollbacks: Vec<Event>,
+    /// Milliseconds of this day during which the baseline served instead of the image under
+    /// test (its samples are the baseline's and are not in this day's numbers).
+    pub baseline_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -128,6 +131,33 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
                 .flatten()
                 .map(|d| d.image_ref)
         });
+    // Stretches of the validation period in which the baseline served, clipped to the day.
+    let baseline_ms = match from {
+        None => 0,
+        Some(f) => {
+            let until = to.unwrap_or(f + chrono::Duration::days(1)).min(Utc::now());
+            let deployments: Vec<_> = store
+                .deployments()?
+                .into_iter()
+                .filter(|d| d.container_name == cfg.container.name)
+                .collect();
+            crate::monitor::period::current(
+                &deployments,
+                |r| {
+                    crate::monitor::period::is_baseline(
+                        r,
+                        &cfg.baseline_ref(),
+                        &cfg.image.baseline_tag,
+                    )
+                },
+                Utc::now(),
+            )
+            .interruptions
+            .iter()
+            .map(|(a, b)| ((*b).min(until) - (*a).max(f)).num_milliseconds().max(0))
+            .sum()
+        }
+    };
     // The day's evidence is about the image the day's samples watched, never another's.
     let image_id = samples
         .last()
@@ -173,6 +203,7 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             .filter(in_day)
             .filter(|e| e.detail["kind"].as_str() != Some("drill"))
             .collect(),
+        baseline_ms,
     })
 }
 
@@ -528,6 +559,12 @@ pub fn markdown(
             );
         }
     }
+    if d.baseline_ms > 0 {
+        s += &format!(
+            "- Validation period interrupted: the baseline served for {} of this day (its samples are not in these numbers)\n",
+            humantime::format_duration(std::time::Duration::from_secs((d.baseline_ms / 1000) as u64))
+        );
+    }
     s += "\n## Recommendation\n\n";
     let boxes = [
         (
@@ -631,6 +668,7 @@ pub mod tests {
             ),
             triggers: Vec::new(),
             rollbacks: Vec::new(),
+            baseline_ms: 0,
         }
     }
 
@@ -717,6 +755,7 @@ pub mod tests {
         let mut d = day(4);
         let t = d.samples[30].ts_ms;
         d.triggers.push(event("trigger", t, serde_json::json!({"rule": "error_rate", "severity": "immediate", "condition": "error rate > 2% for 5m", "evidence": [[t - 60_000, 4.8], [t, 5.1]]})));
+        d.baseline_ms = 2 * 3_600_000 + 5 * 60_000;
         d.rollbacks.push(event("rollback", t + 1_000, serde_json::json!({"to": "authentication-service:baseline-distroless", "restored": true, "reason": "monitor: error_rate", "decision_to_healthy_ms": 512})));
         let m = metrics(&d, 0.1);
         assert_eq!(
