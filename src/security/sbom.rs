@@ -52,10 +52,21 @@ fn field<'a>(s: &'a [(String, String)], k: &str) -> Option<&'a str> {
 
 pub fn components(fs: &Filesystem, bun_version: Option<&str>) -> Vec<Component> {
     let mut out = Vec::new();
-    let distro = if fs.files.contains_key("lib/apk/db/installed") {
-        "alpine"
-    } else {
-        "debian"
+    // A dpkg database means a Debian-family namespace whatever else the image holds (an apk
+    // database beside it does not make dpkg packages Alpine's); Ubuntu says so in os-release.
+    let os_id = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| fs.files.get(*p))
+        .map(|d| String::from_utf8_lossy(d).to_string())
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("ID=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        });
+    let distro = match os_id.as_deref() {
+        Some("ubuntu") => "ubuntu",
+        _ => "debian",
     };
     for (path, data) in &fs.files {
         let text = String::from_utf8_lossy(data);
@@ -252,5 +263,32 @@ mod tests {
         let bom = cyclonedx("img", "sha256:ab", &c);
         assert_eq!(bom["specVersion"], "1.5");
         assert_eq!(bom["components"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn dpkg_packages_are_debian_even_beside_an_apk_database() {
+        let mut fs = Filesystem::default();
+        fs.files.insert(
+            "var/lib/dpkg/status.d/libc6".into(),
+            b"Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\n".to_vec(),
+        );
+        fs.files.insert(
+            "lib/apk/db/installed".into(),
+            b"P:musl\nV:1.2.4-r2\n\n".to_vec(),
+        );
+        let c = components(&fs, None);
+        let deb: Vec<&str> = c
+            .iter()
+            .filter(|c| c.ecosystem == "deb")
+            .map(|c| c.purl.as_str())
+            .collect();
+        assert_eq!(deb, vec!["pkg:deb/debian/libc6@2.36-9?arch=amd64"]);
+        fs.files.insert(
+            "etc/os-release".into(),
+            b"NAME=\"Ubuntu\"\nID=ubuntu\n".to_vec(),
+        );
+        assert!(components(&fs, None)
+            .iter()
+            .any(|c| c.purl == "pkg:deb/ubuntu/libc6@2.36-9?arch=amd64"));
     }
 }
