@@ -279,6 +279,20 @@ impl Store {
         )
     }
 
+    /// When the latest deploy or rollback of `container_name` that is still in progress
+    /// started (a `starting` deployment), if one is.
+    pub fn rollout_in_progress(&self, container_name: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT started_at FROM deployments WHERE status='starting' AND container_name=?1 ORDER BY id DESC LIMIT 1",
+                [container_name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|s| parse_time(&s)))
+    }
+
     pub fn deployment(&self, id: i64) -> Result<Option<Deployment>> {
         self.query_deployment("WHERE id=?1", params![id])
     }

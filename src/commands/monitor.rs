@@ -46,22 +46,10 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             tracing::warn!(container = %name, "no such container: container metrics will be missing");
         }
     }
-    let now = chrono::Utc::now();
-    let period = crate::monitor::period::current(
-        &store
-            .deployments()?
-            .into_iter()
-            .filter(|d| d.container_name == cfg.container.name)
-            .collect::<Vec<_>>(),
-        |r| crate::monitor::period::is_baseline(r, &cfg.baseline_ref(), &cfg.image.baseline_tag),
-        now,
-    );
-    let role = period.role;
-    // --day names the day of the image under test; the baseline's samples have none.
-    let day = match role {
-        Role::Baseline => None,
-        Role::Candidate => a.day.or_else(|| period.day_at(now)),
-    };
+    let follow = !explicit_url || explicit_name;
+    let identity =
+        crate::monitor::period::identify(&store, &cfg, follow, a.day, chrono::Utc::now())?;
+    let (period, role, day) = (identity.period.clone(), identity.role, identity.day);
     let deployed_at = active.as_ref().map(|d| d.started_at);
     let production = matches!(a.profile.as_deref(), Some("production"));
     let cadence = match (a.interval, production) {
@@ -87,9 +75,10 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         once: a.once,
         duration: a.duration,
         blind_margin: cfg.monitoring.blind_margin,
+        rollout_grace: cfg.verify.startup_wait + std::time::Duration::from_secs(60),
     };
     let rollback_target = crate::rollout::rollback_target(&store, &cfg)?;
-    let sampler = Sampler {
+    let mut sampler = Sampler {
         engine: engine.as_ref(),
         engine_unavailable,
         client: crate::probe::health::client(cfg.verify.probe_timeout),
@@ -98,14 +87,14 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         target: cfg.verify.base_url.clone(),
         container: container.clone(),
         day,
-        deployment_id: if explicit_url && !explicit_name {
-            None
-        } else {
-            active.as_ref().map(|d| d.id)
-        },
+        deployment_id: identity.deployment_id,
         role: Some(role.as_str().to_string()),
-        image_ref: active.as_ref().map(|d| d.image_ref.clone()),
-        image_id: active.as_ref().and_then(|d| d.image_id.clone()),
+        image_ref: identity.image_ref.clone(),
+        image_id: identity.image_id.clone(),
+    };
+    let resolve_cfg = cfg.clone();
+    let resolve = move |store: &crate::store::Store| {
+        crate::monitor::period::identify(store, &resolve_cfg, follow, a.day, chrono::Utc::now())
     };
 
     let cancel = CancellationToken::new();
@@ -122,11 +111,19 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         })
     };
     let live = !ctx.quiet && ctx.format == Format::Text;
-    let summary = monitor::run(&mut store, &sampler, &cfg.monitoring, &plan, &cancel, |t| {
-        if live {
-            eprintln!("{}", tick_line(t));
-        }
-    })
+    let summary = monitor::run(
+        &mut store,
+        &mut sampler,
+        &cfg.monitoring,
+        &plan,
+        &cancel,
+        &resolve,
+        |t| {
+            if live {
+                eprintln!("{}", tick_line(t));
+            }
+        },
+    )
     .await;
     watcher.abort();
     let summary = summary?;

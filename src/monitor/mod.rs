@@ -82,6 +82,9 @@ pub struct Plan {
     pub duration: Option<Duration>,
     /// How long past its window a rule may stay without a verdict before it counts as blind.
     pub blind_margin: Duration,
+    /// How long a deploy or rollback in progress may hold off sampling: a `starting`
+    /// deployment older than this was interrupted (kill -9) and is not waited for.
+    pub rollout_grace: Duration,
 }
 
 /// A rule that has had no verdict for longer than its window plus the margin: the monitor
@@ -113,10 +116,11 @@ pub struct Summary {
 /// previous stored sample of the same target and deployment.
 pub async fn run(
     store: &mut Store,
-    sampler: &Sampler<'_>,
+    sampler: &mut Sampler<'_>,
     cfg: &MonitoringConfig,
     plan: &Plan,
     cancel: &CancellationToken,
+    resolve: &dyn Fn(&Store) -> Result<period::Identity>,
     mut on_tick: impl FnMut(&Tick),
 ) -> Result<Summary> {
     let started = tokio::time::Instant::now();
@@ -135,6 +139,34 @@ pub async fn run(
         .unwrap_or_default();
     loop {
         let tick_started = tokio::time::Instant::now();
+        // A deploy or rollback in progress replaces the container: its own restart is not
+        // the service failing. Wait it out, then follow the deployment it made.
+        if let Some(name) = sampler.container.clone() {
+            if wait_out_rollout(store, &name, plan.rollout_grace, cancel).await? {
+                let now = resolve(store)?;
+                // A loop that runs past midnight of the period labels its samples anew.
+                sampler.day = now.day;
+                if now.deployment_id != sampler.deployment_id {
+                    tracing::info!(
+                        from = ?sampler.deployment_id,
+                        to = ?now.deployment_id,
+                        "a rollout replaced the deployment: following it"
+                    );
+                    sampler.follow(&now);
+                    cursor = Cursor::default();
+                }
+            }
+            if cancel.is_cancelled() && n > 0 {
+                return Ok(Summary {
+                    ticks: n,
+                    last: None,
+                    fired: Vec::new(),
+                    blind: Vec::new(),
+                    newly_blind,
+                    interrupted: true,
+                });
+            }
+        }
         let sample = sampler.take(&mut cursor).await;
         store.insert_sample(&sample)?;
         n += 1;
@@ -195,6 +227,36 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = cancel.cancelled() => return Ok(summary(tick, fired, newly_blind, true)),
+        }
+    }
+}
+
+/// Waits while a deploy or rollback of `name` is in progress (younger than `grace`).
+/// Returns whether there was one, so the caller re-resolves what it watches; also true when
+/// the active deployment may have changed between two ticks.
+async fn wait_out_rollout(
+    store: &Store,
+    name: &str,
+    grace: Duration,
+    cancel: &CancellationToken,
+) -> Result<bool> {
+    let mut waited = false;
+    loop {
+        let Some(started) = store.rollout_in_progress(name)? else {
+            // Re-resolving is cheap and catches a rollout that happened between two ticks.
+            return Ok(true);
+        };
+        let age = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+        if age > grace {
+            if !waited {
+                tracing::warn!(deployment_started = %started, "a deploy or rollback was interrupted and never finished: sampling anyway");
+            }
+            return Ok(true);
+        }
+        waited = true;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = cancel.cancelled() => return Ok(true),
         }
     }
 }

@@ -139,6 +139,57 @@ pub fn current(
     }
 }
 
+/// Whose samples the monitor takes now: the active deployment, its image, and its place in
+/// the validation period. Resolved at start and again whenever a rollout changed it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub deployment_id: Option<i64>,
+    pub image_ref: Option<String>,
+    pub image_id: Option<String>,
+    pub role: Role,
+    pub day: Option<u32>,
+    pub period: Period,
+}
+
+/// `follow`: the samples belong to the recorded deployment (false for `--base-url` alone);
+/// `day`: `--day`, the label for the image under test.
+pub fn identify(
+    store: &crate::store::Store,
+    cfg: &crate::config::Config,
+    follow: bool,
+    day: Option<u32>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Identity> {
+    let name = &cfg.container.name;
+    let deployments: Vec<Deployment> = store
+        .deployments()?
+        .into_iter()
+        .filter(|d| &d.container_name == name)
+        .collect();
+    let period = current(
+        &deployments,
+        |r| is_baseline(r, &cfg.baseline_ref(), &cfg.image.baseline_tag),
+        now,
+    );
+    let active = store.active_deployment(name)?;
+    let role = period.role;
+    Ok(Identity {
+        deployment_id: if follow {
+            active.as_ref().map(|d| d.id)
+        } else {
+            None
+        },
+        image_ref: active.as_ref().map(|d| d.image_ref.clone()),
+        image_id: active.as_ref().and_then(|d| d.image_id.clone()),
+        role,
+        day: match role {
+            Role::Baseline => None,
+            Role::Candidate => day.or_else(|| period.day_at(now)),
+        },
+        period,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

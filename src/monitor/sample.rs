@@ -102,6 +102,16 @@ pub struct Sampler<'a> {
 pub const MAX_METRICS_BODY: usize = 4 << 20;
 
 impl Sampler<'_> {
+    /// Watches what a rollout made active from now on (fresh windows: samples are per
+    /// deployment).
+    pub fn follow(&mut self, id: &crate::monitor::period::Identity) {
+        self.deployment_id = id.deployment_id;
+        self.image_ref = id.image_ref.clone();
+        self.image_id = id.image_id.clone();
+        self.role = Some(id.role.as_str().to_string());
+        self.day = id.day;
+    }
+
     pub async fn take(&self, cursor: &mut Cursor) -> Sample {
         let ts_ms = chrono::Utc::now().timestamp_millis();
         // Probe first, then scrape: the probe's own request is then always inside the scrape
