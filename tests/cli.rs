@@ -86,6 +86,7 @@ fn completions_and_man_page() {
         .output()
         .unwrap()
         .into();
+    assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains(".TH") && r.stdout.contains("dhi-stage"));
 }
 

@@ -50,8 +50,8 @@ struct Case {
     error_rate: Option<(f64, f64)>,
 }
 
-/// Healthy sampling before the fault: longer than every 4-5 s short window, so every
-/// windowed rule has a verdict when the fault arrives.
+/// Healthy sampling before the fault: longer than the 4-5 s short windows, so those rules
+/// have a verdict when the fault arrives (the 8 s health success rule covers 2 s after it).
 const WARMUP: Duration = Duration::from_secs(6);
 /// Time a tick may take beyond its interval: a probe timing out (1.5 s in the short
 /// config) plus the scrape, the engine calls and, in cron mode, a process start.
@@ -512,6 +512,36 @@ fn crash_loop() -> Case {
     }
 }
 
+fn health_success_rate_alone() -> Case {
+    // The 1 h success-rate rule (8 s here) on its own: the failure-rate and error-rate rules
+    // (which the same 503s would fire) are given windows this run does not reach.
+    Case {
+        name: "health unhealthy: success rate < 99% alone",
+        inject: Inject::Fault("health_unhealthy=1"),
+        traffic: false,
+        window_s: 8.0,
+        expect: Expect::Fired(&[("health_check_success_rate", "rollback")]),
+        edit: |t| {
+            set_window(t, "health_check_failure_rate", "1h");
+            set_window(t, "error_rate", "1h");
+        },
+        error_rate: None,
+    }
+}
+fn memory_over_100() -> Case {
+    // 110 MiB more in a 128 MiB container: over the per-metric 100 MiB trigger, under the
+    // limit (no OOM), and a step, not a trend.
+    Case {
+        name: "memory over 100 MiB (under the 128 MiB limit)",
+        inject: Inject::Fault("allocate_mb=110"),
+        traffic: false,
+        window_s: 0.0,
+        expect: Expect::Fired(&[("memory", "rollback")]),
+        edit: no_edit,
+        error_rate: None,
+    }
+}
+
 macro_rules! matrix {
     ($($case:ident => $loop_name:ident, $cron_name:ident;)*) => {$(
         #[test]
@@ -542,6 +572,8 @@ matrix! {
     paused => paused_loop, paused_cron;
     oom => oom_loop, oom_cron;
     crash_loop => crash_loop_loop, crash_loop_cron;
+    health_success_rate_alone => health_success_rate_alone_loop, health_success_rate_alone_cron;
+    memory_over_100 => memory_over_100_loop, memory_over_100_cron;
 }
 
 /// Cron every 3 s against 1 s configured interval and 4 s windows: judged at the samples'

@@ -372,6 +372,23 @@ mod tests {
             production_interval(steps, h(24 * 9)),
             Duration::from_secs(3600)
         );
+        // The boundaries belong to the next step: hour 4 is already "hours 4-12".
+        let just_before = |x: u64| Duration::from_secs(x * 3600 - 1);
+        assert_eq!(
+            production_interval(steps, just_before(4)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(production_interval(steps, h(4)), Duration::from_secs(900));
+        assert_eq!(
+            production_interval(steps, just_before(12)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(production_interval(steps, h(12)), Duration::from_secs(1800));
+        assert_eq!(
+            production_interval(steps, just_before(24)),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(production_interval(steps, h(24)), Duration::from_secs(3600));
     }
 }
 
