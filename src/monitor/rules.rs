@@ -892,6 +892,43 @@ mod tests {
     }
 
     #[test]
+    fn p95_and_p99_are_different_quantiles() {
+        // 97% of requests under 10 ms, 3% at 600 ms: P95 is fast, P99 is slow.
+        let mk = |t: i64, n: f64| {
+            let mut x = sample(t, true, n, 0.0, 60.0);
+            x.metrics.as_mut().unwrap().buckets = vec![
+                (0.01, n * 0.97),
+                (0.5, n * 0.97),
+                (0.75, n),
+                (f64::INFINITY, n),
+            ];
+            x
+        };
+        let s = vec![mk(0, 0.0), mk(30, 1000.0), mk(60, 2000.0)];
+        let p99 = evaluate(
+            &rule(Metric::P99LatencyMs, Comparison::Gt, 500.0, 60),
+            Severity::Immediate,
+            &s,
+            60_000,
+            None,
+        );
+        let p95 = evaluate(
+            &rule(Metric::P95LatencyMs, Comparison::Gt, 150.0, 60),
+            Severity::Rollback,
+            &s,
+            60_000,
+            None,
+        );
+        assert_eq!((p99.verdict, p95.verdict), (Verdict::Fired, Verdict::Clear));
+        assert!(
+            (p99.value.unwrap() - 666.666).abs() < 0.01,
+            "{:?}",
+            p99.value
+        );
+        assert!(p95.value.unwrap() < 10.0, "{:?}", p95.value);
+    }
+
+    #[test]
     fn critical_cve() {
         let r = rule(Metric::CriticalCves, Comparison::Gt, 0.0, 0);
         assert_eq!(
