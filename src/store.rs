@@ -121,6 +121,7 @@ pub struct RuleState {
 
 pub struct Store {
     conn: Connection,
+    path: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,12 +177,18 @@ impl Store {
         let mut conn = Connection::open(&path)
             .with_context(|| format!("cannot open state store {}", path.display()))?;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let at = || format!("state store {}", path.display());
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .with_context(at)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(at)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .with_context(at)?;
         // IMMEDIATE takes the write lock before the version is read, so two first opens of
         // a new state dir serialise instead of both creating the tables.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .with_context(|| format!("cannot write to the state store {}", path.display()))?;
         let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
             anyhow::bail!(
@@ -191,16 +198,18 @@ impl Store {
             );
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(sql)
-                .with_context(|| format!("state store migration {} failed", i + 1))?;
+            tx.execute_batch(sql).with_context(|| {
+                format!("state store {}: migration {} failed", path.display(), i + 1)
+            })?;
             tx.pragma_update(None, "user_version", i + 1)?;
         }
-        tx.commit()?;
+        tx.commit()
+            .with_context(|| format!("cannot write to the state store {}", path.display()))?;
         for side in ["state.db-wal", "state.db-shm"] {
             let _ =
                 std::fs::set_permissions(dir.join(side), std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn })
+        Ok(Store { conn, path })
     }
 
     pub fn record_image(
@@ -321,6 +330,11 @@ impl Store {
     }
 
     pub fn insert_sample(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
+        self.insert_sample_row(s)
+            .with_context(|| format!("cannot store the sample in {}", self.path.display()))
+    }
+
+    fn insert_sample_row(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO samples(ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
                health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors,

@@ -19,6 +19,32 @@ struct Case {
     setup: Option<String>,
 }
 
+struct FullDir(std::path::PathBuf);
+
+impl FullDir {
+    fn new(p: &Path) -> FullDir {
+        std::fs::create_dir_all(p).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a small tmpfs failed: the full-disk cases need root (CI runs as root)"
+        );
+        let _ = std::fs::write(p.join("filler"), vec![0u8; 128 * 1024]);
+        FullDir(p.to_path_buf())
+    }
+}
+
+impl Drop for FullDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// `\n`, `\\` and `\xNN` escapes, so a case can hold any bytes in one line.
 fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -195,13 +221,19 @@ fn every_hostile_input_gets_a_clear_error_and_its_exit_code() {
             };
             std::fs::write(path, bytes).unwrap();
         }
+        // A full filesystem: a 64 KiB tmpfs filled to the last byte (root can mount; the
+        // guard unmounts even when the case fails).
+        let _full =
+            (c.setup.as_deref() == Some("full-dir")).then(|| FullDir::new(&work.join("full")));
         if c.setup.as_deref() == Some("newer-schema") {
             std::fs::create_dir_all(stage.state_dir()).unwrap();
             let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
             db.pragma_update(None, "user_version", 99).unwrap();
         }
         let fill = |s: &str| {
-            let mut s = s.replace("{dir}", work.to_str().unwrap());
+            let mut s = s
+                .replace("{full}", work.join("full").to_str().unwrap())
+                .replace("{dir}", work.to_str().unwrap());
             if let Some(f) = &file {
                 s = s.replace("{file}", f.to_str().unwrap());
             }
