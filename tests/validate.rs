@@ -274,9 +274,9 @@ fn sbom_lists_exactly_the_packages_in_the_image() {
         vec![
             "pkg:apk/alpine/busybox-extras@1.36.1-r5?arch=x86_64",
             "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64",
-            "pkg:deb/alpine/libc6@2.36-9%2Bdeb12u4?arch=amd64",
-            "pkg:deb/alpine/openssl@3.0.11-1~deb12u1?arch=amd64",
-            "pkg:deb/alpine/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64",
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64",
+            "pkg:deb/debian/openssl@3.0.11-1~deb12u1?arch=amd64",
+            "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64",
             "pkg:generic/bun@1.3.0",
             "pkg:npm/%40hono/node-server@1.8.0",
             "pkg:npm/jose@4.15.4",
@@ -338,8 +338,8 @@ fn osv_fixture(dir: &Path) -> PathBuf {
 fn vex_fixture(dir: &Path) -> PathBuf {
     let p = dir.join("vex.json");
     std::fs::write(&p, r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","author":"sec","timestamp":"2026-11-01T00:00:00Z","version":1,"statements":[
-        {"vulnerability":{"name":"CVE-2026-0001"},"products":[{"@id":"pkg:deb/alpine/openssl@3.0.11-1~deb12u1?arch=amd64"}],"status":"not_affected","justification":"vulnerable_code_not_in_execute_path"},
-        {"vulnerability":{"name":"CVE-2026-0002"},"products":[{"@id":"pkg:deb/alpine/zlib1g@1%3A1.2.13.dfsg-1"}],"status":"under_investigation"},
+        {"vulnerability":{"name":"CVE-2026-0001"},"products":[{"@id":"pkg:deb/debian/openssl@3.0.11-1~deb12u1?arch=amd64"}],"status":"not_affected","justification":"vulnerable_code_not_in_execute_path"},
+        {"vulnerability":{"name":"CVE-2026-0002"},"products":[{"@id":"pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1"}],"status":"under_investigation"},
         {"vulnerability":{"name":"CVE-2026-0005"},"products":[{"@id":"pkg:apk/alpine/musl@1.2.4-r2"}],"status":"fixed"}]}"#).unwrap();
     p
 }
@@ -392,13 +392,13 @@ fn trivy_and_grype_reports_give_the_same_counts() {
     let vex = vex_fixture(stage.dir.path());
     let trivy = stage.dir.path().join("trivy.json");
     std::fs::write(&trivy, r#"{"SchemaVersion":2,"Results":[{"Target":"img","Vulnerabilities":[
-        {"VulnerabilityID":"CVE-2026-0001","PkgName":"openssl","InstalledVersion":"3.0.11-1~deb12u1","FixedVersion":"3.0.11-1~deb12u2","Severity":"CRITICAL","PkgIdentifier":{"PURL":"pkg:deb/alpine/openssl@3.0.11-1~deb12u1?arch=amd64"}},
-        {"VulnerabilityID":"CVE-2026-0002","PkgName":"zlib1g","InstalledVersion":"1:1.2.13.dfsg-1","Severity":"CRITICAL","PkgIdentifier":{"PURL":"pkg:deb/alpine/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64"}},
+        {"VulnerabilityID":"CVE-2026-0001","PkgName":"openssl","InstalledVersion":"3.0.11-1~deb12u1","FixedVersion":"3.0.11-1~deb12u2","Severity":"CRITICAL","PkgIdentifier":{"PURL":"pkg:deb/debian/openssl@3.0.11-1~deb12u1?arch=amd64"}},
+        {"VulnerabilityID":"CVE-2026-0002","PkgName":"zlib1g","InstalledVersion":"1:1.2.13.dfsg-1","Severity":"CRITICAL","PkgIdentifier":{"PURL":"pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64"}},
         {"VulnerabilityID":"CVE-2026-0004","PkgName":"jose","InstalledVersion":"4.15.4","Severity":"MEDIUM","PkgIdentifier":{"PURL":"pkg:npm/jose@4.15.4"}}]}]}"#).unwrap();
     let grype = stage.dir.path().join("grype.json");
     std::fs::write(&grype, r#"{"matches":[
-        {"vulnerability":{"id":"CVE-2026-0001","severity":"Critical"},"artifact":{"name":"openssl","version":"3.0.11-1~deb12u1","purl":"pkg:deb/alpine/openssl@3.0.11-1~deb12u1?arch=amd64"}},
-        {"vulnerability":{"id":"CVE-2026-0002","severity":"Critical"},"artifact":{"name":"zlib1g","version":"1:1.2.13.dfsg-1","purl":"pkg:deb/alpine/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64"}},
+        {"vulnerability":{"id":"CVE-2026-0001","severity":"Critical"},"artifact":{"name":"openssl","version":"3.0.11-1~deb12u1","purl":"pkg:deb/debian/openssl@3.0.11-1~deb12u1?arch=amd64"}},
+        {"vulnerability":{"id":"CVE-2026-0002","severity":"Critical"},"artifact":{"name":"zlib1g","version":"1:1.2.13.dfsg-1","purl":"pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64"}},
         {"vulnerability":{"id":"GHSA-0004","severity":"Medium"},"relatedVulnerabilities":[{"id":"CVE-2026-0004"}],"artifact":{"name":"jose","version":"4.15.4","purl":"pkg:npm/jose@4.15.4"}}]}"#).unwrap();
     let image = sbom_image();
     let t = validate(
