@@ -23,7 +23,7 @@ soak_log=target/reliability/soak.log
 cargo test --test soak "$@" >"$soak_log" 2>&1 &
 soak_pid=$!
 status=0
-cargo test --workspace --all-targets "$@" -- --skip a_ten_minute_healthy_soak || status=$?
+cargo test --workspace --all-targets --no-fail-fast "$@" -- --skip a_ten_minute_healthy_soak || status=$?
 soak_status=0
 wait "$soak_pid" || soak_status=$?
 cat "$soak_log"
