@@ -110,8 +110,10 @@ fn a_monitor_during_a_rollback_does_not_fire_on_its_restart_and_follows_it() {
     assert_eq!(stage.deploy(&a).code, 0);
     assert_eq!(stage.deploy(&b).code, 0);
     // Short windows, where one failed probe during the swap would fire the immediate
-    // health trigger (1 of ~5 probes in 4 s is over 10%).
-    let cfg = short_window_config(&stage, |_| {});
+    // health trigger (1 of ~5 probes in 4 s is over 10%). The 5 s growth window of the short
+    // config reads the new container's warm-up (1 to 2 MiB in seconds) as growth (seen in
+    // CI); the runbook's 30 min does not. Growth has its own test; here it is out of reach.
+    let cfg = short_window_config(&stage, |t| set_window(t, "memory_continuous_growth", "1h"));
     let args = [
         "--config",
         path_str(&cfg),
