@@ -306,6 +306,11 @@ impl Interrupt {
         Interrupt { token, watcher }
     }
 
+    /// Cancelled when SIGINT or SIGTERM arrives.
+    pub fn token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.token
+    }
+
     pub fn interrupted(&self) -> bool {
         self.token.is_cancelled()
     }

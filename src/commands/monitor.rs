@@ -4,7 +4,6 @@
 
 use anyhow::Result;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
 use crate::cli::{MonitorArgs, RollbackArgs};
@@ -97,26 +96,15 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         crate::monitor::period::identify(store, &resolve_cfg, follow, a.day, chrono::Utc::now())
     };
 
-    let cancel = CancellationToken::new();
-    let watcher = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-            cancel.cancel();
-        })
-    };
+    // The same SIGINT/SIGTERM handling as deploy and rollback: the tick in progress finishes.
+    let interrupt = crate::rollout::Interrupt::install();
     let live = !ctx.quiet && ctx.format == Format::Text;
     let summary = monitor::run(
         &mut store,
         &mut sampler,
         &cfg.monitoring,
         &plan,
-        &cancel,
+        interrupt.token(),
         &resolve,
         |t| {
             if live {
@@ -125,7 +113,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         },
     )
     .await;
-    watcher.abort();
+    drop(interrupt);
     let summary = summary?;
 
     let mut text = format!(
@@ -237,23 +225,13 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             sampler.deployment_id,
             &json!({"rules": summary.newly_blind, "day": day}),
         )?;
-        if let Some(sent) = crate::notify::webhook(
+        text += &notify_webhook(
             &cfg.notify,
             "blind",
             &note,
             &json!({"blind": summary.newly_blind, "day": day}),
         )
-        .await
-        {
-            text += &format!(
-                "notify webhook: {}\n",
-                if sent.ok {
-                    sent.detail
-                } else {
-                    format!("FAILED ({})", sent.detail)
-                }
-            );
-        }
+        .await;
     }
     if blind_now {
         text += "\nBLIND: these rules could not be judged for longer than their window plus the margin:\n";
@@ -295,23 +273,13 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         cfg.container.name,
         names.join(", ")
     );
-    if let Some(sent) = crate::notify::webhook(
+    text += &notify_webhook(
         &cfg.notify,
         "trigger",
         &note,
         &json!({"fired": summary.fired, "day": day}),
     )
-    .await
-    {
-        text += &format!(
-            "notify webhook: {}\n",
-            if sent.ok {
-                sent.detail
-            } else {
-                format!("FAILED ({})", sent.detail)
-            }
-        );
-    }
+    .await;
     if !a.auto_rollback {
         text += "\nrollback: dhi-stage rollback --reason \"monitor trigger\"";
         return Ok(Outcome::new(Code::TriggerFired, json, text));
@@ -346,6 +314,20 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     json["rollback"] = rb_json;
     text += &format!("\nauto-rollback:\n{rb_text}");
     Ok(Outcome::new(code, json, text))
+}
+
+/// Sends one webhook notification, if one is configured; the line saying how it went.
+async fn notify_webhook(
+    cfg: &crate::config::NotifyConfig,
+    event: &str,
+    note: &str,
+    detail: &serde_json::Value,
+) -> String {
+    match crate::notify::webhook(cfg, event, note, detail).await {
+        None => String::new(),
+        Some(sent) if sent.ok => format!("notify webhook: {}\n", sent.detail),
+        Some(sent) => format!("notify webhook: FAILED ({})\n", sent.detail),
+    }
 }
 
 fn tick_line(t: &Tick) -> String {

@@ -398,34 +398,12 @@ mod clock_tests {
 
     #[test]
     fn a_clock_stepped_back_judges_no_sample_from_the_future() {
-        let mk = |ts| {
-            let mut s = crate::monitor::sample::Sample {
-                ts_ms: ts,
-                day: None,
-                deployment_id: None,
-                role: None,
-                target: "t".into(),
-                container: None,
-                container_id: None,
-                health_ok: true,
-                health_http_status: None,
-                health_latency_ms: None,
-                health_detail: serde_json::Value::Null,
-                metrics: None,
-                scrape_error: None,
-                parse_errors: 0,
-                engine_error: None,
-                memory_bytes: None,
-                cpu_pct: None,
-                cpu_total_ns: None,
-                system_cpu_ns: None,
-                restart_count: None,
-                oom_killed: None,
-                log_errors: None,
-                log_cursor_ns: None,
-            };
-            s.memory_bytes = Some(ts as u64);
-            s
+        let mk = |ts| crate::monitor::sample::Sample {
+            ts_ms: ts,
+            target: "t".into(),
+            health_ok: true,
+            memory_bytes: Some(ts as u64),
+            ..Default::default()
         };
         // Taken in this order; the clock stepped back 50 s before the last one.
         let mut h = vec![mk(1_000), mk(2_000), mk(60_000), mk(61_000), mk(11_000)];

@@ -625,14 +625,6 @@ mod tests {
             ts_ms: t_s * 1000,
             day: Some(1),
             deployment_id: Some(1),
-            role: None,
-            container_id: None,
-            scrape_error: None,
-            parse_errors: 0,
-            engine_error: None,
-            cpu_total_ns: None,
-            system_cpu_ns: None,
-            log_cursor_ns: None,
             target: "t".into(),
             container: Some("c".into()),
             health_ok: ok,
@@ -650,6 +642,7 @@ mod tests {
             restart_count: Some(0),
             oom_killed: Some(false),
             log_errors: Some(0),
+            ..Default::default()
         }
     }
 

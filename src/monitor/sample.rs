@@ -149,15 +149,8 @@ impl Sampler<'_> {
             metrics: snapshot,
             scrape_error,
             parse_errors,
-            engine_error: None,
-            memory_bytes: None,
-            cpu_pct: None,
-            cpu_total_ns: None,
-            system_cpu_ns: None,
-            restart_count: None,
-            oom_killed: None,
-            log_errors: None,
-            log_cursor_ns: None,
+            // Container readings are filled in below when there is a container to read.
+            ..Sample::default()
         };
         if let Some(name) = &self.container {
             match self.engine {
