@@ -114,10 +114,40 @@ impl Sampler<'_> {
 
     pub async fn take(&self, cursor: &mut Cursor) -> Sample {
         let ts_ms = chrono::Utc::now().timestamp_millis();
+        let mut s = Sample {
+            ts_ms,
+            day: self.day,
+            deployment_id: self.deployment_id,
+            role: self.role.clone(),
+            target: self.target.clone(),
+            container: self.container.clone(),
+            // Readings are filled in below.
+            ..Sample::default()
+        };
         // Probe first, then scrape: the probe's own request is then always inside the scrape
         // that follows it, so every interval holds exactly the monitor's one probe.
-        let h = health::probe(&self.client, &self.health_url).await;
-        let m = health::get_bounded(&self.client, &self.metrics_url, MAX_METRICS_BODY + 1).await;
+        let http = async {
+            let h = health::probe(&self.client, &self.health_url).await;
+            let m =
+                health::get_bounded(&self.client, &self.metrics_url, MAX_METRICS_BODY + 1).await;
+            (h, m)
+        };
+        // The engine is read alongside, so every reading of a sample lies within the same
+        // short span after its timestamp rather than one after the other.
+        let container = async {
+            let Some(name) = &self.container else { return };
+            match self.engine {
+                Some(engine) => self.container_part(engine, name, cursor, &mut s).await,
+                None => {
+                    s.engine_error = Some(
+                        self.engine_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "no Docker Engine".into()),
+                    )
+                }
+            }
+        };
+        let ((h, m), ()) = tokio::join!(http, container);
         let (snapshot, scrape_error, parse_errors) = match m {
             Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
                 None,
@@ -134,36 +164,14 @@ impl Sampler<'_> {
             Ok((code, _)) => (None, Some(format!("/metrics answered HTTP {code}")), 0),
             Err(e) => (None, Some(format!("/metrics: {e}")), 0),
         };
-        let mut s = Sample {
-            ts_ms,
-            day: self.day,
-            deployment_id: self.deployment_id,
-            role: self.role.clone(),
-            target: self.target.clone(),
-            container: self.container.clone(),
-            container_id: None,
-            health_ok: h.healthy,
-            health_http_status: h.http_status,
-            health_latency_ms: Some(h.latency_ms),
-            health_detail: json!({"status": h.status, "dependencies": h.dependencies, "error": h.error}),
-            metrics: snapshot,
-            scrape_error,
-            parse_errors,
-            // Container readings are filled in below when there is a container to read.
-            ..Sample::default()
-        };
-        if let Some(name) = &self.container {
-            match self.engine {
-                Some(engine) => self.container_part(engine, name, cursor, &mut s).await,
-                None => {
-                    s.engine_error = Some(
-                        self.engine_unavailable
-                            .clone()
-                            .unwrap_or_else(|| "no Docker Engine".into()),
-                    )
-                }
-            }
-        }
+        s.health_ok = h.healthy;
+        s.health_http_status = h.http_status;
+        s.health_latency_ms = Some(h.latency_ms);
+        s.health_detail =
+            json!({"status": h.status, "dependencies": h.dependencies, "error": h.error});
+        s.metrics = snapshot;
+        s.scrape_error = scrape_error;
+        s.parse_errors = parse_errors;
         s
     }
 
