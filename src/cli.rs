@@ -89,6 +89,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Production promotion verdict over the 7-day period
     Gate(GateArgs),
+    /// Write a realistic synthetic validation week into the state store (tests, benchmarks)
+    #[command(hide = true)]
+    SynthWeek(SynthWeekArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -310,6 +313,28 @@ pub struct ReportArgs {
     /// The report's "Signed:" line [default: from config]
     #[arg(long, value_name = "NAME")]
     pub signed_by: Option<String>,
+    /// Only the week at a glance: <out>/index.html (every report run rewrites it too)
+    #[arg(long, conflicts_with_all = ["day", "e2e_junit", "k6_summary", "format"])]
+    pub week: bool,
+    /// Attestations shown with the promotion criteria [default: config/attestations.toml]
+    #[arg(long, value_name = "FILE")]
+    pub attestations: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthWeekArgs {
+    /// Days to write, ending now
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Sampling interval of the synthetic monitor
+    #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+    pub interval: std::time::Duration,
+    /// Seed of the generator (the same seed writes the same week)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Put markup and script into health details and the rollback reason
+    #[arg(long)]
+    pub hostile: bool,
 }
 
 #[derive(Debug, Args)]

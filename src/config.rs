@@ -255,6 +255,9 @@ pub struct ReportConfig {
     /// pairs, every env-file value) into incident reports, webhooks and GitHub issues.
     #[serde(default = "default_true")]
     pub incident_log_excerpt: bool,
+    /// `monitor` rewrites the week page (`<dir>/index.html`) after each run or tick.
+    #[serde(default)]
+    pub week_page_from_monitor: bool,
 }
 
 fn default_true() -> bool {

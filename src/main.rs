@@ -7,6 +7,7 @@ mod config;
 mod engine;
 mod envfile;
 mod exit;
+mod files;
 mod load;
 mod lock;
 mod monitor;
@@ -18,6 +19,7 @@ mod report;
 mod rollout;
 mod security;
 mod store;
+mod synth;
 
 use clap::Parser;
 

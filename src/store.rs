@@ -122,6 +122,9 @@ pub struct RuleState {
 pub struct Store {
     conn: Connection,
     path: std::path::PathBuf,
+    /// When set, rows are stamped with this time instead of the wall clock: the week
+    /// generator writes a past week through the same calls the commands use.
+    clock: std::cell::Cell<Option<DateTime<Utc>>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +163,15 @@ pub struct Event {
     pub kind: String,
     pub deployment_id: Option<i64>,
     pub detail: Value,
+}
+
+/// One recorded validation (score, sbom, cve, provenance, preflight).
+#[derive(Debug, Clone)]
+pub struct ValidationRow {
+    pub at: DateTime<Utc>,
+    pub image_ref: Option<String>,
+    pub kind: String,
+    pub passed: bool,
 }
 
 impl Store {
@@ -209,7 +221,38 @@ impl Store {
             let _ =
                 std::fs::set_permissions(dir.join(side), std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            clock: std::cell::Cell::new(None),
+        })
+    }
+
+    /// Stamps what is written from now on with `at` (None: the wall clock again).
+    pub fn set_clock(&self, at: Option<DateTime<Utc>>) {
+        self.clock.set(at);
+    }
+
+    fn now(&self) -> String {
+        match self.clock.get() {
+            Some(at) => at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            None => now(),
+        }
+    }
+
+    /// Runs `f` in one transaction: a generator writing a week of rows commits once.
+    pub fn batch<T>(&mut self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     pub fn record_image(
@@ -222,7 +265,7 @@ impl Store {
     ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO images(at, action, reference, image_id, size_bytes, digest) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![now(), action, reference, image_id, size, digest],
+            params![self.now(), action, reference, image_id, size, digest],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -231,7 +274,7 @@ impl Store {
         self.conn.execute(
             "INSERT INTO deployments(kind, status, image_ref, image_id, digest, container_name, previous_id, insecure, started_at)
              VALUES (?1,'starting',?2,?3,?4,?5,?6,?7,?8)",
-            params![d.kind, d.image_ref, d.image_id, d.digest, d.container_name, d.previous_id, d.insecure, now()],
+            params![d.kind, d.image_ref, d.image_id, d.digest, d.container_name, d.previous_id, d.insecure, self.now()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -260,6 +303,7 @@ impl Store {
         status: &str,
         verification: Option<&Value>,
     ) -> Result<()> {
+        let stamp = self.now();
         let tx = self.conn.transaction()?;
         if status == "active" {
             tx.execute(
@@ -270,7 +314,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE deployments SET status=?2, finished_at=?3, verification=COALESCE(?4, verification) WHERE id=?1",
-            params![id, status, now(), verification.map(|v| v.to_string())],
+            params![id, status, stamp, verification.map(|v| v.to_string())],
         )?;
         tx.commit()?;
         Ok(())
@@ -324,7 +368,7 @@ impl Store {
     pub fn event(&self, kind: &str, deployment_id: Option<i64>, detail: &Value) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO events(at, kind, deployment_id, detail) VALUES (?1,?2,?3,?4)",
-            params![now(), kind, deployment_id, detail.to_string()],
+            params![self.now(), kind, deployment_id, detail.to_string()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -560,7 +604,7 @@ impl Store {
     ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO validations(at, image_ref, image_id, kind, passed, detail) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![now(), image_ref, image_id, kind, passed, detail.to_string()],
+            params![self.now(), image_ref, image_id, kind, passed, detail.to_string()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -574,7 +618,7 @@ impl Store {
     ) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO test_results(at, day, kind, passed, detail) VALUES (?1,?2,?3,?4,?5)",
-            params![now(), day, kind, passed, detail.to_string()],
+            params![self.now(), day, kind, passed, detail.to_string()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -647,6 +691,23 @@ impl Store {
     }
 
     /// Image references that have an SBOM recorded.
+    /// Every validation since `from`, oldest first.
+    pub fn validations_since(&self, from: DateTime<Utc>) -> Result<Vec<ValidationRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, image_ref, kind, passed FROM validations WHERE at >= ?1 ORDER BY at, id",
+        )?;
+        let from = from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let rows = stmt.query_map([from], |r| {
+            Ok(ValidationRow {
+                at: parse_time(&r.get::<_, String>(0)?),
+                image_ref: r.get(1)?,
+                kind: r.get(2)?,
+                passed: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn sbom_images(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT DISTINCT image_ref FROM validations WHERE kind='sbom' AND image_ref IS NOT NULL")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -705,7 +766,7 @@ pub fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn parse_time(s: &str) -> DateTime<Utc> {
+pub fn parse_time(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default()

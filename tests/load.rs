@@ -38,9 +38,16 @@ fn measured_latency_matches_the_injected_latency() {
         "p50 {p50} within 10% of 100 ms\n{}",
         r.all()
     );
+    // The injected delay is a floor no request can beat; p99 of some 60 requests is about
+    // their slowest, which on two shared cores can wait out a scheduler slice or two.
+    let min = j["latency_ms"]["min"].as_f64().unwrap();
     assert!(
-        (100.0..=110.0).contains(&p99),
-        "p99 {p99} within 10% of 100 ms\n{}",
+        min >= 100.0,
+        "no request faster than the injected 100 ms: {min}"
+    );
+    assert!(
+        (100.0..=150.0).contains(&p99),
+        "p99 {p99} within 50% of 100 ms\n{}",
         r.all()
     );
     assert!(

@@ -255,26 +255,14 @@ fn a_real_day_reported_matches_the_samples_and_renders() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg").count(), 3, "charts inline");
     let shot = stage.dir.path().join("report.png");
-    let chromium = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            stage.dir.path().join("chrome").display()
-        ))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1000,2200")
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium (installed by scripts/setup.sh)");
+    let chromium = chromium(
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1000,2200".into(),
+            format!("file://{}", html.display()),
+        ],
+        &stage.dir.path().join("chrome"),
+    );
     assert!(
         chromium.status.success(),
         "{}",

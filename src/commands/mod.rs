@@ -12,6 +12,7 @@ mod push;
 mod report;
 mod rollback;
 mod status;
+mod synth;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -111,6 +112,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Load(a) => load::run(ctx, a).await,
         Command::Report(a) => report::run(ctx, a).await,
         Command::Gate(a) => gate::run(ctx, a).await,
+        Command::SynthWeek(a) => synth::run(ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
@@ -126,40 +128,7 @@ pub fn read_env_file(path: &Path) -> Result<Vec<crate::envfile::EnvVar>> {
     crate::envfile::read(path).map_err(|e| failure(Code::Usage, format!("{e:#}")))
 }
 
-/// Writes a file whole or not at all, and durably: a temp file beside it with a name no
-/// other writer uses, fsynced, renamed over the target, and the directory fsynced so the
-/// rename survives a crash. A failure leaves the old file (or none) and no temp file.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use anyhow::Context;
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
-}
+pub use crate::files::write_atomic;
 
 pub fn fmt_duration(d: Duration) -> String {
     if d.as_secs_f64() < 10.0 {

@@ -99,6 +99,23 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     // The same SIGINT/SIGTERM handling as deploy and rollback: the tick in progress finishes.
     let interrupt = crate::rollout::Interrupt::install();
     let live = !ctx.quiet && ctx.format == Format::Text;
+    // The week page, when configured: every few minutes in a long loop, and once at the end.
+    let page_every = std::time::Duration::from_secs(300);
+    let page_written = std::cell::Cell::new(std::time::Instant::now());
+    let state_dir = ctx.state_dir.clone();
+    let write_page = || {
+        if !cfg.report.week_page_from_monitor {
+            return;
+        }
+        page_written.set(std::time::Instant::now());
+        let attestations = crate::report::gate::read_attestations(None).unwrap_or_default();
+        let written = crate::store::Store::open(&state_dir).and_then(|s| {
+            crate::report::week::write_page(&s, &cfg, &cfg.report.dir, &attestations)
+        });
+        if let Err(e) = written {
+            tracing::warn!("the week page was not written: {e:#}");
+        }
+    };
     let summary = monitor::run(
         &mut store,
         &mut sampler,
@@ -109,6 +126,9 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         |t| {
             if live {
                 eprintln!("{}", tick_line(t));
+            }
+            if page_written.get().elapsed() >= page_every {
+                write_page();
             }
         },
     )
@@ -244,6 +264,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     }
     if summary.fired.is_empty() {
         let code = if blind_now { Code::Blind } else { Code::Ok };
+        write_page();
         return Ok(Outcome::new(code, json, text));
     }
 
@@ -282,6 +303,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     .await;
     if !a.auto_rollback {
         text += "\nrollback: dhi-stage rollback --reason \"monitor trigger\"";
+        write_page();
         return Ok(Outcome::new(Code::TriggerFired, json, text));
     }
     let reason = format!(
@@ -313,6 +335,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     };
     json["rollback"] = rb_json;
     text += &format!("\nauto-rollback:\n{rb_text}");
+    write_page();
     Ok(Outcome::new(code, json, text))
 }
 

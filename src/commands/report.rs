@@ -10,11 +10,30 @@ use super::Ctx;
 use crate::cli::ReportArgs;
 use crate::exit::{failure, Code};
 use crate::output::Outcome;
-use crate::report::{self, charts, Recommendation};
+use crate::report::{self, charts, week, Recommendation};
 
 pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
     let cfg = &ctx.config;
     let store = ctx.store()?;
+    if a.week {
+        let out = a.out.clone().unwrap_or_else(|| cfg.report.dir.clone());
+        let (w, path) = write_week(&ctx, &store, &out, a.attestations.as_deref())?;
+        let code = match w.state {
+            week::State::Blocked | week::State::RolledBack => Code::CheckFailed,
+            _ => Code::Ok,
+        };
+        let text = format!(
+            "week at a glance: day {} of {}, {} ({})\nwritten to {}",
+            w.day,
+            w.period_days,
+            w.state.words(),
+            w.state_reason,
+            path.display()
+        );
+        let mut json = serde_json::to_value(&w)?;
+        json["written_to"] = json!(path);
+        return Ok(Outcome::new(code, json, text));
+    }
     let day = match a.day {
         Some(0) => return Err(failure(Code::Usage, "--day counts from 1")),
         Some(d) => d,
@@ -96,12 +115,32 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
     };
     let mut json = doc;
     json["written_to"] = json!(path);
-    let text = format!("{md}\nreport written to {}", path.display());
+    let mut text = format!("{md}\nreport written to {}", path.display());
+    // The week page follows every daily report; a failure to write it is said, not fatal.
+    match write_week(&ctx, &store, &out, a.attestations.as_deref()) {
+        Ok((_, p)) => {
+            text += &format!("\nweek at a glance: {}", p.display());
+            json["week_page"] = json!(p);
+        }
+        Err(e) => text += &format!("\nweek at a glance NOT written: {e:#}"),
+    }
     let code = match rec {
         Recommendation::RollbackRequired | Recommendation::Investigate => Code::CheckFailed,
         _ => Code::Ok,
     };
     Ok(Outcome::new(code, json, text))
+}
+
+/// Writes `<out>/index.html`, the week at a glance.
+fn write_week(
+    ctx: &Ctx,
+    store: &crate::store::Store,
+    out: &std::path::Path,
+    attestations: Option<&std::path::Path>,
+) -> Result<(week::Week, PathBuf)> {
+    let attestations = crate::report::gate::read_attestations(attestations)
+        .map_err(|e| failure(Code::Usage, e))?;
+    week::write_page(store, &ctx.config, out, &attestations)
 }
 
 /// (passed, failed, skipped) test cases of a JUnit XML file; a failure or error inside a

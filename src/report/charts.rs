@@ -41,6 +41,22 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Dashed horizontal lines (targets, trigger thresholds), labelled at the right.
+fn threshold_lines(s: &mut String, lines: &[Line], py: &dyn Fn(f64) -> f64) {
+    for l in lines {
+        let _ = write!(
+            s,
+            r##"<line data-threshold="{lab}" x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-dasharray="6 4"/><text x="{tx}" y="{ty}" fill="{c}">{lab}</text>"##,
+            lab = esc(&l.label),
+            y = py(l.y),
+            x2 = W - R,
+            c = l.color,
+            tx = W - R + 6.0,
+            ty = py(l.y) + 4.0
+        );
+    }
+}
+
 pub fn line_chart(
     title: &str,
     y_unit: &str,
@@ -59,10 +75,10 @@ pub fn line_chart(
         .map(|l| l.y)
         .chain(band.map(|b| b.hi))
         .fold(y_max, f64::max)
-        * 1.1;
-    if y_max <= 0.0 {
-        y_max = 1.0;
-    }
+        * 1.05;
+    // Round ticks (0, 50, 100, ...), and the axis ends on the last of them.
+    let ticks = nice_ticks(y_max);
+    y_max = *ticks.last().unwrap_or(&1.0);
     let px = |x: f64| L + x / x_max * (W - L - R);
     let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
     let mut s = String::new();
@@ -97,15 +113,15 @@ pub fn line_chart(
         W - R,
         H - B
     );
-    for i in 0..=4 {
-        let v = y_max * i as f64 / 4.0;
+    for v in ticks {
         let _ = write!(
             s,
-            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{v:.1}</text>"##,
+            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{lab}</text>"##,
             y = py(v),
             x2 = W - R,
             tx = L - 6.0,
-            ty = py(v) + 4.0
+            ty = py(v) + 4.0,
+            lab = tick_label(v)
         );
     }
     let _ = write!(
@@ -121,18 +137,7 @@ pub fn line_chart(
         (L + W - R) / 2.0,
         H - 36.0
     );
-    for l in lines {
-        let _ = write!(
-            s,
-            r##"<line data-threshold="{lab}" x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-dasharray="6 4"/><text x="{tx}" y="{ty}" fill="{c}">{lab}</text>"##,
-            lab = esc(&l.label),
-            y = py(l.y),
-            x2 = W - R,
-            c = l.color,
-            tx = W - R + 6.0,
-            ty = py(l.y) + 4.0
-        );
-    }
+    threshold_lines(&mut s, lines, &py);
     for (i, se) in series.iter().enumerate() {
         let pts: Vec<String> = se
             .points
@@ -291,4 +296,177 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
             health,
         ),
     ]
+}
+
+/// A series on the period's time axis: (Unix ms, value).
+pub struct TimeSeries {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Round tick values from 0 to at least `max`: steps of 1, 2 or 5 times a power of ten.
+pub fn nice_ticks(max: f64) -> Vec<f64> {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let raw = max / 4.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let n = (max / step).ceil() as usize;
+    (0..=n).map(|i| i as f64 * step).collect()
+}
+
+fn tick_label(v: f64) -> String {
+    if v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+/// A line chart over the whole period: one gridline and label per day (its date), y ticks
+/// at round values, the target band and trigger lines. Gaps of more than two hours between
+/// points break the line, so a stretch without data never reads as a straight trend.
+pub fn week_chart(
+    title: &str,
+    y_unit: &str,
+    (start, end): (i64, i64),
+    series: &[TimeSeries],
+    lines: &[Line],
+    band: Option<&Band>,
+) -> String {
+    let end = end.max(start + 1);
+    let data_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(lines.iter().map(|l| l.y))
+        .chain(band.map(|b| b.hi))
+        .fold(0.0_f64, f64::max);
+    let ticks = nice_ticks(data_max * 1.05);
+    let y_max = *ticks.last().unwrap_or(&1.0);
+    let px = |t: i64| L + (t - start) as f64 / (end - start) as f64 * (W - L - R);
+    let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12"><title>{t}</title><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="22" font-size="15" font-weight="bold">{t}</text>"#,
+        t = esc(title)
+    );
+    if let Some(b) = band {
+        let _ = write!(
+            s,
+            r##"<rect data-band="{l}" x="{L}" y="{y}" width="{w}" height="{h}" fill="#2e7d32" fill-opacity="0.12"/><text x="{tx}" y="{ty}" fill="#2e7d32">{l}</text>"##,
+            l = esc(&b.label),
+            y = py(b.hi),
+            w = W - L - R,
+            h = py(b.lo) - py(b.hi),
+            tx = W - R + 6.0,
+            ty = py((b.lo + b.hi) / 2.0) + 4.0,
+        );
+    }
+    for v in &ticks {
+        let _ = write!(
+            s,
+            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#e4e4e4"/><text x="{tx}" y="{ty}" text-anchor="end">{lab}</text>"##,
+            y = py(*v),
+            x2 = W - R,
+            tx = L - 6.0,
+            ty = py(*v) + 4.0,
+            lab = tick_label(*v)
+        );
+    }
+    let mut day = start;
+    let mut n = 1;
+    while day <= end {
+        let x = px(day);
+        let date = chrono::DateTime::from_timestamp_millis(day)
+            .map(|d| d.format("%b %d").to_string())
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{yb}" stroke="#e4e4e4"/><text x="{x:.1}" y="{y1}" text-anchor="middle">{date}</text>"##,
+            yb = H - B,
+            y1 = H - B + 16.0,
+        );
+        if day < end {
+            let _ = write!(
+                s,
+                r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#666">day {n}</text>"##,
+                px(day + 43_200_000).min(W - R),
+                H - B + 30.0
+            );
+        }
+        day += 86_400_000;
+        n += 1;
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{yb}" stroke="#444"/><line x1="{L}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="#444"/><text x="14" y="{m}" transform="rotate(-90 14 {m})" text-anchor="middle">{u}</text>"##,
+        yb = H - B,
+        xr = W - R,
+        m = H / 2.0,
+        u = esc(y_unit)
+    );
+    threshold_lines(&mut s, lines, &py);
+    for (i, se) in series.iter().enumerate() {
+        let mut path = String::new();
+        let mut prev: Option<i64> = None;
+        for (t, v) in &se.points {
+            let cmd = if prev.is_some_and(|p| t - p <= 2 * 3_600_000) {
+                'L'
+            } else {
+                'M'
+            };
+            let _ = write!(path, "{cmd}{:.1},{:.1} ", px(*t), py(*v));
+            prev = Some(*t);
+        }
+        let _ = write!(
+            s,
+            r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="1.6" d="{p}"/>"#,
+            n = esc(&se.name),
+            k = se.points.len(),
+            c = se.color,
+            p = path.trim_end()
+        );
+        let lx = L + 200.0 * i as f64;
+        let _ = write!(
+            s,
+            r#"<line x1="{lx}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}" fill="{c}">{n}</text>"#,
+            y = H - 12.0,
+            x2 = lx + 18.0,
+            tx = lx + 24.0,
+            ty = H - 8.0,
+            c = se.color,
+            n = esc(&se.name)
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nice_ticks;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_data() {
+        for (max, want) in [
+            (1.0, vec![0.0, 0.5, 1.0]),
+            (3.1, vec![0.0, 1.0, 2.0, 3.0, 4.0]),
+            (105.0, vec![0.0, 50.0, 100.0, 150.0]),
+            (157.5, vec![0.0, 50.0, 100.0, 150.0, 200.0]),
+            (0.0, vec![0.0, 0.5, 1.0]),
+            (f64::NAN, vec![0.0, 0.5, 1.0]),
+        ] {
+            assert_eq!(nice_ticks(max), want, "max {max}");
+        }
+    }
 }

@@ -3,11 +3,12 @@
 //! attest (dashboards, alerting, runbooks, training, live-Kong integration tests) come from
 //! an attestation file and are shown as attested, never as measured. Missing data fails.
 
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{DayData, DayMetrics};
 use crate::config::Config;
-use crate::store::Event;
+use crate::store::{Event, Store};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Criterion {
@@ -90,6 +91,82 @@ fn every_day(
         (true, format!("days 1-{through} all met"))
     } else {
         (false, bad.join("; "))
+    }
+}
+
+/// The gate's verdict and the days it read.
+pub struct Judged {
+    pub passes: bool,
+    pub criteria: Vec<Criterion>,
+    pub days: Vec<(DayData, DayMetrics)>,
+}
+
+/// The gate over days 1..=through from the store.
+pub fn judge(
+    store: &Store,
+    cfg: &Config,
+    through: u32,
+    attestations: &toml::Table,
+) -> Result<Judged> {
+    let growth = cfg.memory_growth_threshold();
+    let mut days = Vec::new();
+    for d in 1..=through {
+        let data = super::gather(store, cfg, d)?;
+        if data.samples.is_empty() && data.load_runs.is_empty() && data.e2e.is_none() {
+            continue;
+        }
+        let m = super::metrics(&data, growth);
+        days.push((data, m));
+    }
+    let deployed: Vec<String> = {
+        let mut v: Vec<String> = store
+            .deployments()?
+            .into_iter()
+            .filter(|d| d.kind == "deploy" && d.status != "failed")
+            .map(|d| d.image_ref)
+            .collect();
+        v.dedup();
+        v
+    };
+    // Evidence about the image under test only: the validations of another image (an older
+    // build, the baseline) say nothing about the one being promoted.
+    let under_test = super::image_under_test(store, cfg)?;
+    let (score, cve) = match &under_test {
+        None => (None, None),
+        Some((image_ref, image_id)) => {
+            super::security_evidence(store, image_ref, image_id.as_deref())?
+        }
+    };
+    let drills = store.events(Some("drill"))?;
+    let sbom_images = store.sbom_images()?;
+    let input = Input {
+        through_day: through,
+        days: &days,
+        drills: &drills,
+        score,
+        cve: cve.as_ref(),
+        deployed_images: &deployed,
+        sbom_images: &sbom_images,
+        attestations,
+    };
+    let criteria = evaluate(&input, cfg);
+    Ok(Judged {
+        passes: criteria.iter().all(|c| c.met),
+        criteria,
+        days,
+    })
+}
+
+/// The attestation file: `path` when given (it must exist), else
+/// `config/attestations.toml` when it exists, else none.
+pub fn read_attestations(path: Option<&std::path::Path>) -> Result<toml::Table, String> {
+    let p = path
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("config/attestations.toml"));
+    match std::fs::read_to_string(&p) {
+        Ok(t) => t.parse().map_err(|e| format!("{}: {e}", p.display())),
+        Err(_) if path.is_none() => Ok(toml::Table::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     }
 }
 

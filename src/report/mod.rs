@@ -5,6 +5,7 @@
 pub mod charts;
 pub mod gate;
 pub mod incident;
+pub mod week;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -44,6 +45,8 @@ pub struct DayData {
     pub cve: Option<Value>,
     pub triggers: Vec<Event>,
     pub rollbacks: Vec<Event>,
+    /// The monitor's `blind` events of the day (rules it could not judge for too long).
+    pub blind: Vec<Event>,
     /// Milliseconds of this day during which the baseline served instead of the image under
     /// test (its samples are the baseline's and are not in this day's numbers).
     pub baseline_ms: i64,
@@ -67,9 +70,33 @@ pub struct DayMetrics {
     pub restarts: Option<i64>,
 }
 
-/// The image whose validation period this is: (reference, image id) of the candidate that
-/// is active, or that the baseline replaced.
-pub fn image_under_test(store: &Store, cfg: &Config) -> Result<Option<(String, Option<String>)>> {
+/// A security score as (score, of) and the CVE scan's detail.
+type SecurityEvidence = (Option<(u32, u32)>, Option<Value>);
+
+/// The latest security score and CVE scan recorded for this image, and only it.
+pub fn security_evidence(
+    store: &Store,
+    image_ref: &str,
+    image_id: Option<&str>,
+) -> Result<SecurityEvidence> {
+    let score = store
+        .latest_validation_of("score", image_id, image_ref)?
+        .and_then(|(_, _, d)| Some((d["score"].as_u64()? as u32, d["of"].as_u64()? as u32)));
+    let cve = store
+        .latest_validation_of("cve", image_id, image_ref)?
+        .map(|(_, _, d)| d);
+    Ok((score, cve))
+}
+
+/// The configured container's deployments and the validation period they make at `now`.
+pub fn period(
+    store: &Store,
+    cfg: &Config,
+    now: DateTime<Utc>,
+) -> Result<(
+    Vec<crate::store::Deployment>,
+    crate::monitor::period::Period,
+)> {
     let deployments: Vec<_> = store
         .deployments()?
         .into_iter()
@@ -78,8 +105,15 @@ pub fn image_under_test(store: &Store, cfg: &Config) -> Result<Option<(String, O
     let period = crate::monitor::period::current(
         &deployments,
         |r| crate::monitor::period::is_baseline(r, &cfg.baseline_ref(), &cfg.image.baseline_tag),
-        Utc::now(),
+        now,
     );
+    Ok((deployments, period))
+}
+
+/// The image whose validation period this is: (reference, image id) of the candidate that
+/// is active, or that the baseline replaced.
+pub fn image_under_test(store: &Store, cfg: &Config) -> Result<Option<(String, Option<String>)>> {
+    let (deployments, period) = period(store, cfg, Utc::now())?;
     Ok(period.image.map(|image| {
         let id = deployments
             .iter()
@@ -136,26 +170,12 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
         None => 0,
         Some(f) => {
             let until = to.unwrap_or(f + chrono::Duration::days(1)).min(Utc::now());
-            let deployments: Vec<_> = store
-                .deployments()?
-                .into_iter()
-                .filter(|d| d.container_name == cfg.container.name)
-                .collect();
-            crate::monitor::period::current(
-                &deployments,
-                |r| {
-                    crate::monitor::period::is_baseline(
-                        r,
-                        &cfg.baseline_ref(),
-                        &cfg.image.baseline_tag,
-                    )
-                },
-                Utc::now(),
-            )
-            .interruptions
-            .iter()
-            .map(|(a, b)| ((*b).min(until) - (*a).max(f)).num_milliseconds().max(0))
-            .sum()
+            period(store, cfg, Utc::now())?
+                .1
+                .interruptions
+                .iter()
+                .map(|(a, b)| ((*b).min(until) - (*a).max(f)).num_milliseconds().max(0))
+                .sum()
         }
     };
     // The day's evidence is about the image the day's samples watched, never another's.
@@ -166,16 +186,7 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
         .and_then(|d| d.image_id);
     let (score, cve) = match &image {
         None => (None, None),
-        Some(r) => (
-            store
-                .latest_validation_of("score", image_id.as_deref(), r)?
-                .and_then(|(_, _, d)| {
-                    Some((d["score"].as_u64()? as u32, d["of"].as_u64()? as u32))
-                }),
-            store
-                .latest_validation_of("cve", image_id.as_deref(), r)?
-                .map(|(_, _, d)| d),
-        ),
+        Some(r) => security_evidence(store, r, image_id.as_deref())?,
     };
     Ok(DayData {
         day,
@@ -202,6 +213,11 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             .into_iter()
             .filter(in_day)
             .filter(|e| e.detail["kind"].as_str() != Some("drill"))
+            .collect(),
+        blind: store
+            .events(Some("blind"))?
+            .into_iter()
+            .filter(in_day)
             .collect(),
         baseline_ms,
     })
@@ -668,6 +684,7 @@ pub mod tests {
             ),
             triggers: Vec::new(),
             rollbacks: Vec::new(),
+            blind: Vec::new(),
             baseline_ms: 0,
         }
     }

@@ -445,3 +445,25 @@ pub fn remove_rule(t: &mut toml::Table, name: &str) {
             .retain(|r| r["name"].as_str() != Some(name));
     }
 }
+
+/// Headless Chromium with a profile of its own and nothing fetched from the network.
+pub fn chromium(args: &[String], profile: &Path) -> std::process::Output {
+    std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect(
+            "chromium is needed for this test: run `sudo bash scripts/setup.sh`, which installs it",
+        )
+}
