@@ -335,3 +335,40 @@ fn the_week_at_a_glance_in_a_real_browser() {
         shots.display()
     );
 }
+
+/// With `report.week_page_from_monitor`, a cron run of the monitor writes the page (even a
+/// run whose probe failed: nothing listens on its target); without it, it does not.
+#[test]
+fn a_monitor_run_rewrites_the_week_page_when_configured() {
+    let stage = Stage::new();
+    let w = stage.run(&["synth-week", "--days", "2", "--interval", "5m"]);
+    assert_eq!(w.code, 0, "{}", w.all());
+    let cfg = stage.write_config(|t| {
+        t.replace(
+            "week_page_from_monitor = false",
+            "week_page_from_monitor = true",
+        )
+    });
+    let page = stage.dir.path().join("reports/index.html");
+    assert!(!page.exists());
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let r = stage.run(&[
+        "--config",
+        path_str(&cfg),
+        "monitor",
+        "--once",
+        "--base-url",
+        &closed,
+    ]);
+    assert_ne!(r.code, 101, "{}", r.all());
+    let html = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
+    assert!(
+        html.contains("day 2 of 7") || html.contains("day 3 of 7"),
+        "the synthesized period"
+    );
+    // Without the switch the same run leaves the page alone.
+    std::fs::remove_file(&page).unwrap();
+    let r = stage.run(&["monitor", "--once", "--base-url", &closed]);
+    assert_ne!(r.code, 101, "{}", r.all());
+    assert!(!page.exists(), "written without the switch");
+}
