@@ -9,12 +9,8 @@ bash scripts/setup.sh
 
 # A developer's own settings must not leak into the tests (a real webhook, another state dir).
 while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(DHI_STAGE_[A-Z_]*\)=.*/\1/p')
-# Containers a previous, interrupted run left behind (tests name theirs dhi-test-*).
-leftovers=$(docker ps -aq --filter 'name=^dhi-test-' || true)
-if [[ -n $leftovers ]]; then
-  echo "test: removing $(wc -w <<<"$leftovers") container(s) left by an interrupted run" >&2
-  docker rm -f $leftovers >/dev/null
-fi
+# Containers, images and registry tags a previous, interrupted run left behind.
+bash scripts/sweep-test-leftovers.sh
 rm -rf target/reliability
 mkdir -p target/reliability
 

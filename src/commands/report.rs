@@ -239,4 +239,12 @@ mod tests {
         assert_eq!(junit_counts(xml), Ok((2, 1, 1)));
         assert!(junit_counts("<html/>").is_err());
     }
+
+    /// A report written by a real runner (pytest 9.2, `--junitxml`): 144 passed, one
+    /// assertion failure, one error (recorded by pytest as a failure), one skip.
+    #[test]
+    fn junit_from_pytest() {
+        let xml = include_str!("../../tests/fixtures/junit-pytest.xml");
+        assert_eq!(junit_counts(xml), Ok((144, 2, 1)));
+    }
 }

@@ -75,6 +75,24 @@ mod tests {
     use super::*;
     use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
 
+    /// A whole stats document as the engine sends it on a cgroup v2 host: no
+    /// `total_inactive_file`, no `percpu_usage`, v2 memory keys. Memory is usage minus
+    /// `inactive_file` and CPU % uses `online_cpus`, as `docker stats` does.
+    #[test]
+    fn a_cgroup_v2_stats_document() {
+        let doc = include_str!("../../tests/fixtures/docker/stats-cgroup2.json");
+        let s: ContainerStatsResponse = serde_json::from_str(doc).unwrap();
+        let r = resources(&s).unwrap();
+        assert_eq!(r.memory_bytes, 78_675_968 - 12_582_912);
+        assert_eq!(r.memory_limit_bytes, 512 << 20);
+        // (2.4e9 - 2.3e9) / (10e12 - 9.998e12) x 2 CPUs x 100
+        assert_eq!(r.cpu_pct, Some(10.0));
+        assert_eq!(
+            (r.cpu_total_ns, r.system_cpu_ns),
+            (2_400_000_000, 10_000_000_000_000)
+        );
+    }
+
     #[test]
     fn memory_excludes_inactive_file_like_docker_stats() {
         let s = ContainerStatsResponse {

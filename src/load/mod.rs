@@ -385,6 +385,7 @@ pub fn import_k6(text: &str, profile: &str, t: &LoadThresholds) -> Result<Report
         base_url: None,
         vus: m
             .get("vus_max")
+            .map(|x| x.get("values").unwrap_or(x))
             .and_then(|x| x.get("max").or_else(|| x.get("value")))
             .and_then(serde_json::Value::as_f64)
             .map(|v| v as u32),
@@ -395,7 +396,12 @@ pub fn import_k6(text: &str, profile: &str, t: &LoadThresholds) -> Result<Report
             0.0
         },
         requests,
-        failures: (rate * requests as f64).round() as u64,
+        // A Rate metric's `passes` counts its non-zero values: for http_req_failed, the
+        // failed requests. The rate times the count is the fallback.
+        failures: failed
+            .and_then(|x| x.get("passes"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or((rate * requests as f64).round() as u64),
         dropped: 0,
         failure_rate_pct: rate * 100.0,
         rps,
@@ -458,6 +464,46 @@ mod tests {
         assert_eq!(r.latency_ms.p99, None);
         assert!(!r.passed, "a missing P99 cannot pass the P99 threshold");
         assert!(import_k6("{}", "load", &thresholds()).is_err());
+    }
+
+    /// The two shapes k6 writes: `--summary-export` (flat metrics, a Rate's `passes` counting
+    /// its true values, threshold booleans) and a `handleSummary` JSON.stringify(data)
+    /// (`type`/`contains`/`values`, `options`, `state`), each with the sub-metric
+    /// `http_req_duration{expected_response:true}` beside the metric itself.
+    #[test]
+    fn imports_both_real_k6_summary_shapes() {
+        let export = include_str!("../../tests/fixtures/k6/summary-export.json");
+        let r = import_k6(export, "load", &thresholds()).unwrap();
+        assert_eq!((r.requests, r.failures, r.vus), (2400, 9, Some(10)));
+        assert_eq!((r.latency_ms.p95, r.latency_ms.max), (62.4471, 181.2004));
+        assert!((r.failure_rate_pct - 0.375).abs() < 1e-9);
+        // k6's default trend stats have no p(99): the runbook's P99 cannot be judged.
+        assert_eq!(r.latency_ms.p99, None);
+        assert!(!r.passed);
+
+        let handled = include_str!("../../tests/fixtures/k6/handle-summary.json");
+        let r = import_k6(handled, "smoke", &thresholds()).unwrap();
+        assert_eq!((r.requests, r.failures, r.vus), (6000, 13, Some(20)));
+        assert_eq!(
+            (r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99),
+            (25.6677, 75.4443, Some(127.5514))
+        );
+        assert!((r.duration_s - 6000.0 / 99.97943).abs() < 1e-9);
+        // Latency within the runbook's limits; the 13 failed requests break "no failures".
+        let verdicts: Vec<(String, Option<bool>)> = r
+            .thresholds
+            .iter()
+            .map(|t| (t.threshold.clone(), t.passed))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("http_req_duration p(95) < 100ms".to_string(), Some(true)),
+                ("http_req_duration p(99) < 200ms".to_string(), Some(true)),
+                ("http_req_failed rate <= 0%".to_string(), Some(false)),
+            ]
+        );
+        assert!(!r.passed);
     }
 
     #[test]
