@@ -168,64 +168,33 @@ pub fn junit_counts(xml: &str) -> Result<(u32, u32, u32), String> {
     Ok((passed, failed, skipped))
 }
 
-/// One self-contained page: the report as HTML with the charts inline.
+/// One self-contained page: the report as HTML (pulldown-cmark) with the charts inline.
+/// Raw HTML in the markdown (a service's words inside evidence or a reason) is shown as text.
 fn html(md: &str, charts: &[(String, String, String)]) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let bold = |s: &str| {
-        let mut out = String::new();
-        for (i, part) in s.split("**").enumerate() {
-            if i % 2 == 1 {
-                out += &format!("<strong>{part}</strong>");
-            } else {
-                out += part;
-            }
-        }
-        out
-    };
+    use pulldown_cmark::{Event, Options, Parser};
+    // The chart images of the markdown file are replaced by the inline SVGs below.
+    let text: String = md
+        .lines()
+        .filter(|l| !l.starts_with("## Charts") && !l.starts_with("!["))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let parser = Parser::new_ext(&text, Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES).map(
+        |e| match e {
+            Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
+            e => e,
+        },
+    );
     let mut body = String::new();
-    let mut in_list = false;
-    for line in md.lines() {
-        if line.starts_with("## Charts") || line.starts_with("![") {
-            continue;
-        }
-        let l = esc(line);
-        if let Some(item) = l.strip_prefix("- ") {
-            if !in_list {
-                body += "<ul>\n";
-                in_list = true;
-            }
-            let item = item.replace("[x]", "&#9745;").replace("[ ]", "&#9744;");
-            body += &format!("<li>{}</li>\n", bold(&item));
-            continue;
-        }
-        if in_list {
-            body += "</ul>\n";
-            in_list = false;
-        }
-        if let Some(h) = l.strip_prefix("# ") {
-            body += &format!("<h1>{h}</h1>\n");
-        } else if let Some(h) = l.strip_prefix("## ") {
-            body += &format!("<h2>{h}</h2>\n");
-        } else if !l.trim().is_empty() {
-            body += &format!("<p>{}</p>\n", bold(&l));
-        }
-    }
-    if in_list {
-        body += "</ul>\n";
-    }
+    pulldown_cmark::html::push_html(&mut body, parser);
     body += "<h2>Charts</h2>\n";
     for (_, title, svg) in charts {
         body += &format!(
             "<figure><figcaption>{}</figcaption>{svg}</figure>\n",
-            esc(title)
+            crate::report::week::esc(title)
         );
     }
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>DHI Staging Validation Report</title>\n<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}}h1{{font-size:1.6em}}h2{{border-bottom:1px solid #ccc}}figure{{margin:1em 0}}li{{margin:.2em 0}}</style></head>\n<body>\n{body}</body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>DHI Staging Validation Report</title>\n<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto;padding:0 1em;color:#222}}h1{{font-size:1.6em}}h2{{border-bottom:1px solid #ccc}}figure{{margin:1em 0}}figure svg{{width:100%;height:auto}}li{{margin:.2em 0}}ul{{padding-left:1.4em}}</style></head>\n<body>\n{body}</body></html>\n"
     )
 }
 
@@ -238,6 +207,22 @@ mod tests {
         let xml = r#"<testsuites><testsuite name="e2e" tests="4"><testcase name="a"/><testcase name="b"><failure message="x"/></testcase><testcase name="c"></testcase><testcase name="d"><skipped/></testcase></testsuite></testsuites>"#;
         assert_eq!(junit_counts(xml), Ok((2, 1, 1)));
         assert!(junit_counts("<html/>").is_err());
+    }
+
+    #[test]
+    fn the_html_page_shows_raw_html_from_the_markdown_as_text() {
+        let md = "# Report\n\n- [x] **ok** <script>alert(1)</script>\n- [ ] <b>x</b>\n";
+        let page = super::html(md, &[]);
+        assert!(page.contains("<strong>ok</strong>"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("<script>") && !page.contains("<b>"),
+            "{page}"
+        );
+        assert!(page.contains("type=\"checkbox\""), "task lists: {page}");
     }
 
     /// A report written by a real runner (pytest 9.2, `--junitxml`): 144 passed, one

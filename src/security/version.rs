@@ -181,42 +181,20 @@ pub fn apk_cmp(a: &str, b: &str) -> Ordering {
 // ---- SemVer 2.0 ----
 
 pub fn semver_cmp(a: &str, b: &str) -> Ordering {
+    // The semver crate's precedence (build metadata ignored). npm and OSV also write short
+    // forms ("v1.2", "1"), read as the missing parts being zero.
     let parse = |v: &str| {
-        let v = v.trim_start_matches('v');
-        let v = v.split('+').next().unwrap_or(v);
-        let (core, pre) = match v.split_once('-') {
-            Some((c, p)) => (c, Some(p.to_string())),
-            None => (v, None),
-        };
-        let nums: Vec<u64> = core.split('.').map(|n| n.parse().unwrap_or(0)).collect();
-        (nums, pre)
+        let v = v.trim().trim_start_matches('v');
+        let split = v.find(['-', '+']).unwrap_or(v.len());
+        let (core, rest) = v.split_at(split);
+        let parts = core.split('.').count();
+        let padded = format!("{core}{}{rest}", ".0".repeat(3usize.saturating_sub(parts)));
+        semver::Version::parse(&padded).ok()
     };
-    let (na, pa) = parse(a);
-    let (nb, pb) = parse(b);
-    for i in 0..3 {
-        let o = na.get(i).unwrap_or(&0).cmp(nb.get(i).unwrap_or(&0));
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    match (pa, pb) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Greater,
-        (Some(_), None) => Ordering::Less,
-        (Some(x), Some(y)) => {
-            for (p, q) in x.split('.').zip(y.split('.')) {
-                let o = match (p.parse::<u64>(), q.parse::<u64>()) {
-                    (Ok(m), Ok(n)) => m.cmp(&n),
-                    (Ok(_), Err(_)) => Ordering::Less,
-                    (Err(_), Ok(_)) => Ordering::Greater,
-                    _ => p.cmp(q),
-                };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            x.split('.').count().cmp(&y.split('.').count())
-        }
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x.cmp_precedence(&y),
+        // Not a version at all: ordered as text, so the comparison stays total.
+        _ => a.cmp(b),
     }
 }
 
