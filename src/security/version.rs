@@ -191,10 +191,13 @@ pub fn semver_cmp(a: &str, b: &str) -> Ordering {
         let padded = format!("{core}{}{rest}", ".0".repeat(3usize.saturating_sub(parts)));
         semver::Version::parse(&padded).ok()
     };
+    // Strings that are not versions sort below every version, and among themselves as
+    // text, so the order stays total (sorting and range checks need that).
     match (parse(a), parse(b)) {
         (Some(x), Some(y)) => x.cmp_precedence(&y),
-        // Not a version at all: ordered as text, so the comparison stays total.
-        _ => a.cmp(b),
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (None, None) => a.cmp(b),
     }
 }
 
