@@ -22,6 +22,19 @@ impl EnvVar {
     }
 }
 
+/// Reads the env file for the container; a missing file is a usage error naming it and
+/// saying where the template is.
+pub fn read_for_container(path: &Path) -> Result<Vec<EnvVar>> {
+    use crate::exit::{failure, Code};
+    if !path.exists() {
+        return Err(failure(
+            Code::Usage,
+            format!("env file {} does not exist; copy .env.stg.example to {} and fill it in, or pass --env-file", path.display(), path.display()),
+        ));
+    }
+    read(path).map_err(|e| failure(Code::Usage, format!("{e:#}")))
+}
+
 pub fn read(path: &Path) -> Result<Vec<EnvVar>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read env file {}", path.display()))?;

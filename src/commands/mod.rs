@@ -15,7 +15,7 @@ mod status;
 mod synth;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -117,17 +117,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-/// Reads the env file for the container; a missing file is an error naming it.
-pub fn read_env_file(path: &Path) -> Result<Vec<crate::envfile::EnvVar>> {
-    if !path.exists() {
-        return Err(failure(
-            Code::Usage,
-            format!("env file {} does not exist; copy .env.stg.example to {} and fill it in, or pass --env-file", path.display(), path.display()),
-        ));
-    }
-    crate::envfile::read(path).map_err(|e| failure(Code::Usage, format!("{e:#}")))
-}
-
+pub use crate::envfile::read_for_container as read_env_file;
 pub use crate::files::write_atomic;
 
 pub fn fmt_duration(d: Duration) -> String {

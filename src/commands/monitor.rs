@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{MonitorArgs, RollbackArgs};
+use crate::cli::MonitorArgs;
 use crate::engine::Engine;
 use crate::exit::{failure, Code};
 use crate::monitor::period::Role;
@@ -315,15 +315,21 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let rb_args = RollbackArgs {
+    // The same procedure and rules as an operator's rollback, approved by the standing
+    // approval of whoever started the monitor with --auto-rollback.
+    let request = crate::rollout::rollback::Request {
         to: None,
         reason: Some(reason),
-        approved_by: Some("monitor --auto-rollback".into()),
+        approval: crate::rollout::rollback::Approval::Automatic("monitor --auto-rollback"),
         drill: false,
-        target: a.target.clone(),
         wait: None,
     };
-    let rb = super::rollback::run(ctx, rb_args).await;
+    let context = crate::rollout::rollback::Context {
+        config: &ctx.config,
+        state_dir: &ctx.state_dir,
+        lock_wait: ctx.lock_wait,
+    };
+    let rb = crate::rollout::rollback::rollback(&context, &request).await;
     let (code, rb_json, rb_text) = match rb {
         Ok(o) if o.code == Code::Ok => (Code::TriggerFired, o.json, o.text),
         Ok(o) => (Code::RollbackFailed, o.json, o.text),

@@ -5,6 +5,8 @@
 //! does not become healthy, it is removed and the old one renamed back and started. Every
 //! wait is a poll against a deadline, never a fixed sleep, because rollback time is measured.
 
+pub mod rollback;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};

@@ -1,0 +1,592 @@
+//! The runbook's rollback procedure: restore the recorded baseline (or a chosen image) with
+//! the same hardened spec and measure decision-to-healthy time against the 30 s target. The
+//! decision is the moment `rollback` is called: everything after it counts. Operators reach
+//! it through `dhi-stage rollback`, the monitor through `--auto-rollback`; both pass the same
+//! rules (production approval, target availability, "already running").
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::config::Environment;
+use crate::engine::spec::DeploySpec;
+use crate::engine::Engine;
+use crate::exit::{failure, Code};
+use crate::lock::StateLock;
+use crate::output::Outcome;
+use crate::rollout;
+use crate::store::{NewDeployment, Store};
+
+/// Where a rollback runs: the configuration, the state directory and how long to wait for
+/// its lock.
+pub struct Context<'a> {
+    pub config: &'a crate::config::Config,
+    pub state_dir: &'a Path,
+    pub lock_wait: Duration,
+}
+
+/// Who approved a rollback.
+#[derive(Debug, Clone)]
+pub enum Approval {
+    /// An operator, by name (none given: only allowed outside production).
+    Operator(Option<String>),
+    /// The monitor's `--auto-rollback`, approved in advance by whoever started it.
+    Automatic(&'static str),
+}
+
+impl Approval {
+    pub fn approver(&self) -> &str {
+        match self {
+            Approval::Operator(name) => name.as_deref().unwrap_or("").trim(),
+            Approval::Automatic(by) => by,
+        }
+    }
+
+    /// The approver as recorded in events and incidents (none when no one was named).
+    pub fn recorded(&self) -> Option<String> {
+        Some(self.approver().to_string()).filter(|s| !s.is_empty())
+    }
+}
+
+/// The runbook's approval rule: production needs a named approver.
+pub fn approved(env: Environment, a: &Approval) -> Result<(), &'static str> {
+    if env == Environment::Production && a.approver().is_empty() {
+        return Err("environment is production: a rollback needs executive approval, pass --approved-by NAME");
+    }
+    Ok(())
+}
+
+/// What to roll back to and why.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// An image instead of the recorded baseline.
+    pub to: Option<String>,
+    pub reason: Option<String>,
+    pub approval: Approval,
+    /// Roll back, then restore forward, and record it as a drill.
+    pub drill: bool,
+    /// How long to wait for the restored container [default: config].
+    pub wait: Option<Duration>,
+}
+
+pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
+    let decision = Instant::now();
+    let cfg = ctx.config;
+    // The runbook: "Executive approval for production rollback". An operator names the
+    // approver; `monitor --auto-rollback` is the standing approval of whoever started it.
+    approved(cfg.environment, &a.approval).map_err(|e| failure(Code::Usage, e))?;
+    if let Some(to) = &a.to {
+        crate::probe::reference::check(to).map_err(|e| failure(Code::Usage, e))?;
+    }
+    let env = crate::envfile::read_for_container(&cfg.env_file)?;
+    let interrupt = rollout::Interrupt::install();
+    let _lock = StateLock::acquire(ctx.state_dir, "rollback", ctx.lock_wait)?;
+    let mut store = Store::open(ctx.state_dir)?;
+    let engine = Engine::connect().await?;
+    // First what an interrupted run left: a rollback after an interrupted deploy undoes
+    // that deploy, and stops there (it does not go one step further back).
+    let reconciled = rollout::reconcile(
+        &engine,
+        &mut store,
+        &cfg.container.name,
+        &cfg.container.restart,
+    )
+    .await?;
+    if let (Some(undone), None, false) = (reconciled.undone, &a.to, a.drill) {
+        let serving = store.active_deployment(&cfg.container.name)?;
+        store.event(
+            "rollback",
+            serving.as_ref().map(|d| d.id),
+            &json!({"kind": "reconcile", "undone_deployment": undone, "reason": a.reason, "restored": true,
+                    "to": serving.as_ref().map(|d| d.image_ref.clone()), "decision_to_healthy_ms": decision.elapsed().as_millis()}),
+        )?;
+        return Ok(Outcome::new(
+            Code::Ok,
+            json!({"ok": true, "undone_deployment": undone, "actions": reconciled.actions,
+                   "serving": serving.as_ref().map(|d| d.image_ref.clone()), "deployment_id": serving.as_ref().map(|d| d.id)}),
+            format!(
+                "rollback: undid interrupted deployment #{undone}; {} serves again\n  {}",
+                serving
+                    .as_ref()
+                    .map(|d| d.image_ref.as_str())
+                    .unwrap_or("nothing"),
+                reconciled.actions.join("\n  ")
+            ),
+        ));
+    }
+    if interrupt.interrupted() {
+        return Err(failure(
+            Code::Operational,
+            "interrupted by SIGINT/SIGTERM before anything was changed",
+        ));
+    }
+    let active = store.active_deployment(&cfg.container.name)?;
+    let (target, target_source) = match &a.to {
+        Some(to) => (to.clone(), "--to".to_string()),
+        None => {
+            let t = rollout::rollback_target(&store, cfg)?;
+            (t.image, t.source)
+        }
+    };
+    // Before anything changes: a target that is not there fails the rollback now, with
+    // what to do, rather than after the running container was touched.
+    if let Err(e) = engine
+        .ensure_image(&target, &crate::output::Progress::new(true))
+        .await
+    {
+        return Err(failure(
+            Code::RollbackFailed,
+            format!(
+                "rollback target {target} ({target_source}) is not available: {e:#}; push it to the registry, or pass --to REF"
+            ),
+        ));
+    }
+    let client = crate::probe::health::client(cfg.verify.probe_timeout);
+    let wait = a.wait.unwrap_or(cfg.verify.startup_wait);
+
+    // Idempotent: what already runs healthy from the target image stays.
+    let running = engine.find_container(&cfg.container.name).await?;
+    let running_image = running
+        .as_ref()
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.image.clone());
+    if !a.drill && running_image.as_deref() == Some(target.as_str()) {
+        let h = crate::probe::health::probe(&client, &cfg.health_url()).await;
+        if h.healthy {
+            store.event(
+                "rollback-noop",
+                active.as_ref().map(|d| d.id),
+                &json!({"target": target, "reason": a.reason}),
+            )?;
+            return Ok(Outcome::new(
+                Code::Ok,
+                json!({"ok": true, "noop": true, "target": target, "target_source": target_source}),
+                format!(
+                    "nothing to do: {} already runs {target} and is healthy",
+                    cfg.container.name
+                ),
+            ));
+        }
+    }
+
+    let spec = DeploySpec::from_config(cfg, &target, env.clone());
+    let first = restore_to(
+        &engine,
+        &mut store,
+        &client,
+        cfg,
+        &spec,
+        active.as_ref().map(|d| d.id),
+        a,
+        decision,
+        wait,
+        if a.drill { "drill" } else { "rollback" },
+        &interrupt,
+    )
+    .await?;
+    let mut first = first;
+    first.json["target_source"] = json!(target_source);
+    first.text = format!(
+        "rollback target: {target} ({target_source})\n{}",
+        first.text
+    );
+    if !a.drill {
+        if let Some(inc) = first.incident.take() {
+            let (extra, j) = post_rollback(cfg, &store, &inc).await;
+            first.text += &extra;
+            first.json["incident"] = j;
+        }
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    }
+    if first.code != Code::Ok {
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    }
+    // Drill: the rollback worked; now restore forward to what ran before.
+    let Some(forward_ref) = running_image else {
+        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    };
+    let forward_spec = DeploySpec::from_config(cfg, &forward_ref, env);
+    let forward_started = Instant::now();
+    let new_active = store.active_deployment(&cfg.container.name)?.map(|d| d.id);
+    let second = restore_to(
+        &engine,
+        &mut store,
+        &client,
+        cfg,
+        &forward_spec,
+        new_active,
+        a,
+        forward_started,
+        wait,
+        "drill",
+        &interrupt,
+    )
+    .await?;
+    let passed = second.code == Code::Ok;
+    let detail = json!({
+        "rollback_to": target, "rollback_decision_to_healthy_ms": first.decision_to_healthy_ms,
+        "forward_to": forward_ref, "forward_to_healthy_ms": second.decision_to_healthy_ms, "passed": passed,
+        "target_ms": cfg.rollback.docker_target.as_millis(),
+    });
+    store.event("drill", second.deployment_id, &detail)?;
+    let text = format!(
+        "{}\n{}\nrollback drill {}: rolled back in {}ms, restored forward in {}ms",
+        first.text,
+        second.text,
+        if passed { "completed" } else { "FAILED" },
+        first.decision_to_healthy_ms,
+        second.decision_to_healthy_ms
+    );
+    Ok(Outcome::new(
+        if passed {
+            Code::Ok
+        } else {
+            Code::RollbackFailed
+        },
+        json!({"ok": passed, "drill": detail}),
+        text,
+    ))
+}
+
+struct Restored {
+    incident: Option<crate::report::incident::Incident>,
+    code: Code,
+    deployment_id: Option<i64>,
+    decision_to_healthy_ms: u128,
+    json: Value,
+    text: String,
+}
+
+impl Restored {
+    fn into_outcome(self, target: Duration) -> Outcome {
+        let within = self.decision_to_healthy_ms <= target.as_millis();
+        let mut json = self.json;
+        json["target_ms"] = json!(target.as_millis());
+        json["within_target"] = json!(within);
+        let text = if self.code == Code::Ok {
+            format!(
+                "{}\n  decision-to-healthy {}ms; runbook target < {} ({})",
+                self.text,
+                self.decision_to_healthy_ms,
+                humantime::format_duration(target),
+                if within { "met" } else { "MISSED" }
+            )
+        } else {
+            self.text
+        };
+        Outcome::new(self.code, json, text)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_to(
+    engine: &Engine,
+    store: &mut Store,
+    client: &reqwest::Client,
+    cfg: &crate::config::Config,
+    spec: &DeploySpec,
+    from_deployment: Option<i64>,
+    a: &Request,
+    decision: Instant,
+    wait: Duration,
+    kind: &str,
+    interrupt: &rollout::Interrupt,
+) -> Result<Restored> {
+    let progress = crate::output::Progress::new(true);
+    let image = engine.ensure_image(&spec.image, &progress).await?;
+    let from = from_deployment.and_then(|id| store.deployment(id).ok().flatten());
+    // The restored deployment's own baseline is whatever preceded the one it restores, so a
+    // second rollback walks further back instead of flipping between two images.
+    let previous_id = match from
+        .as_ref()
+        .and_then(|f| f.previous_id)
+        .and_then(|p| store.deployment(p).ok().flatten())
+    {
+        Some(base) if base.image_ref == spec.image && kind == "rollback" => base.previous_id,
+        _ => from.as_ref().map(|f| f.id),
+    };
+    let id = store.insert_deployment(&NewDeployment {
+        kind: kind.into(),
+        image_ref: spec.image.clone(),
+        image_id: image.id.clone(),
+        digest: crate::engine::repo_digest(&image),
+        container_name: spec.name.clone(),
+        previous_id,
+        insecure: false,
+    })?;
+    let swap = match rollout::swap(engine, spec, cfg.rollback.stop_grace).await {
+        Ok(s) => s,
+        Err(e) => {
+            store.finish_deployment(id, "failed", None)?;
+            store.event(
+                "rollback",
+                Some(id),
+                &json!({"kind": kind, "restored": false, "error": format!("{e:#}")}),
+            )?;
+            return Err(crate::exit::failure(
+                Code::RollbackFailed,
+                format!("{kind} to {} failed: {e:#}", spec.image),
+            ));
+        }
+    };
+    store.set_container(id, &swap.new_id)?;
+    let w = interrupt
+        .wait_healthy(
+            engine,
+            client,
+            &swap.new_id,
+            &cfg.health_url(),
+            wait,
+            cfg.verify.poll_interval,
+        )
+        .await;
+    let elapsed = decision.elapsed().as_millis();
+    let stop_note = swap
+        .old
+        .as_ref()
+        .map(|o| {
+            format!(
+                "  stopped {} in {}ms{}\n",
+                o.image,
+                o.stop_ms,
+                if o.sigkill_needed {
+                    format!(
+                        " (it ignored SIGTERM; killed after the {}ms grace)",
+                        cfg.rollback.stop_grace.as_millis()
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .unwrap_or_default();
+    // The replaced container's last words, before it is removed.
+    let log_excerpt = match &swap.old {
+        Some(old) if cfg.report.incident_log_excerpt => {
+            let known: Vec<String> = spec.env.iter().map(|e| e.value.clone()).collect();
+            engine
+                .logs_since(&old.id, chrono::Utc::now().timestamp() - 600, 30)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|l| crate::redact::log_line(l, &known))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let before = before_summary(store, cfg, from.as_ref().map(|f| f.id))?;
+    let trigger = store
+        .events(Some("trigger"))?
+        .into_iter()
+        .rev()
+        .find(|e| (chrono::Utc::now() - e.at).num_minutes() < 15);
+    let incident = |restored: bool, after: Value| crate::report::incident::Incident {
+        at: chrono::Utc::now(),
+        automatic: matches!(a.approval, Approval::Automatic(_)),
+        from: from.as_ref().map(|f| f.image_ref.clone()),
+        to: spec.image.clone(),
+        reason: a.reason.clone(),
+        approved_by: a.approval.recorded(),
+        restored,
+        decision_to_healthy_ms: elapsed,
+        target_ms: cfg.rollback.docker_target.as_millis(),
+        trigger: trigger.clone(),
+        before: before.clone(),
+        after,
+        timeline: Vec::new(),
+        log_excerpt: log_excerpt.clone(),
+    };
+    if w.healthy {
+        // Healthy is recorded before the old container goes (see reconcile).
+        store.mark_healthy(id, chrono::Utc::now())?;
+        if let Err(e) = rollout::commit(engine, &swap).await {
+            tracing::warn!("the replaced container could not be removed: {e:#}");
+        }
+        store.finish_deployment(id, "active", Some(&json!({"wait": w})))?;
+        let detail = json!({
+            "kind": kind, "from": from.as_ref().map(|f| f.image_ref.clone()), "to": spec.image, "reason": a.reason,
+            "approved_by": a.approval.recorded(), "decision_to_healthy_ms": elapsed, "restored": true,
+            "target_ms": cfg.rollback.docker_target.as_millis(), "stop_ms": swap.old.as_ref().map(|o| o.stop_ms),
+            "sigkill_needed": swap.old.as_ref().map(|o| o.sigkill_needed),
+        });
+        store.event("rollback", Some(id), &detail)?;
+        let text = format!(
+            "{kind}: {} now runs {} (deployment #{id})\n{stop_note}  healthy after {} probes",
+            spec.name, spec.image, w.probes
+        );
+        return Ok(Restored {
+            incident: (kind == "rollback")
+                .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
+            code: Code::Ok,
+            deployment_id: Some(id),
+            decision_to_healthy_ms: elapsed,
+            json: json!({"ok": true, "deployment_id": id, "rollback": detail}),
+            text,
+        });
+    }
+    // The target never became healthy: put back what ran before, the most useful container.
+    let reason = w.reason.clone().unwrap_or_else(|| "not healthy".into());
+    let back = rollout::restore(engine, &swap).await;
+    store.finish_deployment(id, "failed", Some(&json!({"wait": w})))?;
+    let left = match &back {
+        Ok(true) => {
+            if let Some(f) = &from {
+                store.reactivate(f.id)?;
+            }
+            format!(
+                "the previous container ({}) was put back and is running",
+                swap.old.as_ref().map(|o| o.image.as_str()).unwrap_or("?")
+            )
+        }
+        Ok(false) => "no container was running before; nothing is running now".to_string(),
+        Err(e) => format!("putting the previous container back failed too: {e:#}"),
+    };
+    let detail = json!({"kind": kind, "to": spec.image, "restored": false, "reason": a.reason, "failure": reason, "left_running": left, "decision_to_failure_ms": elapsed});
+    store.event("rollback", Some(id), &detail)?;
+    Ok(Restored {
+        incident: (kind == "rollback")
+            .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
+        code: Code::RollbackFailed,
+        deployment_id: Some(id),
+        decision_to_healthy_ms: elapsed,
+        json: json!({"ok": false, "deployment_id": id, "rollback": detail}),
+        text: format!(
+            "{kind} to {} FAILED: {reason}\n{stop_note}  {left}",
+            spec.image
+        ),
+    })
+}
+
+/// Health, errors, P99 and memory over the ten minutes before the decision.
+fn before_summary(
+    store: &Store,
+    cfg: &crate::config::Config,
+    deployment: Option<i64>,
+) -> Result<Value> {
+    let since = chrono::Utc::now().timestamp_millis() - 600_000;
+    let s = store.samples(&cfg.verify.base_url, since, deployment)?;
+    if s.is_empty() {
+        return Ok(json!({"samples": 0}));
+    }
+    let healthy = s.iter().filter(|x| x.health_ok).count();
+    let (total, errors) = crate::monitor::rules::totals(&s);
+    Ok(json!({
+        "samples": s.len(),
+        "health_success_rate_pct": healthy as f64 / s.len() as f64 * 100.0,
+        "error_rate_pct": (total > 0.0).then(|| errors / total * 100.0),
+        "p99_ms": crate::monitor::rules::window_quantile(&s, 0.99),
+        "memory_mib_last": s.iter().rev().find_map(|x| x.memory_mib()),
+    }))
+}
+
+/// The runbook's post-rollback actions that a tool can do: write the incident report, notify
+/// the team, open the GitHub issue. Failures are reported, never fatal.
+async fn post_rollback(
+    cfg: &crate::config::Config,
+    store: &Store,
+    inc: &crate::report::incident::Incident,
+) -> (String, Value) {
+    let mut inc = inc.clone();
+    let since = inc
+        .trigger
+        .as_ref()
+        .map(|t| t.at)
+        .unwrap_or(inc.at - chrono::Duration::minutes(10))
+        - chrono::Duration::seconds(1);
+    inc.timeline = store
+        .events(None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.at >= since)
+        .collect();
+    let md = crate::report::incident::markdown(&inc);
+    let dir = cfg.report.dir.join("incidents");
+    let path = dir.join(format!(
+        "incident-{}.md",
+        inc.at.format("%Y%m%dT%H%M%S%.3fZ")
+    ));
+    let mut text = String::new();
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| crate::files::write_atomic(&path, &md));
+    match &written {
+        Ok(()) => text += &format!("\n  incident report: {}", path.display()),
+        Err(e) => text += &format!("\n  incident report NOT written: {e:#}"),
+    }
+    let summary = format!(
+        "dhi-stage: rollback of {} to {} {} ({}) in {:.2}s",
+        cfg.container.name,
+        inc.to,
+        if inc.restored {
+            "restored service"
+        } else {
+            "FAILED"
+        },
+        inc.reason.as_deref().unwrap_or("no reason given"),
+        inc.decision_to_healthy_ms as f64 / 1000.0
+    );
+    let mut notes = Vec::new();
+    if let Some(s) = crate::notify::webhook(
+        &cfg.notify,
+        "rollback",
+        &summary,
+        &json!({"incident": &inc}),
+    )
+    .await
+    {
+        notes.push(s);
+    }
+    let title = format!(
+        "Rollback: {}",
+        inc.reason
+            .as_deref()
+            .unwrap_or("authentication-service staging")
+    );
+    if let Some(s) = crate::notify::github_issue(&cfg.notify, &title, &md).await {
+        notes.push(s);
+    }
+    for n in &notes {
+        text += &format!(
+            "\n  notify {}: {}",
+            n.channel,
+            if n.ok {
+                n.detail.clone()
+            } else {
+                format!("FAILED ({})", n.detail)
+            }
+        );
+        let _ = store.event(
+            "notify",
+            None,
+            &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
+        );
+    }
+    let j = json!({
+        "report": written.is_ok().then(|| path.display().to_string()),
+        "notifications": notes.iter().map(|n| json!({"channel": n.channel, "ok": n.ok, "detail": n.detail})).collect::<Vec<_>>(),
+    });
+    (text, j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_needs_a_named_approver() {
+        use Environment::*;
+        let none = Approval::Operator(None);
+        let blank = Approval::Operator(Some("  ".into()));
+        let named = Approval::Operator(Some("cto".into()));
+        let auto = Approval::Automatic("monitor --auto-rollback");
+        assert!(approved(Staging, &none).is_ok());
+        assert!(approved(Production, &none).is_err());
+        assert!(approved(Production, &blank).is_err());
+        assert!(approved(Production, &named).is_ok());
+        assert!(approved(Production, &auto).is_ok());
+        assert_eq!(none.recorded(), None);
+        assert_eq!(auto.recorded().as_deref(), Some("monitor --auto-rollback"));
+    }
+}
