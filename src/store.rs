@@ -192,8 +192,9 @@ impl Store {
         let at = || format!("state store {}", path.display());
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .with_context(at)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(at)?;
+        // Switching a new file to WAL takes an exclusive lock and SQLite answers BUSY at once
+        // (the busy timeout does not apply) while another first open does the same: retry.
+        retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).with_context(at)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .with_context(at)?;
         // IMMEDIATE takes the write lock before the version is read, so two first opens of
@@ -760,6 +761,25 @@ fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
             .get::<_, Option<String>>(13)?
             .and_then(|s| serde_json::from_str(&s).ok()),
     })
+}
+
+/// Runs `f` again while SQLite answers BUSY without waiting (for up to 10 s): the busy
+/// timeout covers ordinary locks, not a journal-mode change racing another connection.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
 }
 
 pub fn now() -> String {
