@@ -24,6 +24,27 @@ struct Truth {
     mem_hi: f64,
     restarts: i64,
     first_ts: i64,
+    p95_ms: f64,
+    p99_ms: f64,
+    /// Least-squares slope of memory over the day, MiB a minute.
+    mem_slope: f64,
+}
+
+/// Prometheus' `histogram_quantile`: the bucket holding the rank, linear within it.
+fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+    let total = buckets.last().unwrap().1;
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, cum) in buckets {
+        if cum >= rank {
+            if le.is_infinite() {
+                return lower;
+            }
+            return lower + (le - lower) * (rank - below) / (cum - below);
+        }
+        (lower, below) = (le, cum);
+    }
+    lower
 }
 
 fn truth(db: &Path) -> BTreeMap<u32, Truth> {
@@ -69,9 +90,29 @@ fn truth(db: &Path) -> BTreeMap<u32, Truth> {
     let rows = q
         .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))
         .unwrap();
+    let mut hist_prev: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut hist: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
     for r in rows {
         let (day, m) = r.unwrap();
         let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let buckets: Vec<(f64, f64)> = m["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let le = b[0].as_f64().unwrap_or(f64::INFINITY);
+                (le, b[1].as_f64().unwrap())
+            })
+            .collect();
+        if let Some(before) = hist_prev.get(&day) {
+            let acc = hist
+                .entry(day)
+                .or_insert_with(|| buckets.iter().map(|(le, _)| (*le, 0.0)).collect());
+            for ((slot, now), was) in acc.iter_mut().zip(&buckets).zip(before) {
+                slot.1 += if now.1 >= was.1 { now.1 - was.1 } else { now.1 };
+            }
+        }
+        hist_prev.insert(day, buckets);
         let (t, e) = (
             m["requests_total"].as_f64().unwrap(),
             m["requests_5xx"].as_f64().unwrap(),
@@ -86,6 +127,41 @@ fn truth(db: &Path) -> BTreeMap<u32, Truth> {
     }
     for (day, (t, e)) in sums {
         out.get_mut(&day).unwrap().error_pct = e / t * 100.0;
+    }
+    for (day, h) in hist {
+        let t = out.get_mut(&day).unwrap();
+        t.p95_ms = histogram_quantile(0.95, &h) * 1000.0;
+        t.p99_ms = histogram_quantile(0.99, &h) * 1000.0;
+    }
+    // Memory trend: ordinary least squares of MiB over minutes.
+    let mut q = c
+        .prepare("SELECT day, ts_ms, memory_bytes FROM samples WHERE day IS NOT NULL ORDER BY id")
+        .unwrap();
+    let mut pts: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
+    let rows = q
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .unwrap();
+    for r in rows {
+        let (day, ts, mem) = r.unwrap();
+        pts.entry(day)
+            .or_default()
+            .push((ts as f64 / 60_000.0, mem as f64 / 1048576.0));
+    }
+    for (day, p) in pts {
+        let n = p.len() as f64;
+        let (mx, my) = (
+            p.iter().map(|x| x.0).sum::<f64>() / n,
+            p.iter().map(|x| x.1).sum::<f64>() / n,
+        );
+        let sxy: f64 = p.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+        let sxx: f64 = p.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+        out.get_mut(&day).unwrap().mem_slope = sxy / sxx;
     }
     // Restarts: the rise of each container's restart count within the day.
     let mut q = c
@@ -266,11 +342,28 @@ fn the_week_at_a_glance_in_a_real_browser() {
             "memory, day {day}"
         );
         assert_eq!(
+            cell("P95 latency", *day),
+            (met(t.p95_ms < 100.0), format!("{:.1} ms", t.p95_ms)),
+            "P95, day {day}"
+        );
+        assert_eq!(
+            cell("P99 latency", *day),
+            (met(t.p99_ms < 200.0), format!("{:.1} ms", t.p99_ms)),
+            "P99, day {day}"
+        );
+        // The growth trigger's 0.1 MB/min: a flatter line is stable (or falling).
+        assert!(t.mem_slope.abs() < 0.1, "day {day} slope {}", t.mem_slope);
+        assert_eq!(
+            cell("Memory trend", *day),
+            ("met".into(), "stable".into()),
+            "day {day}"
+        );
+        assert_eq!(
             cell("Container restarts", *day),
             (met(t.restarts == 0), t.restarts.to_string()),
             "restarts, day {day}"
         );
-        checked += 4;
+        checked += 7;
         for row in dom.select(&sel("#matrix tr[data-row]")) {
             let name = row.value().attr("data-row").unwrap();
             if !name.ends_with("(rollback)") && !name.ends_with("(immediate)") {
