@@ -190,7 +190,7 @@ fn html(md: &str, charts: &[(String, String, String)]) -> String {
     for (_, title, svg) in charts {
         body += &format!(
             "<figure><figcaption>{}</figcaption>{svg}</figure>\n",
-            crate::report::week::esc(title)
+            crate::report::esc(title)
         );
     }
     format!(

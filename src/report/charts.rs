@@ -34,11 +34,48 @@ const R: f64 = 150.0;
 const T: f64 = 36.0;
 const B: f64 = 66.0;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+use super::esc;
+
+/// The target band: a shaded area between two values, labelled at the right.
+fn band_area(s: &mut String, b: &Band, py: &dyn Fn(f64) -> f64) {
+    let _ = write!(
+        s,
+        r##"<rect data-band="{l}" x="{L}" y="{y}" width="{w}" height="{h}" fill="#2e7d32" fill-opacity="0.12"/><text x="{tx}" y="{ty}" fill="#2e7d32">{l}</text>"##,
+        l = esc(&b.label),
+        y = py(b.hi),
+        w = W - L - R,
+        h = py(b.lo) - py(b.hi),
+        tx = W - R + 6.0,
+        ty = py((b.lo + b.hi) / 2.0) + 4.0,
+    );
+}
+
+/// Gridlines and labels at round y values.
+fn y_ticks(s: &mut String, ticks: &[f64], py: &dyn Fn(f64) -> f64, grid: &str) {
+    for v in ticks {
+        let _ = write!(
+            s,
+            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="{grid}"/><text x="{tx}" y="{ty}" text-anchor="end">{lab}</text>"##,
+            y = py(*v),
+            x2 = W - R,
+            tx = L - 6.0,
+            ty = py(*v) + 4.0,
+            lab = tick_label(*v)
+        );
+    }
+}
+
+/// The `i`th legend entry along the bottom, clear of the threshold labels on the right.
+fn legend_entry(s: &mut String, i: usize, name: &str, color: &str, y: f64) {
+    let lx = L + 200.0 * i as f64;
+    let _ = write!(
+        s,
+        r#"<line x1="{lx}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" stroke-width="3"/><text x="{tx}" y="{ty}" fill="{color}">{n}</text>"#,
+        x2 = lx + 18.0,
+        tx = lx + 24.0,
+        ty = y + 4.0,
+        n = esc(name)
+    );
 }
 
 /// Dashed horizontal lines (targets, trigger thresholds), labelled at the right.
@@ -88,21 +125,7 @@ pub fn line_chart(
         t = esc(title)
     );
     if let Some(b) = band {
-        let _ = write!(
-            s,
-            r##"<rect data-band="{l}" x="{L}" y="{y}" width="{w}" height="{h}" fill="#2e7d32" fill-opacity="0.12"/>"##,
-            l = esc(&b.label),
-            y = py(b.hi),
-            w = W - L - R,
-            h = py(b.lo) - py(b.hi)
-        );
-        let _ = write!(
-            s,
-            r##"<text x="{}" y="{}" fill="#2e7d32">{}</text>"##,
-            W - R + 6.0,
-            py((b.lo + b.hi) / 2.0) + 4.0,
-            esc(&b.label)
-        );
+        band_area(&mut s, b, &py);
     }
     // Axes and five y ticks.
     let _ = write!(
@@ -113,17 +136,7 @@ pub fn line_chart(
         W - R,
         H - B
     );
-    for v in ticks {
-        let _ = write!(
-            s,
-            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{lab}</text>"##,
-            y = py(v),
-            x2 = W - R,
-            tx = L - 6.0,
-            ty = py(v) + 4.0,
-            lab = tick_label(v)
-        );
-    }
+    y_ticks(&mut s, &ticks, &py, "#ddd");
     let _ = write!(
         s,
         r##"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"##,
@@ -152,18 +165,7 @@ pub fn line_chart(
             c = se.color,
             p = pts.join(" ")
         );
-        // The legend runs along the bottom, clear of the threshold labels on the right.
-        let lx = L + 200.0 * i as f64;
-        let _ = write!(
-            s,
-            r#"<line x1="{lx}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}" fill="{c}">{n}</text>"#,
-            y = H - 14.0,
-            x2 = lx + 18.0,
-            tx = lx + 24.0,
-            ty = H - 10.0,
-            c = se.color,
-            n = esc(&se.name)
-        );
+        legend_entry(&mut s, i, &se.name, se.color, H - 14.0);
     }
     s += "</svg>\n";
     s
@@ -361,28 +363,9 @@ pub fn week_chart(
         t = esc(title)
     );
     if let Some(b) = band {
-        let _ = write!(
-            s,
-            r##"<rect data-band="{l}" x="{L}" y="{y}" width="{w}" height="{h}" fill="#2e7d32" fill-opacity="0.12"/><text x="{tx}" y="{ty}" fill="#2e7d32">{l}</text>"##,
-            l = esc(&b.label),
-            y = py(b.hi),
-            w = W - L - R,
-            h = py(b.lo) - py(b.hi),
-            tx = W - R + 6.0,
-            ty = py((b.lo + b.hi) / 2.0) + 4.0,
-        );
+        band_area(&mut s, b, &py);
     }
-    for v in &ticks {
-        let _ = write!(
-            s,
-            r##"<line x1="{L}" y1="{y}" x2="{x2}" y2="{y}" stroke="#e4e4e4"/><text x="{tx}" y="{ty}" text-anchor="end">{lab}</text>"##,
-            y = py(*v),
-            x2 = W - R,
-            tx = L - 6.0,
-            ty = py(*v) + 4.0,
-            lab = tick_label(*v)
-        );
-    }
+    y_ticks(&mut s, &ticks, &py, "#e4e4e4");
     let mut day = start;
     let mut n = 1;
     while day <= end {
@@ -436,17 +419,7 @@ pub fn week_chart(
             c = se.color,
             p = path.trim_end()
         );
-        let lx = L + 200.0 * i as f64;
-        let _ = write!(
-            s,
-            r#"<line x1="{lx}" y1="{y}" x2="{x2}" y2="{y}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}" fill="{c}">{n}</text>"#,
-            y = H - 12.0,
-            x2 = lx + 18.0,
-            tx = lx + 24.0,
-            ty = H - 8.0,
-            c = se.color,
-            n = esc(&se.name)
-        );
+        legend_entry(&mut s, i, &se.name, se.color, H - 12.0);
     }
     s += "</svg>\n";
     s

@@ -73,6 +73,23 @@ pub struct DayMetrics {
 /// A security score as (score, of) and the CVE scan's detail.
 type SecurityEvidence = (Option<(u32, u32)>, Option<Value>);
 
+/// Text made safe for HTML and SVG, in element content and in quoted attributes alike:
+/// everything from the service, the engine or a log passes through here.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 /// The latest security score and CVE scan recorded for this image, and only it.
 pub fn security_evidence(
     store: &Store,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::charts::{self, Band, Line};
-use super::{gate, DayData, DayMetrics};
+use super::{esc, gate, DayData, DayMetrics};
 use crate::config::{Config, Metric, TriggerRule};
 use crate::monitor::rules;
 use crate::monitor::sample::Sample;
@@ -600,21 +600,6 @@ pub fn state(
         State::Continuing,
         format!("day {day} of {period_days}: nothing blocks promotion so far"),
     )
-}
-
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// Hourly points over the period for the week-long charts.
