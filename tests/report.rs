@@ -66,7 +66,7 @@ fn from_samples(stage: &Stage, day: u32) -> (f64, f64, f64, f64, f64) {
     let mut st = db
         .prepare("SELECT health_ok, memory_bytes, metrics FROM samples WHERE day=?1 ORDER BY ts_ms")
         .unwrap();
-    let rows: Vec<(bool, Option<i64>, Option<String>)> = st
+    let rows: Vec<(bool, Option<i64>, Option<Vec<u8>>)> = st
         .query_map([day], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .map(Result::unwrap)
@@ -80,7 +80,7 @@ fn from_samples(stage: &Stage, day: u32) -> (f64, f64, f64, f64, f64) {
         .iter()
         .filter_map(|r| r.2.as_ref())
         .map(|m| {
-            let v: serde_json::Value = serde_json::from_str(m).unwrap();
+            let v = common::scrape::scrape(&db, m);
             (
                 v["requests_total"].as_f64().unwrap(),
                 v["requests_5xx"].as_f64().unwrap(),

@@ -88,13 +88,14 @@ fn truth(db: &Path) -> BTreeMap<u32, Truth> {
     let mut prev: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
     let mut sums: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
     let rows = q
-        .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))
-        .unwrap();
+        .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+        .collect::<Vec<_>>();
     let mut hist_prev: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
     let mut hist: BTreeMap<u32, Vec<(f64, f64)>> = BTreeMap::new();
     for r in rows {
         let (day, m) = r.unwrap();
-        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let m = common::scrape::scrape(&c, &m);
         let buckets: Vec<(f64, f64)> = m["buckets"]
             .as_array()
             .unwrap()

@@ -61,19 +61,74 @@ pub enum MemoryTrend {
 /// The trend of (ms, MB) points: slope in MB/min and what it amounts to, given the slope
 /// threshold. None with fewer than three points.
 pub fn memory_trend(points: &[(i64, f64)], threshold: f64) -> Option<(f64, MemoryTrend)> {
-    let (slope, r2) = trend(points)?;
-    let minutes = (points.last()?.0 - points.first()?.0) as f64 / 60_000.0;
-    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
-    let change = (slope * minutes).abs();
-    let real = r2 >= GROWTH_MIN_R2 && change >= GROWTH_MIN_MB && change >= 0.05 * mean;
-    let word = if real && slope > threshold {
-        MemoryTrend::Increasing
-    } else if real && slope < -threshold {
-        MemoryTrend::Decreasing
-    } else {
-        MemoryTrend::Stable
-    };
-    Some((slope, word))
+    let mut fit = Fit::default();
+    points.iter().for_each(|(t, y)| fit.push(*t, *y));
+    fit.memory_trend(threshold)
+}
+
+/// A least-squares line fitted one point at a time (Welford's updates): a day of 1 s
+/// memory readings is fitted in one pass without holding the points, and the result is
+/// the same as fitting them all at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fit {
+    pub n: u64,
+    /// The first point's time (ms) and the last's: x is minutes since the first.
+    pub t0: i64,
+    pub t_last: i64,
+    mean_x: f64,
+    mean_y: f64,
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+}
+
+impl Fit {
+    pub fn push(&mut self, t_ms: i64, y: f64) {
+        if self.n == 0 {
+            self.t0 = t_ms;
+        }
+        self.t_last = t_ms;
+        self.n += 1;
+        let x = (t_ms - self.t0) as f64 / 60_000.0;
+        let n = self.n as f64;
+        let dx = x - self.mean_x;
+        let dy = y - self.mean_y;
+        self.mean_x += dx / n;
+        self.mean_y += dy / n;
+        self.sxx += dx * (x - self.mean_x);
+        self.syy += dy * (y - self.mean_y);
+        self.sxy += dx * (y - self.mean_y);
+    }
+
+    /// Slope per minute and R²; None with fewer than three points or all at one time.
+    pub fn trend(&self) -> Option<(f64, f64)> {
+        if self.n < 3 || self.sxx == 0.0 {
+            return None;
+        }
+        let slope = self.sxy / self.sxx;
+        let r2 = if self.syy == 0.0 {
+            0.0
+        } else {
+            (self.sxy * self.sxy) / (self.sxx * self.syy)
+        };
+        Some((slope, r2))
+    }
+
+    /// The memory verdict of the fitted points (see `memory_trend`).
+    pub fn memory_trend(&self, threshold: f64) -> Option<(f64, MemoryTrend)> {
+        let (slope, r2) = self.trend()?;
+        let minutes = (self.t_last - self.t0) as f64 / 60_000.0;
+        let change = (slope * minutes).abs();
+        let real = r2 >= GROWTH_MIN_R2 && change >= GROWTH_MIN_MB && change >= 0.05 * self.mean_y;
+        let word = if real && slope > threshold {
+            MemoryTrend::Increasing
+        } else if real && slope < -threshold {
+            MemoryTrend::Decreasing
+        } else {
+            MemoryTrend::Stable
+        };
+        Some((slope, word))
+    }
 }
 
 pub fn describe(rule: &TriggerRule) -> String {
@@ -182,23 +237,29 @@ fn reading(s: &Sample, metric: Metric) -> Option<f64> {
 /// Error rate or a latency quantile between two scrapes; None without traffic or when a
 /// counter is not a number (a NaN rate is unknown, never "clear").
 pub fn counter_value(a: &Snapshot, b: &Snapshot, metric: Metric) -> Option<f64> {
-    let v = match metric {
-        Metric::ErrorRatePct => {
-            let total = increase(a.requests_total, b.requests_total);
-            let errors = increase(a.requests_5xx, b.requests_5xx).min(total);
-            (total > 0.0).then(|| errors / total * 100.0)?
-        }
-        Metric::P95LatencyMs | Metric::P99LatencyMs => {
-            let q = if metric == Metric::P95LatencyMs {
-                0.95
-            } else {
-                0.99
-            };
-            histogram_quantile(q, &bucket_increase(&a.buckets, &b.buckets))? * 1000.0
-        }
-        _ => return None,
-    };
-    v.is_finite().then_some(v)
+    let [error_rate, p95, p99] = interval_values(a, b);
+    match metric {
+        Metric::ErrorRatePct => error_rate,
+        Metric::P95LatencyMs => p95,
+        Metric::P99LatencyMs => p99,
+        _ => None,
+    }
+}
+
+/// Error rate (%), P95 and P99 (ms) between two scrapes, the histogram's increase taken
+/// once for both quantiles.
+pub fn interval_values(a: &Snapshot, b: &Snapshot) -> [Option<f64>; 3] {
+    interval_values_of(a, b, &bucket_increase(&a.buckets, &b.buckets))
+}
+
+/// The same, given the histogram's increase `inc` between them.
+pub fn interval_values_of(a: &Snapshot, b: &Snapshot, inc: &[(f64, f64)]) -> [Option<f64>; 3] {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let total = increase(a.requests_total, b.requests_total);
+    let errors = increase(a.requests_5xx, b.requests_5xx).min(total);
+    let error_rate = finite((total > 0.0).then(|| errors / total * 100.0));
+    let q = |q: f64| finite(histogram_quantile(q, inc).map(|v| v * 1000.0));
+    [error_rate, q(0.95), q(0.99)]
 }
 
 /// The samples that make up the window ending now: from the last sample at or before
@@ -257,37 +318,6 @@ fn metrics_gap_reason(samples: &[Sample]) -> String {
         ),
         _ => "no usable metrics".into(),
     }
-}
-
-/// Least-squares slope (per minute) and R² of (ms, value) points.
-pub fn trend(points: &[(i64, f64)]) -> Option<(f64, f64)> {
-    if points.len() < 3 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let xs: Vec<f64> = points
-        .iter()
-        .map(|(t, _)| (*t - points[0].0) as f64 / 60_000.0)
-        .collect();
-    let mx = xs.iter().sum::<f64>() / n;
-    let my = points.iter().map(|(_, y)| y).sum::<f64>() / n;
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let sxy: f64 = xs
-        .iter()
-        .zip(points)
-        .map(|(x, (_, y))| (x - mx) * (y - my))
-        .sum();
-    let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let slope = sxy / sxx;
-    let r2 = if syy == 0.0 {
-        0.0
-    } else {
-        (sxy * sxy) / (sxx * syy)
-    };
-    Some((slope, r2))
 }
 
 pub fn evaluate(

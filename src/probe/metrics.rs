@@ -360,7 +360,7 @@ mod num_opt {
     }
 }
 
-mod num_pairs {
+pub mod num_pairs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     pub fn serialize<S: Serializer>(b: &[(f64, f64)], s: S) -> Result<S::Ok, S::Error> {
         b.iter()
@@ -390,11 +390,16 @@ pub fn increase(before: f64, after: f64) -> f64 {
 pub fn bucket_increase(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let reset =
         after.last().map(|a| a.1).unwrap_or(0.0) < before.last().map(|b| b.1).unwrap_or(0.0);
+    // The usual case, bounds alike bucket for bucket, pairs them without a search.
+    let aligned = before.len() == after.len() && before.iter().zip(after).all(|(b, a)| b.0 == a.0);
     after
         .iter()
-        .map(|(le, c)| {
+        .enumerate()
+        .map(|(i, (le, c))| {
             let prev = if reset {
                 0.0
+            } else if aligned {
+                before[i].1
             } else {
                 before
                     .iter()

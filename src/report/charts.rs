@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use super::DayData;
 use crate::config::{Config, Metric};
-use crate::monitor::rules::per_interval;
 
 pub struct Series {
     pub name: String,
@@ -173,19 +172,16 @@ pub fn line_chart(
 
 /// The report's three charts: (file name, title, SVG).
 pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
-    let t0 = d.samples.first().map(|s| s.ts_ms).unwrap_or(0);
-    let minute = |ts: i64| (ts - t0) as f64 / 60_000.0;
-    let interval = |m: Metric| -> Vec<(f64, f64)> {
-        per_interval(&d.samples, m)
-            .into_iter()
-            .filter_map(|(t, v)| Some((minute(t), v?)))
+    let c = &d.digest.charts;
+    let t0 = d.digest.first_ms.unwrap_or(0);
+    let minutes = |series: &super::digest::ChartSeries| -> Vec<(f64, f64)> {
+        series
+            .points
+            .iter()
+            .map(|(t, v)| ((t - t0) as f64 / 60_000.0, *v))
             .collect()
     };
-    let mem: Vec<(f64, f64)> = d
-        .samples
-        .iter()
-        .filter_map(|s| Some((minute(s.ts_ms), s.memory_mib()?)))
-        .collect();
+    let mem = minutes(&c.memory_mib);
     let tg = &cfg.monitoring.targets;
     let threshold = |list: &[crate::config::TriggerRule], m: Metric| {
         list.iter().find(|r| r.metric == m).map(|r| r.threshold)
@@ -230,12 +226,12 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
             Series {
                 name: "P95".into(),
                 color: "#6a1b9a",
-                points: interval(Metric::P95LatencyMs),
+                points: minutes(&c.p95_ms),
             },
             Series {
                 name: "P99".into(),
                 color: "#00838f",
-                points: interval(Metric::P99LatencyMs),
+                points: minutes(&c.p99_ms),
             },
         ],
         &[
@@ -253,16 +249,7 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
         None,
     );
     // Health success as a running rate, so one failure shows as a dip, not a spike to zero.
-    let mut ok = 0usize;
-    let health: Vec<(f64, f64)> = d
-        .samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            ok += usize::from(s.health_ok);
-            (minute(s.ts_ms), ok as f64 / (i + 1) as f64 * 100.0)
-        })
-        .collect();
+    let health = minutes(&c.health_running_pct);
     let health = line_chart(
         &format!("Health check success and error rate, day {}", d.day),
         "%",
@@ -275,7 +262,7 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
             Series {
                 name: "error rate % (per interval)".into(),
                 color: "#c62828",
-                points: interval(Metric::ErrorRatePct),
+                points: minutes(&c.error_rate_pct),
             },
         ],
         &[Line {

@@ -112,7 +112,7 @@ pub fn judge(
     let mut days = Vec::new();
     for d in 1..=through {
         let data = super::gather(store, cfg, d)?;
-        if data.samples.is_empty() && data.load_runs.is_empty() && data.e2e.is_none() {
+        if data.digest.samples == 0 && data.load_runs.is_empty() && data.e2e.is_none() {
             continue;
         }
         let m = super::metrics(&data, growth);
@@ -179,7 +179,7 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
         Some(r) if r >= p.health_check_success_rate_pct => Ok(()),
         Some(r) => Err(format!(
             "{r:.2}% ({} failed probes)",
-            d.samples.iter().filter(|s| !s.health_ok).count()
+            d.digest.samples - d.digest.healthy
         )),
     });
     out.push(c(
@@ -439,7 +439,8 @@ mod tests {
         let cfg = crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap();
         let with_m: Vec<_> = days
             .into_iter()
-            .map(|d| {
+            .map(|mut d| {
+                d.refresh();
                 let m = metrics(&d, 0.1);
                 (d, m)
             })

@@ -3,6 +3,7 @@
 //! verdict) is a pure function of that data, so it is snapshot-tested on synthetic days.
 
 pub mod charts;
+pub mod digest;
 pub mod gate;
 pub mod incident;
 pub mod week;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::monitor::rules;
+#[cfg(test)]
 use crate::monitor::sample::Sample;
 use crate::store::{Event, Store};
 
@@ -33,6 +35,11 @@ pub struct DayData {
     pub date: Option<chrono::NaiveDate>,
     pub environment: String,
     pub image: Option<String>,
+    /// The day's samples, read in one pass (`digest.rs`).
+    #[serde(skip)]
+    pub digest: digest::DayDigest,
+    /// Tests build a day from samples; `refresh` digests them.
+    #[cfg(test)]
     #[serde(skip)]
     pub samples: Vec<Sample>,
     pub load_runs: Vec<LoadRun>,
@@ -144,10 +151,9 @@ pub fn image_under_test(store: &Store, cfg: &Config) -> Result<Option<(String, O
 /// Reads day `day` from the store: samples labelled with it, its test results, the latest
 /// validations, and the events between its first sample and the next day's first sample.
 pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
-    let samples = store.samples_of_day(day)?;
-    let from: Option<DateTime<Utc>> = samples
-        .first()
-        .and_then(|s| DateTime::from_timestamp_millis(s.ts_ms));
+    let digest = digest::of_day(store, day)?;
+    let last_deployment = store.last_deployment_of_day(day)?;
+    let from: Option<DateTime<Utc>> = digest.first_ms.and_then(DateTime::from_timestamp_millis);
     let to: Option<DateTime<Utc>> = store
         .first_sample_ms(day + 1)?
         .and_then(DateTime::from_timestamp_millis);
@@ -170,9 +176,7 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             ));
         }
     }
-    let image = samples
-        .last()
-        .and_then(|s| s.deployment_id)
+    let image = last_deployment
         .and_then(|id| store.deployment(id).ok().flatten())
         .map(|d| d.image_ref)
         .or_else(|| {
@@ -196,9 +200,7 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
         }
     };
     // The day's evidence is about the image the day's samples watched, never another's.
-    let image_id = samples
-        .last()
-        .and_then(|s| s.deployment_id)
+    let image_id = last_deployment
         .and_then(|id| store.deployment(id).ok().flatten())
         .and_then(|d| d.image_id);
     let (score, cve) = match &image {
@@ -214,7 +216,9 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             crate::config::Environment::Production => "Production".into(),
         },
         image,
-        samples,
+        digest,
+        #[cfg(test)]
+        samples: Vec::new(),
         load_runs,
         e2e,
         e2e_expected: cfg.promotion.e2e_expected,
@@ -241,15 +245,9 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
 }
 
 pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
-    let s = &d.samples;
-    let healthy = s.iter().filter(|x| x.health_ok).count();
-    let (total, errors) = rules::totals(s);
-    let mems: Vec<f64> = s.iter().filter_map(Sample::memory_mib).collect();
-    let pts: Vec<(i64, f64)> = s
-        .iter()
-        .filter_map(|x| Some((x.ts_ms, x.memory_mib()?)))
-        .collect();
-    let trend = rules::memory_trend(&pts, growth_threshold);
+    let g = &d.digest;
+    let (total, _) = g.counters.totals();
+    let trend = g.memory_fit.memory_trend(growth_threshold);
     let word = trend.map(|(_, w)| {
         match w {
             rules::MemoryTrend::Increasing => "increasing",
@@ -258,19 +256,6 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         }
         .to_string()
     });
-    // Restarts per deployment (a new deployment's counter starts at zero), summed.
-    let mut restarts: Option<i64> = None;
-    let mut by_dep: std::collections::BTreeMap<Option<i64>, (i64, i64)> = Default::default();
-    for x in s {
-        if let Some(c) = x.restart_count {
-            let e = by_dep.entry(x.deployment_id).or_insert((c, c));
-            e.0 = e.0.min(c);
-            e.1 = e.1.max(c);
-        }
-    }
-    if !by_dep.is_empty() {
-        restarts = Some(by_dep.values().map(|(lo, hi)| hi - lo).sum());
-    }
     let worst = |f: fn(&LoadRun) -> Option<f64>| {
         d.load_runs
             .iter()
@@ -278,21 +263,20 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
     };
     DayMetrics {
-        samples: s.len(),
-        health_success_rate_pct: (!s.is_empty()).then(|| healthy as f64 / s.len() as f64 * 100.0),
-        error_rate_pct: (total > 0.0).then(|| errors / total * 100.0),
-        log_error_rate_pct: (total > 0.0 && s.iter().any(|x| x.log_errors.is_some())).then(|| {
-            s.iter().skip(1).filter_map(|x| x.log_errors).sum::<i64>() as f64 / total * 100.0
-        }),
-        p95_ms_metrics: rules::window_quantile(s, 0.95),
-        p99_ms_metrics: rules::window_quantile(s, 0.99),
+        samples: g.samples as usize,
+        health_success_rate_pct: g.health_success_rate_pct(),
+        error_rate_pct: g.counters.error_rate_pct(),
+        log_error_rate_pct: (total > 0.0 && g.log_read)
+            .then(|| g.log_errors as f64 / total * 100.0),
+        p95_ms_metrics: g.counters.quantile_ms(0.95),
+        p99_ms_metrics: g.counters.quantile_ms(0.99),
         p95_ms_load: worst(|r| r.p95_ms),
         p99_ms_load: worst(|r| r.p99_ms),
-        memory_min_mib: mems.iter().cloned().reduce(f64::min),
-        memory_max_mib: mems.iter().cloned().reduce(f64::max),
+        memory_min_mib: g.memory_min_mib,
+        memory_max_mib: g.memory_max_mib,
         memory_slope_mb_per_min: trend.map(|t| t.0),
         memory_trend: word,
-        restarts,
+        restarts: g.restarts(),
     }
 }
 
@@ -670,12 +654,13 @@ pub mod tests {
                 ..Default::default()
             })
             .collect();
-        DayData {
+        let mut d = DayData {
             day: n,
             period_days: 7,
             date: chrono::DateTime::from_timestamp_millis(t0).map(|t| t.date_naive()),
             environment: "Staging".into(),
             image: Some("127.0.0.1:5000/authentication-service:staging-dhi-20261127".into()),
+            digest: Default::default(),
             samples,
             load_runs: vec![
                 LoadRun {
@@ -703,6 +688,15 @@ pub mod tests {
             rollbacks: Vec::new(),
             blind: Vec::new(),
             baseline_ms: 0,
+        };
+        d.refresh();
+        d
+    }
+
+    impl DayData {
+        /// Digests `samples` again after a test changed them.
+        pub fn refresh(&mut self) {
+            self.digest = digest::DayDigest::of(&self.samples);
         }
     }
 
@@ -773,6 +767,7 @@ pub mod tests {
                 m.requests_5xx = i as f64;
             }
         }
+        d.refresh();
         d.load_runs[1].passed = false;
         d.load_runs[1].p95_ms = Some(130.0);
         d.e2e = Some((144, 146));
@@ -809,6 +804,7 @@ pub mod tests {
     fn missing_data_says_no_data() {
         let mut d = day(5);
         d.samples.clear();
+        d.refresh();
         d.load_runs.clear();
         d.e2e = None;
         d.cve = None;

@@ -12,10 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::charts::{self, Band, Line};
+use super::digest::Hour;
 use super::{esc, gate, DayData, DayMetrics};
 use crate::config::{Config, Metric, TriggerRule};
-use crate::monitor::rules;
-use crate::monitor::sample::Sample;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -248,7 +247,7 @@ pub fn gather(
                 bad: !passed,
             });
         }
-        timeline.extend(health_failures(&d.samples));
+        timeline.extend(health_failures(&d.digest.failures));
     }
     timeline.sort_by_key(|e| e.at);
     let mut links = Vec::new();
@@ -308,39 +307,15 @@ pub fn write_page(
 }
 
 /// Stretches of failed health probes, one event each, with the first failure's detail.
-fn health_failures(samples: &[Sample]) -> Vec<TimelineEvent> {
-    let mut out: Vec<TimelineEvent> = Vec::new();
-    let mut run: Option<(i64, usize, String)> = None;
-    let close = |run: &mut Option<(i64, usize, String)>, out: &mut Vec<TimelineEvent>| {
-        if let Some((ts, n, detail)) = run.take() {
-            out.push(TimelineEvent {
-                at: DateTime::from_timestamp_millis(ts).unwrap_or_default(),
-                kind: "health".into(),
-                text: format!("{n} failed health probe(s): {detail}"),
-                bad: true,
-            });
-        }
-    };
-    for s in samples {
-        if s.health_ok {
-            close(&mut run, &mut out);
-            continue;
-        }
-        match &mut run {
-            Some((_, n, _)) => *n += 1,
-            None => {
-                let d = &s.health_detail;
-                let detail = d["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| d["status"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("HTTP {:?}", s.health_http_status));
-                run = Some((s.ts_ms, 1, detail));
-            }
-        }
-    }
-    close(&mut run, &mut out);
-    out
+fn health_failures(runs: &[super::digest::FailureRun]) -> Vec<TimelineEvent> {
+    runs.iter()
+        .map(|r| TimelineEvent {
+            at: DateTime::from_timestamp_millis(r.at_ms).unwrap_or_default(),
+            kind: "health".into(),
+            text: format!("{} failed health probe(s): {}", r.probes, r.detail),
+            bad: true,
+        })
+        .collect()
 }
 
 /// Each target and trigger of the runbook by day: met, not met, no data or inconclusive.
@@ -602,32 +577,19 @@ pub fn state(
     )
 }
 
-/// Hourly points over the period for the week-long charts.
-fn hourly(days: &[(DayData, DayMetrics)], f: impl Fn(&[Sample]) -> Option<f64>) -> Vec<(i64, f64)> {
-    let mut out = Vec::new();
-    for (d, _) in days {
-        for chunk in d
-            .samples
-            .chunk_by(|a, b| a.ts_ms / 3_600_000 == b.ts_ms / 3_600_000)
-        {
-            if let Some(v) = f(chunk) {
-                out.push((chunk[0].ts_ms - chunk[0].ts_ms % 3_600_000, v));
-            }
-        }
-    }
-    out
+/// Hourly points over the period for the week-long charts, each hour on its own samples.
+fn hourly(days: &[(DayData, DayMetrics)], f: impl Fn(&Hour) -> Option<f64>) -> Vec<(i64, f64)> {
+    days.iter()
+        .flat_map(|(d, _)| d.digest.hours.iter())
+        .filter_map(|h| Some((h.start_ms, f(h)?)))
+        .collect()
 }
 
 fn week_charts(w: &Week, cfg: &Config) -> Vec<String> {
     let start = w
         .period_start
         .map(|s| s.timestamp_millis())
-        .or_else(|| {
-            w.days
-                .first()
-                .and_then(|(d, _)| d.samples.first())
-                .map(|s| s.ts_ms)
-        })
+        .or_else(|| w.days.first().and_then(|(d, _)| d.digest.first_ms))
         .unwrap_or(0);
     let end = start + w.period_days.max(w.day) as i64 * 86_400_000;
     let t = &cfg.monitoring.targets;
@@ -638,25 +600,18 @@ fn week_charts(w: &Week, cfg: &Config) -> Vec<String> {
             .find(|r| r.metric == m)
             .map(|r| r.threshold)
     };
-    let health = hourly(&w.days, |s| {
-        Some(s.iter().filter(|x| x.health_ok).count() as f64 / s.len() as f64 * 100.0)
-    });
-    let errors = hourly(&w.days, |s| {
-        let (total, e) = rules::totals(s);
-        (total > 0.0).then(|| e / total * 100.0)
-    });
-    let p95 = hourly(&w.days, |s| rules::window_quantile(s, 0.95));
-    let p99 = hourly(&w.days, |s| rules::window_quantile(s, 0.99));
-    let mem = hourly(&w.days, |s| {
-        s.iter().filter_map(Sample::memory_mib).reduce(f64::max)
-    });
+    let health = hourly(&w.days, |h| Some(h.healthy as f64 / h.n as f64 * 100.0));
+    let errors = hourly(&w.days, |h| h.counters.error_rate_pct());
+    let p95 = hourly(&w.days, |h| h.counters.quantile_ms(0.95));
+    let p99 = hourly(&w.days, |h| h.counters.quantile_ms(0.99));
+    let mem = hourly(&w.days, |h| h.memory_max_mib);
     let restarts = {
         let mut total = 0.0;
         let mut out = Vec::new();
         for (d, m) in &w.days {
             total += m.restarts.unwrap_or(0) as f64;
-            if let Some(last) = d.samples.last() {
-                out.push((last.ts_ms, total));
+            if let Some(last) = d.digest.last_ms {
+                out.push((last, total));
             }
         }
         out

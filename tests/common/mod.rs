@@ -3,6 +3,8 @@
 //! containers are removed when it ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod scrape;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -10,9 +10,20 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+pub mod codec;
+pub mod sample;
+mod samples;
+
+/// One schema step: its SQL, then any conversion of existing rows that SQL cannot do.
+struct Migration {
+    sql: &'static str,
+    convert: Option<fn(&Connection) -> rusqlite::Result<()>>,
+}
+
 /// Migrations in order; `user_version` counts how many have been applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: r#"
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -83,9 +94,12 @@ CREATE TABLE test_results (
     detail TEXT NOT NULL               -- JSON
 );
 "#,
+        convert: None,
+    },
     // Issue F: what a sample could not read and why, the counters a cron run continues from,
     // whose sample it is (the image under test or the baseline), and per-rule blindness.
-    r#"
+    Migration {
+        sql: r#"
 ALTER TABLE samples ADD COLUMN role TEXT;
 ALTER TABLE samples ADD COLUMN container_id TEXT;
 ALTER TABLE samples ADD COLUMN scrape_error TEXT;
@@ -106,6 +120,14 @@ CREATE TABLE rule_states (
     PRIMARY KEY (target, deployment_id, rule, severity)
 );
 "#,
+        convert: None,
+    },
+    // Issue H: compact samples (see `samples.rs`); the rows are converted in place and the
+    // old table's name becomes a view that reads like it.
+    Migration {
+        sql: samples::SCHEMA,
+        convert: Some(samples::convert_v2_rows),
+    },
 ];
 
 /// How long one rule has been without a verdict (for blindness).
@@ -125,6 +147,8 @@ pub struct Store {
     /// When set, rows are stamped with this time instead of the wall clock: the week
     /// generator writes a past week through the same calls the commands use.
     clock: std::cell::Cell<Option<DateTime<Utc>>>,
+    /// Ids of sample series, texts and bucket layouts already written or read.
+    interned: std::cell::RefCell<samples::Interned>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,14 +234,22 @@ impl Store {
                 MIGRATIONS.len()
             );
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(sql).with_context(|| {
-                format!("state store {}: migration {} failed", path.display(), i + 1)
-            })?;
+        let mut converted = false;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
+            let failed = || format!("state store {}: migration {} failed", path.display(), i + 1);
+            tx.execute_batch(m.sql).with_context(failed)?;
+            if let Some(convert) = m.convert {
+                convert(&tx).with_context(failed)?;
+                converted = version > 0;
+            }
             tx.pragma_update(None, "user_version", i + 1)?;
         }
         tx.commit()
             .with_context(|| format!("cannot write to the state store {}", path.display()))?;
+        if converted {
+            // The old rows' pages are free now; give them back to the file system once.
+            conn.execute_batch("VACUUM").with_context(at)?;
+        }
         for side in ["state.db-wal", "state.db-shm"] {
             let _ =
                 std::fs::set_permissions(dir.join(side), std::fs::Permissions::from_mode(0o600));
@@ -226,6 +258,7 @@ impl Store {
             conn,
             path,
             clock: std::cell::Cell::new(None),
+            interned: Default::default(),
         })
     }
 
@@ -374,92 +407,6 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn insert_sample(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
-        self.insert_sample_row(s)
-            .with_context(|| format!("cannot store the sample in {}", self.path.display()))
-    }
-
-    fn insert_sample_row(&self, s: &crate::monitor::sample::Sample) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO samples(ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
-               health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors,
-               role, container_id, scrape_error, parse_errors, engine_error, cpu_total_ns, system_cpu_ns, log_cursor_ns)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
-            params![
-                s.ts_ms,
-                s.day,
-                s.deployment_id,
-                s.target,
-                s.container,
-                s.health_ok,
-                s.health_http_status,
-                s.health_latency_ms,
-                s.health_detail.to_string(),
-                s.metrics.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()),
-                s.memory_bytes.map(|m| m as i64),
-                s.cpu_pct,
-                s.restart_count,
-                s.oom_killed,
-                s.log_errors,
-                s.role,
-                s.container_id,
-                s.scrape_error,
-                s.parse_errors,
-                s.engine_error,
-                s.cpu_total_ns.map(|v| v as i64),
-                s.system_cpu_ns.map(|v| v as i64),
-                s.log_cursor_ns,
-            ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Samples of `target` from `since_ms` on, oldest first; only those of `deployment_id`
-    /// when given, so a new deployment starts with fresh windows.
-    pub fn samples(
-        &self,
-        target: &str,
-        since_ms: i64,
-        deployment_id: Option<i64>,
-    ) -> Result<Vec<crate::monitor::sample::Sample>> {
-        self.query_samples(
-            "target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3)",
-            params![target, since_ms, deployment_id],
-        )
-    }
-
-    /// The monitor's history: samples in the order they were *taken* (insertion), not by
-    /// timestamp, so a clock stepped back cannot make an older reading the latest.
-    pub fn samples_as_taken(
-        &self,
-        target: &str,
-        since_ms: i64,
-        deployment_id: Option<i64>,
-    ) -> Result<Vec<crate::monitor::sample::Sample>> {
-        self.query_samples_ordered(
-            "target=?1 AND ts_ms>=?2 AND (?3 IS NULL OR deployment_id=?3)",
-            params![target, since_ms, deployment_id],
-            "id",
-        )
-    }
-
-    /// The latest sample taken of `target` for `deployment_id`: where a cron run continues.
-    pub fn last_sample(
-        &self,
-        target: &str,
-        deployment_id: Option<i64>,
-    ) -> Result<Option<crate::monitor::sample::Sample>> {
-        Ok(self
-            .query_samples_ordered(
-                "id=(SELECT MAX(id) FROM samples WHERE target=?1 AND (?2 IS NULL OR deployment_id=?2))",
-                params![target, deployment_id],
-                "id",
-            )?
-            .pop())
-    }
-
-    /// Per-rule blindness bookkeeping: a rule with a verdict clears its stretch; one without
-    /// starts (or continues) it. Returns each rule's state after the update.
     pub fn update_rule_states(
         &mut self,
         target: &str,
@@ -523,61 +470,6 @@ impl Store {
         Ok(())
     }
 
-    fn query_samples(
-        &self,
-        filter: &str,
-        p: impl rusqlite::Params,
-    ) -> Result<Vec<crate::monitor::sample::Sample>> {
-        self.query_samples_ordered(filter, p, "ts_ms")
-    }
-
-    fn query_samples_ordered(
-        &self,
-        filter: &str,
-        p: impl rusqlite::Params,
-        order: &str,
-    ) -> Result<Vec<crate::monitor::sample::Sample>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT ts_ms, day, deployment_id, target, container, health_ok, health_http_status, health_latency_ms,
-                    health_detail, metrics, memory_bytes, cpu_pct, restart_count, oom_killed, log_errors,
-                    role, container_id, scrape_error, parse_errors, engine_error, cpu_total_ns, system_cpu_ns, log_cursor_ns
-             FROM samples WHERE {filter} ORDER BY {order}"
-        ))?;
-        let rows = stmt.query_map(p, |r| {
-            Ok(crate::monitor::sample::Sample {
-                ts_ms: r.get(0)?,
-                day: r.get(1)?,
-                deployment_id: r.get(2)?,
-                target: r.get(3)?,
-                container: r.get(4)?,
-                health_ok: r.get(5)?,
-                health_http_status: r.get(6)?,
-                health_latency_ms: r.get(7)?,
-                health_detail: r
-                    .get::<_, Option<String>>(8)?
-                    .and_then(|s| serde_json::from_str(&s).ok())
-                    .unwrap_or(Value::Null),
-                metrics: r
-                    .get::<_, Option<String>>(9)?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-                memory_bytes: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
-                cpu_pct: r.get(11)?,
-                restart_count: r.get(12)?,
-                oom_killed: r.get(13)?,
-                log_errors: r.get(14)?,
-                role: r.get(15)?,
-                container_id: r.get(16)?,
-                scrape_error: r.get(17)?,
-                parse_errors: r.get(18)?,
-                engine_error: r.get(19)?,
-                cpu_total_ns: r.get::<_, Option<i64>>(20)?.map(|v| v as u64),
-                system_cpu_ns: r.get::<_, Option<i64>>(21)?.map(|v| v as u64),
-                log_cursor_ns: r.get(22)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// CRITICAL CVEs left after VEX in the latest CVE validation of this image (by id, else
     /// by reference), if any ran (None also when the scan recorded no count: unknown is not
     /// zero).
@@ -622,31 +514,6 @@ impl Store {
             params![self.now(), day, kind, passed, detail.to_string()],
         )?;
         Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Samples labelled with `day`, oldest first, of the target the day's first sample watched
-    /// (rates across two services would mean nothing).
-    pub fn samples_of_day(&self, day: u32) -> Result<Vec<crate::monitor::sample::Sample>> {
-        self.query_samples(
-            "day=?1 AND target=(SELECT target FROM samples WHERE day=?1 ORDER BY ts_ms LIMIT 1)",
-            [day],
-        )
-    }
-
-    /// When the first sample labelled `day` was taken (ms), if any was.
-    pub fn first_sample_ms(&self, day: u32) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .query_row("SELECT MIN(ts_ms) FROM samples WHERE day=?1", [day], |r| {
-                r.get(0)
-            })?)
-    }
-
-    /// The highest day label any sample carries.
-    pub fn latest_day(&self) -> Result<Option<u32>> {
-        Ok(self
-            .conn
-            .query_row("SELECT MAX(day) FROM samples", [], |r| r.get(0))?)
     }
 
     /// (kind, passed, detail, at) of test results recorded for `day`.
