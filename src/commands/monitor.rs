@@ -170,10 +170,13 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     for w in &warnings {
         text += &format!("config warning: {w}\n");
     }
-    let today = store.samples(
+    // The last 24 hours read in one pass: a day of 1 s samples is never held in memory.
+    let mut today = monitor::digest::DayDigest::default();
+    store.scan_since(
         &cfg.verify.base_url,
         chrono::Utc::now().timestamp_millis() - 86_400_000,
         sampler.deployment_id,
+        |_, s| today.push(s),
     )?;
     let targets = monitor::rules::targets(&cfg.monitoring.targets, &today);
     text += "targets (last 24 h of this deployment):\n";

@@ -93,19 +93,31 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 let state = c.state.clone().unwrap_or_default();
                 let restarts = c.restart_count.unwrap_or(0);
                 let running = state.running.unwrap_or(false);
-                let res = if running {
+                // Two one-shot readings 200 ms apart give CPU %, where a settled reading
+                // (what `docker stats` waits for) takes the engine a second or two; the log
+                // is read meanwhile.
+                let reading = || async {
                     engine
-                        .stats(&name, true)
+                        .stats(&name)
                         .await
                         .ok()
                         .and_then(|s| stats::resources(&s))
-                } else {
-                    None
+                };
+                let resources = async {
+                    if !running {
+                        return None;
+                    }
+                    let first = reading().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let second = reading().await?;
+                    Some(match &first {
+                        Some(f) => second.since(f),
+                        None => second,
+                    })
                 };
                 let since = chrono::Utc::now().timestamp() - 3600;
-                let errors: Vec<String> = engine
-                    .logs_since(&name, since, 10_000)
-                    .await
+                let (res, logs) = tokio::join!(resources, engine.logs_since(&name, since, 10_000));
+                let errors: Vec<String> = logs
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|l| l.to_ascii_lowercase().contains("error"))

@@ -308,16 +308,12 @@ impl Engine {
         Ok((inspect.exit_code.unwrap_or(-1), out))
     }
 
-    /// One stats reading. `settle` waits for the engine's second reading so CPU % has a
-    /// previous value (what `docker stats --no-stream` does, about a second).
-    pub async fn stats(
-        &self,
-        name: &str,
-        settle: bool,
-    ) -> Result<bollard::models::ContainerStatsResponse> {
+    /// One stats reading, at once (one-shot: no previous CPU value, which `docker stats
+    /// --no-stream` waits a second or two for; callers diff two readings instead).
+    pub async fn stats(&self, name: &str) -> Result<bollard::models::ContainerStatsResponse> {
         let options = StatsOptionsBuilder::default()
             .stream(false)
-            .one_shot(!settle)
+            .one_shot(true)
             .build();
         let mut stream = self.docker.stats(name, Some(options));
         match tokio::time::timeout(CALL_TIMEOUT, stream.next()).await {

@@ -14,6 +14,25 @@ pub struct Resources {
     pub cpu_pct: Option<f64>,
     pub cpu_total_ns: u64,
     pub system_cpu_ns: u64,
+    /// CPUs the engine counts (CPU % is of one CPU, as `docker stats` shows it).
+    pub cpus: u32,
+}
+
+impl Resources {
+    /// This reading, with CPU % taken against an `earlier` one when it has none of its own
+    /// (a one-shot reading: the engine did not wait a second for a previous value).
+    pub fn since(mut self, earlier: &Resources) -> Resources {
+        self.cpu_pct = self.cpu_pct.or_else(|| {
+            cpu_percent(
+                earlier.cpu_total_ns,
+                earlier.system_cpu_ns,
+                self.cpu_total_ns,
+                self.system_cpu_ns,
+                self.cpus,
+            )
+        });
+        self
+    }
 }
 
 pub fn resources(s: &ContainerStatsResponse) -> Option<Resources> {
@@ -54,6 +73,7 @@ pub fn resources(s: &ContainerStatsResponse) -> Option<Resources> {
         cpu_pct,
         cpu_total_ns: total,
         system_cpu_ns: system,
+        cpus: online,
     })
 }
 

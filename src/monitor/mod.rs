@@ -2,6 +2,7 @@
 //! trigger over the stored samples (so windows span separate cron invocations). Sampling and
 //! judging are separate: `sample` observes, `rules` decides, the caller renders each tick.
 
+pub mod digest;
 pub mod period;
 pub mod rules;
 pub mod sample;
@@ -129,6 +130,7 @@ pub async fn run(
         .map(|prev| Cursor::resume(&prev))
         .unwrap_or_default();
     let mut n = 0;
+    let mut history: Vec<Sample> = Vec::new();
     let mut newly_blind: Vec<BlindRule> = Vec::new();
     let max_window = cfg
         .rollback_triggers
@@ -171,11 +173,29 @@ pub async fn run(
         store.insert_sample(&sample)?;
         n += 1;
         let interval = plan.cadence.interval_at(sample.ts_ms);
-        // Far enough back for the longest window's anchor even at a sparse (cron) spacing.
-        let lookback = max_window * 2 + interval * 4 + Duration::from_secs(3600);
-        let since = sample.ts_ms - lookback.as_millis() as i64;
-        let mut history = store.samples_as_taken(&sample.target, since, sampler.deployment_id)?;
-        let clock = judge_clock(&mut history, sample.ts_ms);
+        // The history a tick judges reaches back to the longest window's anchor (the last
+        // sample at or before now - window) and no further, so a tick costs the same in
+        // hour one and hour 168. It is kept between ticks; only a clock that stepped back,
+        // a new deployment or the first tick read it from the store.
+        let window_start = sample.ts_ms - max_window.as_millis() as i64;
+        let in_order = history.last().is_some_and(|l: &Sample| {
+            l.ts_ms <= sample.ts_ms && l.deployment_id == sample.deployment_id
+        });
+        let clock = if in_order {
+            history.push(sample.clone());
+            let keep_from = history
+                .iter()
+                .rposition(|s| s.ts_ms <= window_start)
+                .unwrap_or(0);
+            history.drain(..keep_from);
+            None
+        } else {
+            let since = store
+                .anchor_ms(&sample.target, sampler.deployment_id, window_start)?
+                .unwrap_or(window_start);
+            history = store.samples_as_taken(&sample.target, since, sampler.deployment_id)?;
+            judge_clock(&mut history, sample.ts_ms)
+        };
         let cves =
             store.critical_cves(sampler.image_id.as_deref(), sampler.image_ref.as_deref())?;
         let results = evaluate_all(cfg, &history, sample.ts_ms, cves);

@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::config::{Comparison, Metric, Targets, TriggerRule};
+use crate::monitor::digest::DayDigest;
 use crate::monitor::sample::Sample;
 use crate::probe::metrics::{bucket_increase, histogram_quantile, increase, Snapshot};
 
@@ -212,10 +213,16 @@ pub fn per_interval(samples: &[Sample], metric: Metric) -> Vec<(i64, Option<f64>
 /// The value over the interval that ended with the latest sample, if its scrape was usable.
 pub fn latest_interval(samples: &[Sample], metric: Metric) -> Option<f64> {
     let last = samples.last()?;
-    let vals = per_interval(samples, metric);
-    vals.last()
-        .filter(|(t, _)| *t == last.ts_ms)
-        .and_then(|(_, v)| *v)
+    if !is_counter_metric(metric) {
+        return reading(last, metric);
+    }
+    // Only the last two usable scrapes matter: found from the end, not by walking the window.
+    let b = last.usable_metrics()?;
+    let a = samples[..samples.len() - 1]
+        .iter()
+        .rev()
+        .find_map(Sample::usable_metrics)?;
+    counter_value(a, b, metric)
 }
 
 fn is_counter_metric(m: Metric) -> bool {
@@ -547,12 +554,12 @@ pub struct TargetResult {
     pub detail: String,
 }
 
-/// The runbook's targets over a set of samples (a day, a run): met, not met, or no data.
-pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
+/// The runbook's targets over a set of samples (a day, the last 24 hours), read in one
+/// pass into `d`: met, not met, or no data.
+pub fn targets(t: &Targets, d: &DayDigest) -> Vec<TargetResult> {
     let mut out = Vec::new();
-    let n = samples.len();
-    let healthy = samples.iter().filter(|s| s.health_ok).count();
-    let rate = (n > 0).then(|| healthy as f64 / n as f64 * 100.0);
+    let (n, healthy) = (d.samples, d.healthy);
+    let rate = d.health_success_rate_pct();
     out.push(TargetResult {
         target: format!(
             "health check success rate {}%",
@@ -562,8 +569,8 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
         value: rate,
         detail: format!("{healthy}/{n} probes healthy"),
     });
-    let (total, errors) = totals(samples);
-    let err = (total > 0.0).then(|| errors / total * 100.0);
+    let (total, errors) = d.counters.totals();
+    let err = d.counters.error_rate_pct();
     out.push(TargetResult {
         target: format!("error rate < {}%", t.error_rate_pct),
         met: err.map(|e| e < t.error_rate_pct),
@@ -571,9 +578,8 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
         detail: format!("{errors} 5xx of {total} requests"),
     });
     // The runbook's own variant: error lines in the container log over requests served.
-    let log_errors: i64 = samples.iter().skip(1).filter_map(|s| s.log_errors).sum();
-    let log_rate = (total > 0.0 && samples.iter().any(|s| s.log_errors.is_some()))
-        .then(|| log_errors as f64 / total * 100.0);
+    let log_errors = d.log_errors;
+    let log_rate = (total > 0.0 && d.log_read).then(|| log_errors as f64 / total * 100.0);
     out.push(TargetResult {
         target: format!("error rate (log-based) < {}%", t.error_rate_pct),
         met: log_rate.map(|e| e < t.error_rate_pct),
@@ -581,7 +587,7 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
         detail: format!("{log_errors} error log lines over {total} requests"),
     });
     for (q, limit, label) in [(0.95, t.p95_latency, "P95"), (0.99, t.p99_latency, "P99")] {
-        let v = window_quantile(samples, q);
+        let v = d.counters.quantile_ms(q);
         let ms = limit.as_secs_f64() * 1000.0;
         out.push(TargetResult {
             target: format!("{label} latency <= {ms}ms"),
@@ -592,56 +598,17 @@ pub fn targets(t: &Targets, samples: &[Sample]) -> Vec<TargetResult> {
                 .unwrap_or("no requests".into()),
         });
     }
-    let mems: Vec<f64> = samples.iter().filter_map(Sample::memory_mib).collect();
-    let (lo, hi) = (
-        mems.iter().cloned().fold(f64::INFINITY, f64::min),
-        mems.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let range = d.memory_min_mib.zip(d.memory_max_mib);
     out.push(TargetResult {
         target: format!("memory {}-{}MB", t.memory_min_mib, t.memory_max_mib),
-        met: (!mems.is_empty()).then_some(lo >= t.memory_min_mib && hi <= t.memory_max_mib),
-        value: mems.last().copied(),
-        detail: if mems.is_empty() {
-            "no container readings".into()
-        } else {
-            format!("{lo:.1}-{hi:.1}MB")
+        met: range.map(|(lo, hi)| lo >= t.memory_min_mib && hi <= t.memory_max_mib),
+        value: d.memory_last_mib,
+        detail: match range {
+            None => "no container readings".into(),
+            Some((lo, hi)) => format!("{lo:.1}-{hi:.1}MB"),
         },
     });
     out
-}
-
-/// Consecutive pairs of usable scrapes: failed scrapes between them are skipped, so the
-/// increase across a gap is still counted (counters are cumulative).
-fn usable_pairs(samples: &[Sample]) -> impl Iterator<Item = (&Snapshot, &Snapshot)> {
-    let good: Vec<&Snapshot> = samples.iter().filter_map(Sample::usable_metrics).collect();
-    (1..good.len()).map(move |i| (good[i - 1], good[i]))
-}
-
-/// Request and 5xx increases summed over consecutive usable scrapes (resets handled).
-pub fn totals(samples: &[Sample]) -> (f64, f64) {
-    let mut total = 0.0;
-    let mut errors = 0.0;
-    for (a, b) in usable_pairs(samples) {
-        let t = increase(a.requests_total, b.requests_total);
-        total += t;
-        errors += increase(a.requests_5xx, b.requests_5xx).min(t);
-    }
-    (total, errors.min(total))
-}
-
-/// A quantile (ms) of all requests between the first and last sample.
-pub fn window_quantile(samples: &[Sample], q: f64) -> Option<f64> {
-    let mut acc: Vec<(f64, f64)> = Vec::new();
-    for (a, b) in usable_pairs(samples) {
-        for (le, c) in bucket_increase(&a.buckets, &b.buckets) {
-            match acc.iter_mut().find(|(l, _)| *l == le) {
-                Some(slot) => slot.1 += c,
-                None => acc.push((le, c)),
-            }
-        }
-    }
-    acc.sort_by(|x, y| x.0.total_cmp(&y.0));
-    histogram_quantile(q, &acc).map(|v| v * 1000.0)
 }
 
 #[cfg(test)]
@@ -791,7 +758,7 @@ mod tests {
         let res = evaluate(&r, Severity::Immediate, &s[..=10], 10_000, None);
         assert_eq!(res.verdict, Verdict::Fired, "{res:?}");
         assert_eq!(res.value, Some(50.0));
-        assert_eq!(totals(&s), (1000.0, 500.0));
+        assert_eq!(DayDigest::of(&s).counters.totals(), (1000.0, 500.0));
         // The latest scrape failed: the window still rests on the good ones before it.
         let res = evaluate(&r, Severity::Immediate, &s[..=9], 9_000, None);
         assert_eq!(res.verdict, Verdict::Fired, "{res:?}");

@@ -154,7 +154,7 @@ impl Sampler<'_> {
         if state.running.unwrap_or(false) {
             // One reading; CPU % comes from the previous one (this run's or the stored one),
             // so no run waits a second for the engine's second reading.
-            match engine.stats(name, false).await {
+            match engine.stats(name).await {
                 Ok(st) => {
                     if let Some(r) = stats::resources(&st) {
                         s.memory_bytes = Some(r.memory_bytes);

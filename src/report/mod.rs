@@ -3,7 +3,7 @@
 //! verdict) is a pure function of that data, so it is snapshot-tested on synthetic days.
 
 pub mod charts;
-pub mod digest;
+pub use crate::monitor::digest;
 pub mod gate;
 pub mod incident;
 pub mod week;

@@ -226,7 +226,23 @@ pub async fn reconcile(
                     &id[..12.min(id.len())]
                 ));
             }
-            engine.rename_container(&aside_id, name).await?;
+            if let Err(e) = engine.rename_container(&aside_id, name).await {
+                // A create sent by the killed run can still finish in the daemon after the
+                // look-up above: that container holds the name now, unverified. Remove it
+                // and put the last good one back all the same.
+                let holder = engine.find_container(name).await?.and_then(|c| c.id);
+                match holder.filter(|id| *id != aside_id) {
+                    Some(id) => {
+                        engine.remove_container(&id).await?;
+                        r.actions.push(format!(
+                            "removed unverified container {} created by an interrupted run",
+                            &id[..12.min(id.len())]
+                        ));
+                        engine.rename_container(&aside_id, name).await?;
+                    }
+                    None => return Err(e),
+                }
+            }
             engine.set_restart_policy(name, restart_policy).await?;
             if !engine.is_running(name).await? {
                 engine.start_container(name).await?;

@@ -466,18 +466,17 @@ fn before_summary(
     deployment: Option<i64>,
 ) -> Result<Value> {
     let since = chrono::Utc::now().timestamp_millis() - 600_000;
-    let s = store.samples(&cfg.verify.base_url, since, deployment)?;
-    if s.is_empty() {
+    let mut d = crate::monitor::digest::DayDigest::default();
+    store.scan_since(&cfg.verify.base_url, since, deployment, |_, s| d.push(s))?;
+    if d.samples == 0 {
         return Ok(json!({"samples": 0}));
     }
-    let healthy = s.iter().filter(|x| x.health_ok).count();
-    let (total, errors) = crate::monitor::rules::totals(&s);
     Ok(json!({
-        "samples": s.len(),
-        "health_success_rate_pct": healthy as f64 / s.len() as f64 * 100.0,
-        "error_rate_pct": (total > 0.0).then(|| errors / total * 100.0),
-        "p99_ms": crate::monitor::rules::window_quantile(&s, 0.99),
-        "memory_mib_last": s.iter().rev().find_map(|x| x.memory_mib()),
+        "samples": d.samples,
+        "health_success_rate_pct": d.health_success_rate_pct(),
+        "error_rate_pct": d.counters.error_rate_pct(),
+        "p99_ms": d.counters.quantile_ms(0.99),
+        "memory_mib_last": d.memory_last_mib,
     }))
 }
 

@@ -522,21 +522,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Samples of `target` from `since_ms` on, oldest first; only those of `deployment_id`
-    /// when given, so a new deployment starts with fresh windows.
-    pub fn samples(
-        &self,
-        target: &str,
-        since_ms: i64,
-        deployment_id: Option<i64>,
-    ) -> Result<Vec<Sample>> {
-        self.collect(
-            "s.target=?1 AND r.ts_ms>=?2 AND (?3 IS NULL OR s.deployment_id=?3)",
-            "r.ts_ms, r.id",
-            params![target, since_ms, deployment_id],
-        )
-    }
-
     /// The monitor's history: samples in the order they were *taken* (insertion), not by
     /// timestamp, so a clock stepped back cannot make an older reading the latest.
     pub fn samples_as_taken(
@@ -550,6 +535,40 @@ impl Store {
             "r.id",
             params![target, since_ms, deployment_id],
         )
+    }
+
+    /// Streams the samples of `target` (of `deployment_id` when given) from `since_ms` on,
+    /// oldest first, with what a digest reads (`SELECT_FOR_DIGEST`).
+    pub fn scan_since(
+        &self,
+        target: &str,
+        since_ms: i64,
+        deployment_id: Option<i64>,
+        f: impl FnMut(i64, &Sample),
+    ) -> Result<()> {
+        self.scan_with(
+            (SELECT_FOR_DIGEST, fill_for_digest),
+            "s.target=?1 AND r.ts_ms>=?2 AND (?3 IS NULL OR s.deployment_id=?3)",
+            "r.ts_ms, r.id",
+            params![target, since_ms, deployment_id],
+            f,
+        )
+    }
+
+    /// The time of the last sample of `target` (and `deployment_id`) at or before `at_ms`:
+    /// where a window ending now must start reading to be covered.
+    pub fn anchor_ms(
+        &self,
+        target: &str,
+        deployment_id: Option<i64>,
+        at_ms: i64,
+    ) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX((SELECT MAX(ts_ms) FROM sample_rows WHERE series=s.id AND ts_ms<=?3))
+             FROM sample_series s WHERE target=?1 AND (?2 IS NULL OR deployment_id=?2)",
+            params![target, deployment_id, at_ms],
+            |r| r.get(0),
+        )?)
     }
 
     /// The latest sample taken of `target` for `deployment_id`: where a cron run continues.

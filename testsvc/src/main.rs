@@ -355,8 +355,15 @@ fn route(
                 "healthy"
             };
             let code = if faults.health_unhealthy { 503 } else { 200 };
+            static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let id = ID.get_or_init(|| std::env::var("SERVICE_ID").unwrap_or_default());
+            let id = if id.is_empty() {
+                String::new()
+            } else {
+                format!(",\"service_id\":\"{id}\"")
+            };
             let body = format!(
-                "{{\"status\":\"{status}\",\"timestamp\":\"{}\",\"dependencies\":{{\"kong\":\"{}\",\"telemetry\":\"{}\"}}}}",
+                "{{\"status\":\"{status}\",\"timestamp\":\"{}\",\"dependencies\":{{\"kong\":\"{}\",\"telemetry\":\"{}\"}}{id}}}",
                 rfc3339_now(), dep("kong"), dep("telemetry")
             );
             (code, JSON, body, "/health")

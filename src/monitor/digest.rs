@@ -1,5 +1,5 @@
-//! A day in one pass: everything the daily report, the gate and the week page read from a
-//! day's samples, accumulated sample by sample, so a day of 1 s samples (86,400) is read
+//! Samples in one pass: everything the daily report, the gate, the week page and the
+//! monitor's targets read from a day's (or the last 24 hours') samples, accumulated sample by sample, so a day of 1 s samples (86,400) is read
 //! once, never held in memory, and the result is stored (`day_digests`) and continued from
 //! where it stopped the next time. Every number here is the one `monitor::rules` gives
 //! for the same samples (the same deltas, pairs, buckets and fit), which the tests check.
@@ -18,9 +18,10 @@ use crate::store::Store;
 /// recomputed from the samples, never misread.
 pub const FORMAT: i64 = 1;
 
-/// Chart points kept per series; beyond this, neighbouring points merge (the day chart is
-/// 900 px wide: 2,880, the runbook's 30 s cadence, is already more than it can show).
-const CHART_POINTS: usize = 2880;
+/// Chart points kept per series; beyond this, neighbouring points merge. The day chart's
+/// plot is about 800 px wide: 720 points (one per 2 minutes of a day) is all it can show,
+/// and the stored digest stays small enough to read back in a millisecond or two.
+const CHART_POINTS: usize = 720;
 
 /// Counter sums over consecutive usable scrapes (failed scrapes between two good ones
 /// widen the interval, as in `rules::totals`).
@@ -191,7 +192,7 @@ pub struct DayDigest {
 }
 
 impl DayDigest {
-    /// The digest of samples in time order (a day built in memory, in tests).
+    /// The digest of samples in time order (in tests: a day built in memory).
     #[cfg(test)]
     pub fn of(samples: &[Sample]) -> DayDigest {
         let mut d = DayDigest::default();
@@ -345,7 +346,42 @@ pub fn of_day(store: &Store, day: u32) -> Result<DayDigest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::rules::{totals, window_quantile};
+
+    // The whole-day computation, pair by pair over the samples held at once: what the
+    // report did before the digest, kept here as the oracle the one pass must match.
+    /// Consecutive pairs of usable scrapes: failed scrapes between them are skipped, so the
+    /// increase across a gap is still counted (counters are cumulative).
+    fn usable_pairs(samples: &[Sample]) -> impl Iterator<Item = (&Snapshot, &Snapshot)> {
+        let good: Vec<&Snapshot> = samples.iter().filter_map(Sample::usable_metrics).collect();
+        (1..good.len()).map(move |i| (good[i - 1], good[i]))
+    }
+
+    /// Request and 5xx increases summed over consecutive usable scrapes (resets handled).
+    fn totals(samples: &[Sample]) -> (f64, f64) {
+        let mut total = 0.0;
+        let mut errors = 0.0;
+        for (a, b) in usable_pairs(samples) {
+            let t = increase(a.requests_total, b.requests_total);
+            total += t;
+            errors += increase(a.requests_5xx, b.requests_5xx).min(t);
+        }
+        (total, errors.min(total))
+    }
+
+    /// A quantile (ms) of all requests between the first and last sample.
+    fn window_quantile(samples: &[Sample], q: f64) -> Option<f64> {
+        let mut acc: Vec<(f64, f64)> = Vec::new();
+        for (a, b) in usable_pairs(samples) {
+            for (le, c) in bucket_increase(&a.buckets, &b.buckets) {
+                match acc.iter_mut().find(|(l, _)| *l == le) {
+                    Some(slot) => slot.1 += c,
+                    None => acc.push((le, c)),
+                }
+            }
+        }
+        acc.sort_by(|x, y| x.0.total_cmp(&y.0));
+        histogram_quantile(q, &acc).map(|v| v * 1000.0)
+    }
 
     fn noisy_day() -> Vec<Sample> {
         let mut out = Vec::new();

@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Benchmarks that print figures, each measured in this run on this machine: medians of N
+with min/max, ratios against a baseline run alternately in the same run where there is
+one, and the target. Run through `bash scripts/bench.sh` (it builds and sets up first).
+
+Sections (all by default, or those named on the command line):
+  store    a synthetic week at 1 s and 30 s: bytes a sample, report and gate time and memory
+  monitor  `monitor --interval 1s` for MONITOR_SECONDS (1800): RSS at minute 2 and at the
+           end, CPU share of one core
+  rollout  deploy and rollback against the raw Docker CLI doing the runbook's procedure,
+           for a service that exits on SIGTERM and one that ignores it; `status`
+  load     `dhi-stage load` against oha and wrk on the same route, connections, duration
+
+Each section writes target/bench/<section>.json; BENCHMARKS.md is written from all of them
+(BENCH_OUT=path writes elsewhere: the CI smoke writes to target/). BENCH_QUICK=1 shortens
+everything (N=1, seconds instead of minutes) and asserts no timing.
+Traffic goes to 127.0.0.1 only."""
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+N = int(os.environ.get("BENCH_N", "1" if QUICK else "5"))
+BIN = os.environ["BIN"]
+CTX = os.environ["CTX"]
+OUT_DIR = os.path.join(ROOT, "target", "bench")
+MONITOR_SECONDS = int(os.environ.get("MONITOR_SECONDS", "30" if QUICK else "1800"))
+PORT = int(os.environ.get("BENCH_PORT", "3299"))
+NAME = os.environ.get("BENCH_NAME", "dhi-bench")
+WORK = tempfile.mkdtemp(prefix="dhi-bench-")
+ENV_FILE = os.path.join(WORK, "env")
+with open(ENV_FILE, "w") as f:
+    f.write("PORT=3000\nNODE_ENV=staging\n")
+BASE_ENV = dict(
+    os.environ,
+    DHI_STAGE_ENV_FILE=ENV_FILE,
+    DHI_STAGE_CONTAINER=NAME,
+    DHI_STAGE_PORT=str(PORT),
+    DHI_STAGE_STATE_DIR=os.path.join(WORK, "state"),
+)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def run(args, env=None, check=True, timeout=600):
+    r = subprocess.run(args, env=env or BASE_ENV, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def timed(args, env=None, ok=(0,)):
+    """Wall seconds and peak RSS (MiB) of one run, as /usr/bin/time measures them."""
+    out = os.path.join(WORK, "time")
+    r = run(["/usr/bin/time", "-f", "%e %M", "-o", out] + args, env=env, check=False)
+    if r.returncode not in ok:
+        raise SystemExit(f"bench: {' '.join(args)} exited {r.returncode}\n{r.stderr}")
+    wall, kb = open(out).read().split()[-2:]
+    return float(wall), int(kb) / 1024, r
+
+
+def stats(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def row(section, what, command, values, unit, target=None, target_op="<=", baseline=None, bounded_by=""):
+    """One line of the table: values measured (median of them), the baseline's values
+    when there is one (ratio = ours / baseline), the target and whether it is met."""
+    s = stats(values)
+    r = {"section": section, "what": what, "command": command, "unit": unit, **s, "bounded_by": bounded_by}
+    if baseline is not None:
+        b = stats(baseline[1])
+        r["baseline"] = {"what": baseline[0], **b}
+        r["ratio"] = s["median"] / b["median"] if b["median"] else None
+    if target is not None:
+        measured = r["ratio"] if target_op.startswith("ratio") else s["median"]
+        op = target_op.split()[-1]
+        r["target"] = f"{target_op} {target}"
+        r["met"] = measured <= target if op == "<=" else measured >= target
+    log(
+        f"  {what}: median {s['median']:.3f} {unit} (min {s['min']:.3f}, max {s['max']:.3f}, n={s['n']})"
+        + (f"; baseline {r['baseline']['what']} {r['baseline']['median']:.3f}, ratio {r['ratio']:.2f}" if baseline else "")
+        + (f"; target {r['target']}: {'met' if r['met'] else 'NOT met'}" if target is not None else "")
+    )
+    return r
+
+
+def save(section, rows, extra=None):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, f"{section}.json"), "w") as f:
+        json.dump({"section": section, "quick": QUICK, "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "rows": rows, **(extra or {})}, f, indent=1)
+
+
+# ---------------------------------------------------------------- store, report, gate
+
+
+def week(interval):
+    d = os.path.join(WORK, f"week-{interval}")
+    days = "2" if QUICK and interval == "1s" else "7"
+    t0 = time.monotonic()
+    run([BIN, "synth-week", "--state-dir", d, "--interval", interval, "--days", days, "-q"])
+    synth_s = time.monotonic() - t0
+    db = sqlite3.connect(os.path.join(d, "state.db"))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    n = db.execute("SELECT COUNT(*) FROM sample_rows").fetchone()[0]
+    db.close()
+    size = os.path.getsize(os.path.join(d, "state.db"))
+    return d, int(days), n, size, synth_s
+
+
+def clear_digests(d, day=None):
+    db = sqlite3.connect(os.path.join(d, "state.db"))
+    if day is None:
+        db.execute("DELETE FROM day_digests")
+    else:
+        db.execute("DELETE FROM day_digests WHERE day=?", (day,))
+    db.commit()
+    db.close()
+
+
+def bench_store():
+    rows = []
+    for interval, limit_s in (("1s", 1.0), ("30s", 0.1)):
+        log(f"== store: a synthetic week at {interval}")
+        d, days, n, size, synth_s = week(interval)
+        env = dict(BASE_ENV, DHI_STAGE_STATE_DIR=d)
+        out = os.path.join(WORK, f"reports-{interval}")
+        last = days
+        log(f"  {n} samples over {days} days written in {synth_s:.1f} s")
+        if interval == "1s":
+            rows.append(row("store", f"bytes a sample on disk, indexes included ({n} samples at 1 s)", "scripts/synth-week.sh DIR --interval 1s", [size / n], "B", target=200))
+
+        def series(args, prep, ok=(0, 3)):
+            walls, mems = [], []
+            for _ in range(N):
+                prep()
+                w, m, _ = timed([BIN, "-q"] + args, env=env, ok=ok)
+                walls.append(w)
+                mems.append(m)
+            return walls, mems
+
+        report = ["report", "--day", str(last), "--out", out]
+        w, m = series(report, lambda: clear_digests(d))
+        rows.append(row("store", f"report --day {last}, {interval} week, cold (no day digested yet: reads every day for the week page)", " ".join(report), w, "s", target=limit_s, bounded_by="one pass over every sample of the week: SQLite row reads and blob decoding"))
+        rows.append(row("store", f"  peak memory of the same", " ".join(report), m, "MiB", target=100))
+        # The daily cron: earlier days were digested by earlier runs; today's is new.
+        for day in (1, last):
+            rep = ["report", "--day", str(day), "--out", out]
+            w, m = series(rep, lambda day=day: clear_digests(d, day))
+            rows.append(row("store", f"report --day {day}, {interval} week, as the daily cron runs it (day {day} not digested yet)", " ".join(rep), w, "s", target=limit_s))
+            if day == last:
+                rows.append(row("store", "  peak memory of the same", " ".join(rep), m, "MiB", target=100))
+        w7 = rows[-2]["median"]
+        w1 = rows[-3]["median"]
+        rows.append(row("store", f"  cost of day {last} over day 1 (must not grow with the days before)", "", [w7 / w1], "x", target=1.5))
+        w, m = series(report, lambda: None)
+        rows.append(row("store", f"report --day {last}, {interval} week, every day digested", " ".join(report), w, "s", target=limit_s))
+        gate = ["gate"]
+        w, m = series(gate, lambda: clear_digests(d))
+        rows.append(row("store", f"gate, {interval} week, cold", "gate", w, "s", target=limit_s))
+        rows.append(row("store", "  peak memory of the same", "gate", m, "MiB", target=100))
+        w, m = series(gate, lambda: None)
+        rows.append(row("store", f"gate, {interval} week, every day digested", "gate", w, "s", target=limit_s))
+        shutil.rmtree(d, ignore_errors=True)
+    save("store", rows)
+
+
+# ---------------------------------------------------------------- the service under test
+
+
+def build_images():
+    tags = {}
+    for sid, ignore in (("a", ""), ("b", ""), ("a", "1"), ("b", "1")):
+        tag = f"dhi-bench/{sid}{'-ignores-sigterm' if ignore else ''}:1"
+        args = [BIN, "-q", "build", "--context", CTX, "--tag", tag, "--build-arg", f"SERVICE_ID={sid}"]
+        if ignore:
+            args += ["--build-arg", "FAULT_IGNORE_SIGTERM=1"]
+        run(args)
+        tags[(sid, bool(ignore))] = tag
+    return tags
+
+
+def health_id():
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1) as r:
+            if r.status == 200:
+                return json.loads(r.read()).get("service_id")
+    except Exception:
+        return None
+
+
+def poll_until(sid, start, limit=60.0):
+    """Seconds from `start` to the first healthy answer of service `sid`, polled every 10 ms."""
+    while time.monotonic() - start < limit:
+        if health_id() == sid:
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise SystemExit(f"bench: service {sid} not healthy within {limit}s")
+
+
+def docker_run_flags():
+    """The runbook's `docker run` as `deploy --dry-run` prints it (the same hardened flags)."""
+    r = run([BIN, "deploy", "--image", "IMAGE", "--dry-run"])
+    lines = r.stdout.split("docker run -d \\\n", 1)[1].split("\n\n", 1)[0]
+    flags = []
+    for line in lines.splitlines():
+        line = line.strip().rstrip("\\").strip()
+        if not line or line == "IMAGE" or line.startswith("-e "):
+            continue
+        flags += shlex.split(line)
+    return ["--env-file", ENV_FILE] + flags
+
+
+def cli_replace(image, sid, flags):
+    """The runbook's procedure by hand: stop, rm, run with the same flags, curl every 10 ms."""
+    start = time.monotonic()
+    run(["docker", "stop", NAME], check=False)
+    run(["docker", "rm", NAME], check=False)
+    run(["docker", "run", "-d"] + flags + [image])
+    return poll_until(sid, start)
+
+
+def dhi(args, sid):
+    """A dhi-stage command: seconds to the first healthy answer of `sid`, and to its exit."""
+    start = time.monotonic()
+    p = subprocess.Popen([BIN, "-q"] + args, env=BASE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = {}
+    t = threading.Thread(target=lambda: first.setdefault("s", poll_until(sid, start)))
+    t.start()
+    err = p.communicate(timeout=120)[1]
+    done = time.monotonic() - start
+    t.join()
+    if p.returncode != 0:
+        raise SystemExit(f"bench: dhi-stage {' '.join(args)} exited {p.returncode}: {err}")
+    return first["s"], done
+
+
+def fresh(image, sid):
+    run(["docker", "rm", "-f", NAME], check=False)
+    shutil.rmtree(BASE_ENV["DHI_STAGE_STATE_DIR"], ignore_errors=True)
+    run([BIN, "-q", "deploy", "--image", image])
+    poll_until(sid, time.monotonic())
+
+
+def bench_rollout():
+    tags = build_images()
+    flags = docker_run_flags()
+    rows = []
+    for ignores in (False, True):
+        kind = "a service that ignores SIGTERM" if ignores else "a service that exits on SIGTERM"
+        log(f"== rollout: {kind}")
+        a, b = tags[("a", ignores)], tags[("b", ignores)]
+        deploy_done, deploy_first, rb_first, cli_deploy, cli_rb = [], [], [], [], []
+        for _ in range(N):
+            fresh(a, "a")
+            first, done = dhi(["deploy", "--image", b], "b")
+            deploy_first.append(first)
+            deploy_done.append(done)
+            first, _ = dhi(["rollback", "--to", a, "--reason", "bench"], "a")
+            rb_first.append(first)
+            run(["docker", "rm", "-f", NAME], check=False)
+            run(["docker", "run", "-d"] + flags + [a])
+            poll_until("a", time.monotonic())
+            cli_deploy.append(cli_replace(b, "b", flags))
+            cli_rb.append(cli_replace(a, "a", flags))
+        cli = "docker stop/rm/run + curl every 10 ms"
+        rows.append(row("rollout", f"rollback to the first healthy curl, {kind}", "dhi-stage rollback --to A", rb_first, "s", target=0.8, target_op="ratio <=", baseline=(cli, cli_rb)))
+        rows.append(row("rollout", f"deploy to its exit, verification included, {kind}", "dhi-stage deploy --image B", deploy_done, "s", target=1.1, target_op="ratio <=", baseline=(cli, cli_deploy), bounded_by="the old container's stop (its SIGTERM grace) and the engine's create/start"))
+        rows.append(row("rollout", f"  deploy to the first healthy curl, {kind}", "dhi-stage deploy --image B", deploy_first, "s", baseline=(cli, cli_deploy)))
+    log("== status")
+    fresh(tags[("a", False)], "a")
+    ours = []
+    theirs = []
+    for _ in range(N * 2):
+        w, _, _ = timed([BIN, "-q", "status"], ok=(0,))
+        ours.append(w)
+        start = time.monotonic()
+        # The runbook's quick health check by hand.
+        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=5).read()
+        run(["docker", "stats", NAME, "--no-stream"])
+        run(["sh", "-c", f"docker logs --since 1h {NAME} 2>&1 | grep -i error | tail -10"], check=False)
+        theirs.append(time.monotonic() - start)
+    rows.append(row("rollout", "status (the runbook's quick health check)", "dhi-stage status", ours, "s", target=0.3, baseline=("curl /health + docker stats --no-stream + docker logs | grep", theirs), bounded_by="two one-shot engine stats readings 200 ms apart (CPU %)"))
+    run(["docker", "rm", "-f", NAME], check=False)
+    save("rollout", rows)
+
+
+# ---------------------------------------------------------------- monitor footprint
+
+
+def bench_monitor():
+    log(f"== monitor --interval 1s for {MONITOR_SECONDS} s")
+    tags = build_images()
+    fresh(tags[("a", False)], "a")
+    p = subprocess.Popen([BIN, "-q", "monitor", "--interval", "1s", "--duration", f"{MONITOR_SECONDS}s"], env=BASE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hz = os.sysconf("SC_CLK_TCK")
+    early_at = 120 if MONITOR_SECONDS >= 600 else max(5, MONITOR_SECONDS // 3)
+    rss, cpu = {}, {}
+    start = time.monotonic()
+    while p.poll() is None:
+        t = int(time.monotonic() - start)
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                kb = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+                ticks = int(fields[11]) + int(fields[12])
+            rss[t] = kb / 1024
+            cpu[t] = ticks / hz
+        except (OSError, AttributeError):
+            pass
+        time.sleep(1)
+    ts = sorted(rss)
+    end = ts[-1]
+    early = min(ts, key=lambda x: abs(x - early_at))
+    share = (cpu[end] - cpu[early]) / max(1, end - early) * 100
+    rows = [
+        row("monitor", f"RSS at {end} s minus RSS at {early} s (1 s interval)", f"dhi-stage monitor --interval 1s --duration {MONITOR_SECONDS}s", [rss[end] - rss[early]], "MiB", target=1.0),
+        row("monitor", f"RSS at {end} s", "", [rss[end]], "MiB", target=20),
+        row("monitor", f"CPU from {early} s to {end} s, share of one core", "", [share], "%", target=1.0, bounded_by="per tick: a health probe, a scrape, two engine calls, one SQLite insert and the rules over the longest window (1 h)"),
+    ]
+    run(["docker", "rm", "-f", NAME], check=False)
+    save("monitor", rows, {"rss_mib": {str(k): round(v, 2) for k, v in rss.items() if k % 60 == 0 or k == end}})
+
+
+# ---------------------------------------------------------------- load
+
+
+def bench_load():
+    log("== load: GET /health, 10 connections")
+    tags = build_images()
+    fresh(tags[("a", False)], "a")
+    secs = 3 if QUICK else 10
+    url = f"http://127.0.0.1:{PORT}/health"
+    ours, oha, wrk = {"rps": [], "p50": [], "p99": []}, {"rps": [], "p50": [], "p99": []}, {"rps": [], "p50": [], "p99": []}
+    for i in range(max(3, N) if not QUICK else 1):
+        order = ["ours", "oha", "wrk"]
+        order = order[i % 3:] + order[: i % 3]
+        for tool in order:
+            if tool == "ours":
+                r = run([BIN, "-q", "load", "--profile", "smoke", "--vus", "10", "--duration", f"{secs}s", "--ramp", "0s", "--output", "json"], check=False)
+                d = json.loads(r.stdout)
+                ours["rps"].append(d["rps"])
+                ours["p50"].append(d["latency_ms"]["p50"])
+                ours["p99"].append(d["latency_ms"]["p99"])
+            elif tool == "oha":
+                r = run(["oha", "-c", "10", "-z", f"{secs}s", "--no-tui", "--output-format", "json", url])
+                d = json.loads(r.stdout)
+                oha["rps"].append(d["summary"]["requestsPerSec"])
+                oha["p50"].append(d["latencyPercentiles"]["p50"] * 1000)
+                oha["p99"].append(d["latencyPercentiles"]["p99"] * 1000)
+            else:
+                r = run(["wrk", "-t2", "-c10", f"-d{secs}s", "--latency", url])
+                wrk["rps"].append(float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1)))
+                for q in ("50", "99"):
+                    m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)\b", r.stdout)
+                    v = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+                    wrk[f"p{q}"].append(v)
+    rows = []
+    for name, base in (("oha", oha), ("wrk", wrk)):
+        rows.append(row("load", f"req/s against {name}", f"dhi-stage load --profile smoke --vus 10 --duration {secs}s --ramp 0s", ours["rps"], "req/s", target=0.9, target_op="ratio >=", baseline=(name, base["rps"]), bounded_by="the service under test shares the two cores with the load generator"))
+        for q in ("p50", "p99"):
+            r = row("load", f"  {q} against {name}", "", ours[q], "ms", baseline=(name, base[q]))
+            r["target"] = "ratio within 0.9-1.1"
+            r["met"] = 0.9 <= r["ratio"] <= 1.1
+            log(f"    within 10%: {'met' if r['met'] else 'NOT met'}")
+            rows.append(r)
+    run(["docker", "rm", "-f", NAME], check=False)
+    save("load", rows)
+
+
+# ---------------------------------------------------------------- BENCHMARKS.md
+
+
+def machine():
+    cpu = ""
+    try:
+        cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+    except Exception:
+        pass
+    mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) // 1024 // 1024
+    docker = run(["docker", "version", "--format", "{{.Server.Version}}"], check=False).stdout.strip()
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), {mem} GiB, Docker Engine {docker}"
+
+
+def fmt(v, unit):
+    if unit == "s":
+        return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+    if unit in ("MiB", "B", "%", "x"):
+        return f"{v:.2f} {unit}" if unit != "B" else f"{v:.0f} B"
+    return f"{v:.1f} {unit}"
+
+
+def write_md(path):
+    sections = []
+    for s in ("store", "monitor", "rollout", "load"):
+        p = os.path.join(OUT_DIR, f"{s}.json")
+        if os.path.exists(p):
+            sections.append(json.load(open(p)))
+    out = ["# Benchmarks", "", f"Measured with `bash scripts/bench.sh` on {machine()}.",
+           "Each figure is the median of the runs shown (min-max beside it); a ratio is ours over",
+           "the baseline measured alternately in the same run. Regenerate with `bash scripts/bench.sh`",
+           "(`MONITOR_SECONDS`, `BENCH_N`, or section names: `store monitor rollout load`).", ""]
+    titles = {"store": "A week of samples: storage, report, gate", "monitor": "The monitor at a 1 s interval",
+              "rollout": "Deploy, rollback and status against the Docker CLI", "load": "The load probe against oha and wrk"}
+    for s in sections:
+        out += [f"## {titles[s['section']]}", "", f"Measured {s['at']}{' (quick smoke)' if s['quick'] else ''}.", "",
+                "| what | command | median | min-max | baseline (median) | ratio | target | met? | bounded by |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in s["rows"]:
+            base = f"{r['baseline']['what']}: {fmt(r['baseline']['median'], r['unit'])}" if "baseline" in r else ""
+            ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
+            met = "" if "met" not in r else ("yes" if r["met"] else "**no**")
+            cmd = f"`{r['command']}`" if r["command"] else ""
+            out.append(f"| {r['what']} | {cmd} | {fmt(r['median'], r['unit'])} | {fmt(r['min'], r['unit'])}-{fmt(r['max'], r['unit'])} (n={r['n']}) | {base} | {ratio} | {r.get('target', '')} | {met} | {r.get('bounded_by', '')} |")
+        if s["section"] == "monitor" and s.get("rss_mib"):
+            out += ["", "RSS by minute (MiB): " + ", ".join(f"{int(k) // 60}m {v}" for k, v in sorted(s["rss_mib"].items(), key=lambda kv: int(kv[0])))]
+        out.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    log(f"wrote {path}")
+
+
+def main():
+    wanted = [a for a in sys.argv[1:] if not a.isdigit()] or ["store", "rollout", "load", "monitor"]
+    try:
+        for s in wanted:
+            {"store": bench_store, "rollout": bench_rollout, "load": bench_load, "monitor": bench_monitor}[s]()
+    finally:
+        run(["docker", "rm", "-f", NAME], check=False)
+        shutil.rmtree(WORK, ignore_errors=True)
+    write_md(os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md")))
+
+
+if __name__ == "__main__":
+    main()
