@@ -37,7 +37,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 N = int(os.environ.get("BENCH_N", "1" if QUICK else "5"))
 BIN = os.environ["BIN"]
 CTX = os.environ["CTX"]
-OUT_DIR = os.path.join(ROOT, "target", "bench")
+OUT_DIR = os.path.join(ROOT, "target", "bench", "quick" if QUICK else "")
 MONITOR_SECONDS = int(os.environ.get("MONITOR_SECONDS", "30" if QUICK else "1800"))
 PORT = int(os.environ.get("BENCH_PORT", "3299"))
 NAME = os.environ.get("BENCH_NAME", "dhi-bench")
@@ -198,7 +198,7 @@ def build_images():
 
 def health_id():
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=0.2) as r:
             if r.status == 200:
                 return json.loads(r.read()).get("service_id")
     except Exception:
@@ -216,12 +216,12 @@ def poll_until(sid, start, limit=60.0):
 
 def docker_run_flags():
     """The runbook's `docker run` as `deploy --dry-run` prints it (the same hardened flags)."""
-    r = run([BIN, "deploy", "--image", "IMAGE", "--dry-run"])
+    r = run([BIN, "deploy", "--image", "dhi-bench/image:1", "--dry-run"])
     lines = r.stdout.split("docker run -d \\\n", 1)[1].split("\n\n", 1)[0]
     flags = []
     for line in lines.splitlines():
         line = line.strip().rstrip("\\").strip()
-        if not line or line == "IMAGE" or line.startswith("-e "):
+        if not line or line == "dhi-bench/image:1" or line.startswith("-e "):
             continue
         flags += shlex.split(line)
     return ["--env-file", ENV_FILE] + flags

@@ -93,9 +93,10 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                 let state = c.state.clone().unwrap_or_default();
                 let restarts = c.restart_count.unwrap_or(0);
                 let running = state.running.unwrap_or(false);
-                // Two one-shot readings 200 ms apart give CPU %, where a settled reading
-                // (what `docker stats` waits for) takes the engine a second or two; the log
-                // is read meanwhile.
+                // Two readings give CPU %: from the cgroup files when the engine is local,
+                // else two one-shot engine readings 200 ms apart (a settled reading, what
+                // `docker stats` waits for, takes the engine a second or two); the log is
+                // read meanwhile.
                 let reading = || async {
                     engine
                         .stats(&name)
@@ -103,9 +104,17 @@ pub async fn run(ctx: Ctx) -> Result<Outcome> {
                         .ok()
                         .and_then(|s| stats::resources(&s))
                 };
+                let pid = state.pid.filter(|p| *p > 0);
                 let resources = async {
                     if !running {
                         return None;
+                    }
+                    // A local engine: the cgroup files themselves, 100 ms apart for CPU %.
+                    if let Some(first) = pid.and_then(stats::from_cgroup) {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        if let Some(second) = pid.and_then(stats::from_cgroup) {
+                            return Some(second.since(&first));
+                        }
                     }
                     let first = reading().await;
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

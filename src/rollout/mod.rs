@@ -575,7 +575,13 @@ pub async fn verify(
         Some(user == cfg.verify.expected_user),
         format!("{user:?}, expected {:?}", cfg.verify.expected_user),
     ));
-    match engine.exec(&spec.name, &["id".to_string()]).await {
+    // Both commands run in the new container at once: verification is on the deploy's path.
+    let id_cmd = ["id".to_string()];
+    let (id_run, version_run) = tokio::join!(
+        engine.exec(&spec.name, &id_cmd),
+        engine.exec(&spec.name, &cfg.verify.version_command)
+    );
+    match id_run {
         Ok((0, out)) => {
             let (uid, gid) = cfg
                 .verify
@@ -603,7 +609,7 @@ pub async fn verify(
     }
     let expected = &cfg.verify.expected_version;
     let cmd = cfg.verify.version_command.join(" ");
-    match engine.exec(&spec.name, &cfg.verify.version_command).await {
+    match version_run {
         Ok((0, out)) => checks.push(Check::new(
             &format!("{cmd} = {expected}"),
             Some(out.trim() == expected),
