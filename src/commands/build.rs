@@ -43,7 +43,7 @@ pub async fn run(ctx: Ctx, a: BuildArgs) -> Result<Outcome> {
     ));
     let started = std::time::Instant::now();
     let id = engine
-        .build(tar, &dockerfile, &tag, &build_args, &progress)
+        .build(tar, &dockerfile, &tag, &build_args, &|l| progress.line(l))
         .await?;
     progress.finish();
     let image = engine.inspect_image(&id).await?;

@@ -51,7 +51,7 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let _lock = StateLock::acquire(&ctx.state_dir, "deploy", ctx.lock_wait)?;
     let engine = Engine::connect().await?;
     let progress = ctx.progress();
-    let inspected = engine.ensure_image(&image, &progress).await?;
+    let inspected = engine.ensure_image(&image, &|l| progress.line(l)).await?;
     let mut store = ctx.store()?;
     let reconciled = rollout::reconcile(&engine, &mut store, &spec.name, &spec.restart).await?;
     if interrupt.interrupted() {

@@ -76,7 +76,9 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
     engine.tag(&source, &repo, &tag).await?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
-    let digest = engine.push(&repo, &tag, credentials, &progress).await?;
+    let digest = engine
+        .push(&repo, &tag, credentials, &|l| progress.line(l))
+        .await?;
     progress.finish();
     let store = ctx.store()?;
     store.record_image(
@@ -115,11 +117,13 @@ pub async fn run(mut ctx: Ctx, a: PushArgs) -> Result<Outcome> {
                 "Dockerfile",
                 &sidecar,
                 &Default::default(),
-                &progress,
+                &|l| progress.line(l),
             )
             .await?;
         let sbom_digest = engine
-            .push(&repo, &sidecar_tag, credentials_again, &progress)
+            .push(&repo, &sidecar_tag, credentials_again, &|l| {
+                progress.line(l)
+            })
             .await?;
         store.record_image(
             "push-sbom",

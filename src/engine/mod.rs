@@ -25,8 +25,6 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::output::Progress;
-
 /// Short calls (inspect, start, rename) must answer within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Builds and pushes stream for as long as they make progress; the client gives up after this.
@@ -116,7 +114,7 @@ impl Engine {
         dockerfile: &str,
         tag: &str,
         build_args: &HashMap<String, String>,
-        progress: &Progress,
+        progress: &dyn Fn(&str),
     ) -> Result<String> {
         let options = BuildImageOptionsBuilder::default()
             .dockerfile(dockerfile)
@@ -133,7 +131,7 @@ impl Engine {
             match item {
                 Ok(info) => {
                     if let Some(line) = info.stream.as_deref().or(info.status.as_deref()) {
-                        progress.line(line);
+                        progress(line);
                         log_tail.push(line.trim_end().to_string());
                         if log_tail.len() > 20 {
                             log_tail.remove(0);
@@ -184,7 +182,7 @@ impl Engine {
         repo: &str,
         tag: &str,
         credentials: Option<DockerCredentials>,
-        progress: &Progress,
+        progress: &dyn Fn(&str),
     ) -> Result<String> {
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = self.docker.push_image(repo, Some(options), credentials);
@@ -206,7 +204,7 @@ impl Engine {
                     .as_ref()
                     .and_then(|p| Some(format!(" {}/{}", p.current?, p.total?)))
                     .unwrap_or_default();
-                progress.line(&format!("{status}{detail}"));
+                progress(&format!("{status}{detail}"));
             }
         }
         digest
@@ -339,13 +337,17 @@ impl Engine {
     }
 
     /// Pulls `reference` (e.g. from the local registry) when the engine does not have it.
-    pub async fn ensure_image(&self, reference: &str, progress: &Progress) -> Result<ImageInspect> {
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        progress: &dyn Fn(&str),
+    ) -> Result<ImageInspect> {
         match self.inspect_image(reference).await {
             Ok(i) => return Ok(i),
             Err(e) if !is_not_found(&e) => return Err(e),
             Err(_) => {}
         }
-        progress.line(&format!("pulling {reference}"));
+        progress(&format!("pulling {reference}"));
         let options = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
@@ -358,7 +360,7 @@ impl Engine {
                 )
             })?;
             if let Some(s) = info.status {
-                progress.line(&s);
+                progress(&s);
             }
         }
         self.inspect_image(reference).await

@@ -132,10 +132,7 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
     };
     // Before anything changes: a target that is not there fails the rollback now, with
     // what to do, rather than after the running container was touched.
-    if let Err(e) = engine
-        .ensure_image(&target, &crate::output::Progress::new(true))
-        .await
-    {
+    if let Err(e) = engine.ensure_image(&target, &|_| {}).await {
         return Err(failure(
             Code::RollbackFailed,
             format!(
@@ -294,8 +291,8 @@ async fn restore_to(
     kind: &str,
     interrupt: &rollout::Interrupt,
 ) -> Result<Restored> {
-    let progress = crate::output::Progress::new(true);
-    let image = engine.ensure_image(&spec.image, &progress).await?;
+    // A rollback prints its outcome, not pull progress.
+    let image = engine.ensure_image(&spec.image, &|_| {}).await?;
     let from = from_deployment.and_then(|id| store.deployment(id).ok().flatten());
     // The restored deployment's own baseline is whatever preceded the one it restores, so a
     // second rollback walks further back instead of flipping between two images.
