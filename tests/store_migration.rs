@@ -122,11 +122,12 @@ fn a_store_of_the_previous_schema_is_converted_in_place_and_reports_the_same() {
         }
     }
     let size = std::fs::metadata(dir.join("state.db")).unwrap().len();
-    println!(
-        "store migration: {} samples converted, {values} values and {compared} report figures as version 2 had them; file {} KB (was 280 KB)",
+    let line = format!(
+        "store migration: {} samples converted, {values} values and {compared} report figures as version 2 had them; file {} KB (was 280 KB)\n",
         after.len(),
         size / 1024
     );
+    record_reliability("store-migration.txt", &line, false);
     // A second open applies nothing again.
     let r = stage.run(&["report", "--day", "1", "--out", path_str(&out)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
