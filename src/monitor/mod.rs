@@ -139,6 +139,7 @@ pub async fn run(
         .map(|r| r.sustained_for)
         .max()
         .unwrap_or_default();
+    let scrape_window = scrape_window(cfg);
     loop {
         let tick_started = tokio::time::Instant::now();
         // A deploy or rollback in progress replaces the container: its own restart is not
@@ -188,6 +189,7 @@ pub async fn run(
                 .rposition(|s| s.ts_ms <= window_start)
                 .unwrap_or(0);
             history.drain(..keep_from);
+            slim_history(&mut history, sample.ts_ms, scrape_window, interval);
             None
         } else {
             let since = store
@@ -248,6 +250,35 @@ pub async fn run(
             _ = tokio::time::sleep_until(next) => {}
             _ = cancel.cancelled() => return Ok(summary(tick, fired, newly_blind, true)),
         }
+    }
+}
+
+/// The longest window of a rule that reads the scrape (error rate, latency).
+fn scrape_window(cfg: &MonitoringConfig) -> Duration {
+    cfg.rollback_triggers
+        .iter()
+        .chain(&cfg.immediate_triggers)
+        .filter(|r| {
+            matches!(
+                r.metric,
+                Metric::ErrorRatePct | Metric::P95LatencyMs | Metric::P99LatencyMs
+            )
+        })
+        .map(|r| r.sustained_for)
+        .max()
+        .unwrap_or_default()
+}
+
+/// Past the longest window that reads scrapes (and room for its anchor), a sample of the
+/// history keeps only its readings: an hour-long window at 1 s costs little memory.
+fn slim_history(history: &mut [Sample], now_ms: i64, scrape_window: Duration, interval: Duration) {
+    let margin = (interval * 2).max(Duration::from_secs(120));
+    let slim_before = now_ms - (scrape_window + margin).as_millis() as i64;
+    for s in history.iter_mut() {
+        if s.ts_ms >= slim_before {
+            break;
+        }
+        s.slim();
     }
 }
 
@@ -409,6 +440,62 @@ mod tests {
             Duration::from_secs(1800)
         );
         assert_eq!(production_interval(steps, h(24)), Duration::from_secs(3600));
+    }
+
+    /// Two hours at 5 s with 5xx, slow requests, failed probes and memory growth: every
+    /// rule of the shipped config gives the same verdict and value on the slimmed history.
+    #[test]
+    fn a_slimmed_history_judges_like_the_whole_one() {
+        let cfg = crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap();
+        let m = &cfg.monitoring;
+        let t0 = 1_790_000_000_000i64;
+        let mut total = 0.0;
+        let mut e5 = 0.0;
+        let full: Vec<Sample> = (0..1440i64)
+            .map(|i| {
+                total += 50.0;
+                e5 += if i > 1300 { 3.0 } else { 0.0 };
+                let slow = if i > 1350 { 25.0 } else { 1.0 };
+                Sample {
+                    ts_ms: t0 + i * 5000,
+                    target: "http://127.0.0.1:3002".into(),
+                    container: Some("c".into()),
+                    container_id: Some("id".into()),
+                    role: Some("candidate".into()),
+                    deployment_id: Some(1),
+                    health_ok: i % 97 != 0,
+                    health_detail: serde_json::json!({"status": "healthy"}),
+                    metrics: Some(crate::probe::metrics::Snapshot {
+                        requests_total: total,
+                        requests_5xx: e5,
+                        buckets: vec![
+                            (0.1, total - slow * i as f64),
+                            (0.5, total),
+                            (f64::INFINITY, total),
+                        ],
+                        ..Default::default()
+                    }),
+                    memory_bytes: Some(60_000_000 + i as u64 * 20_000),
+                    restart_count: Some(i / 700),
+                    oom_killed: Some(false),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let now = full.last().unwrap().ts_ms;
+        let mut slim = full.clone();
+        slim_history(&mut slim, now, scrape_window(m), Duration::from_secs(5));
+        assert!(slim[0].metrics.is_none() && slim.last().unwrap().metrics.is_some());
+        let a = evaluate_all(m, &full, now, Some(0));
+        let b = evaluate_all(m, &slim, now, Some(0));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (&x.name, &x.verdict, x.value),
+                (&y.name, &y.verdict, y.value)
+            );
+        }
+        assert!(a.iter().any(|r| r.verdict == Verdict::Fired), "{a:?}");
     }
 }
 

@@ -55,3 +55,17 @@ impl Sample {
         self.metrics.as_ref().filter(|m| m.usable())
     }
 }
+
+impl Sample {
+    /// Drops what only the newest minutes of a history need (the scrape, the health detail,
+    /// the names), keeping the readings every window reads (health, memory, restarts, OOM,
+    /// errors): a monitor holds an hour of 1 s samples this way in a few hundred KB.
+    pub fn slim(&mut self) {
+        self.metrics = None;
+        self.health_detail = Value::Null;
+        self.target = String::new();
+        self.container = None;
+        self.container_id = None;
+        self.role = None;
+    }
+}
