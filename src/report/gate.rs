@@ -109,6 +109,7 @@ pub fn judge(
     attestations: &toml::Table,
 ) -> Result<Judged> {
     let growth = cfg.memory_growth_threshold();
+    super::digest::prefetch(store, 1..=through);
     let mut days = Vec::new();
     for d in 1..=through {
         let data = super::gather(store, cfg, d)?;

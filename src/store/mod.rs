@@ -262,6 +262,11 @@ impl Store {
         })
     }
 
+    /// The state dir this store lives in.
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        self.path.parent().map(|p| p.to_path_buf())
+    }
+
     /// Stamps what is written from now on with `at` (None: the wall clock again).
     pub fn set_clock(&self, at: Option<DateTime<Utc>>) {
         self.clock.set(at);
