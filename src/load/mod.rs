@@ -114,7 +114,7 @@ pub async fn run(
         .pool_max_idle_per_host(plan.vus.max(1) as usize * 2)
         .no_proxy()
         .build()?;
-    let (tx, mut rx) = mpsc::channel::<Sent>(65_536);
+    let (tx, mut rx) = mpsc::channel::<Vec<Sent>>(4096);
     let started = Instant::now();
     let end = started + plan.ramp + plan.duration;
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -128,12 +128,14 @@ pub async fn run(
         Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds");
     let (mut requests, mut failures) = (0u64, 0u64);
     let mut last_report = Instant::now();
-    while let Some(s) = rx.recv().await {
-        requests += 1;
-        if !s.ok {
-            failures += 1;
+    while let Some(batch) = rx.recv().await {
+        for s in batch {
+            requests += 1;
+            if !s.ok {
+                failures += 1;
+            }
+            hist.saturating_record(s.micros.max(1));
         }
-        hist.saturating_record(s.micros.max(1));
         if last_report.elapsed() >= Duration::from_millis(250) {
             last_report = Instant::now();
             let elapsed = started.elapsed();
@@ -197,10 +199,14 @@ pub async fn run(
     Ok(report)
 }
 
+/// A worker hands its results over in batches (one wake-up of the collector per batch,
+/// not per request), at least every 100 ms so the live line stays current.
+const BATCH: usize = 64;
+
 fn closed_model(
     plan: &Plan,
     client: &reqwest::Client,
-    tx: mpsc::Sender<Sent>,
+    tx: mpsc::Sender<Vec<Sent>>,
     started: Instant,
     end: Instant,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -217,21 +223,27 @@ fn closed_model(
             tokio::spawn(async move {
                 tokio::time::sleep_until(start_at).await;
                 let mut i = vu as usize;
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut flushed = Instant::now();
                 while Instant::now() < end {
                     let r = &routes[i % routes.len()];
                     i += 1;
                     let t0 = Instant::now();
                     let ok = send(&client, &base, r).await;
-                    if tx
-                        .send(Sent {
-                            micros: t0.elapsed().as_micros() as u64,
-                            ok,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    batch.push(Sent {
+                        micros: t0.elapsed().as_micros() as u64,
+                        ok,
+                    });
+                    if batch.len() >= BATCH || flushed.elapsed() >= Duration::from_millis(100) {
+                        flushed = Instant::now();
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if tx.send(full).await.is_err() {
+                            return;
+                        }
                     }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
                 }
             })
         })
@@ -242,7 +254,7 @@ fn open_model(
     plan: &Plan,
     rate: f64,
     client: &reqwest::Client,
-    tx: mpsc::Sender<Sent>,
+    tx: mpsc::Sender<Vec<Sent>>,
     started: Instant,
     end: Instant,
     dropped: Arc<std::sync::atomic::AtomicU64>,
@@ -282,10 +294,10 @@ fn open_model(
             tokio::spawn(async move {
                 let ok = send(&client, &base, &r).await;
                 let _ = tx
-                    .send(Sent {
+                    .send(vec![Sent {
                         micros: scheduled.elapsed().as_micros() as u64,
                         ok,
-                    })
+                    }])
                     .await;
                 drop(permit);
             });
