@@ -294,6 +294,13 @@ impl DayDigest {
         (!self.restarts.is_empty()).then(|| self.restarts.values().map(|(lo, hi)| hi - lo).sum())
     }
 
+    /// The runbook's log-based error rate: error lines in the log over requests served;
+    /// None without requests or when no sample read the log.
+    pub fn log_error_rate_pct(&self) -> Option<f64> {
+        let (total, _) = self.counters.totals();
+        (total > 0.0 && self.log_read).then(|| self.log_errors as f64 / total * 100.0)
+    }
+
     pub fn health_success_rate_pct(&self) -> Option<f64> {
         (self.samples > 0).then(|| self.healthy as f64 / self.samples as f64 * 100.0)
     }
@@ -316,24 +323,21 @@ pub fn of_day(store: &Store, day: u32) -> Result<DayDigest> {
     if d.through_id == newest && newest > 0 {
         return Ok(d);
     }
+    // Continue from the stored digest; a row older than what it holds (a clock stepped
+    // back) means the order it was built in is wrong (deltas), so start over.
+    let held_until = d.last_ms;
     let mut stepped_back = false;
-    let mut fresh = d.clone();
-    store.scan_day(day, d.through_id, |id, s| {
-        if d.last_ms.is_some_and(|l| s.ts_ms < l) {
-            stepped_back = true;
-        }
-        fresh.push(s);
-        fresh.through_id = fresh.through_id.max(id);
+    store.scan_day(day, &target, d.through_id, |id, s| {
+        stepped_back |= held_until.is_some_and(|l| s.ts_ms < l);
+        d.push(s);
+        d.through_id = d.through_id.max(id);
     })?;
     if stepped_back {
-        // A row older than what the digest holds: order matters (deltas), start over.
         d = DayDigest::default();
-        store.scan_day(day, 0, |id, s| {
+        store.scan_day(day, &target, 0, |id, s| {
             d.push(s);
             d.through_id = d.through_id.max(id);
         })?;
-    } else {
-        d = fresh;
     }
     if let Ok(json) = serde_json::to_string(&d) {
         if let Err(e) = store.put_day_digest(day, &target, FORMAT, d.through_id, &json) {

@@ -274,8 +274,11 @@ fn scrape_window(cfg: &MonitoringConfig) -> Duration {
 fn slim_history(history: &mut [Sample], now_ms: i64, scrape_window: Duration, interval: Duration) {
     let margin = (interval * 2).max(Duration::from_secs(120));
     let slim_before = now_ms - (scrape_window + margin).as_millis() as i64;
-    for s in history.iter_mut() {
-        if s.ts_ms >= slim_before {
+    // The history is in time order and slimmed from the front: only the samples that
+    // crossed the line since the last tick are touched, not the whole hour again.
+    let crossed = history.partition_point(|s| s.ts_ms < slim_before);
+    for s in history[..crossed].iter_mut().rev() {
+        if s.is_slim() {
             break;
         }
         s.slim();

@@ -579,7 +579,7 @@ pub fn targets(t: &Targets, d: &DayDigest) -> Vec<TargetResult> {
     });
     // The runbook's own variant: error lines in the container log over requests served.
     let log_errors = d.log_errors;
-    let log_rate = (total > 0.0 && d.log_read).then(|| log_errors as f64 / total * 100.0);
+    let log_rate = d.log_error_rate_pct();
     out.push(TargetResult {
         target: format!("error rate (log-based) < {}%", t.error_rate_pct),
         met: log_rate.map(|e| e < t.error_rate_pct),

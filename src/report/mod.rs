@@ -246,7 +246,6 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
 
 pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
     let g = &d.digest;
-    let (total, _) = g.counters.totals();
     let trend = g.memory_fit.memory_trend(growth_threshold);
     let word = trend.map(|(_, w)| {
         match w {
@@ -266,8 +265,7 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         samples: g.samples as usize,
         health_success_rate_pct: g.health_success_rate_pct(),
         error_rate_pct: g.counters.error_rate_pct(),
-        log_error_rate_pct: (total > 0.0 && g.log_read)
-            .then(|| g.log_errors as f64 / total * 100.0),
+        log_error_rate_pct: g.log_error_rate_pct(),
         p95_ms_metrics: g.counters.quantile_ms(0.95),
         p99_ms_metrics: g.counters.quantile_ms(0.99),
         p95_ms_load: worst(|r| r.p95_ms),

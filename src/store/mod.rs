@@ -289,6 +289,7 @@ impl Store {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                self.forget_interned();
                 Err(e)
             }
         }

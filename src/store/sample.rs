@@ -68,4 +68,9 @@ impl Sample {
         self.container_id = None;
         self.role = None;
     }
+
+    /// Whether `slim` ran on it (a taken sample always names its target).
+    pub fn is_slim(&self) -> bool {
+        self.target.is_empty()
+    }
 }

@@ -478,9 +478,33 @@ fn fill_metrics(
 }
 
 impl Store {
+    /// Stores one sample: its series, texts, row and the series' cursor in one transaction,
+    /// so a tick commits once. IMMEDIATE takes the write lock first (waiting out another
+    /// writer): a transaction that read first could not write after another one committed.
+    /// Inside `batch` the batch's transaction already does this.
     pub fn insert_sample(&self, s: &Sample) -> Result<i64> {
-        insert(&self.conn, &mut self.interned.borrow_mut(), s, None)
-            .with_context(|| format!("cannot store the sample in {}", self.path.display()))
+        let write = || insert(&self.conn, &mut self.interned.borrow_mut(), s, None);
+        let stored = (|| {
+            if !self.conn.is_autocommit() {
+                return write();
+            }
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let r = write();
+            match &r {
+                Ok(_) => self.conn.execute_batch("COMMIT")?,
+                Err(_) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.forget_interned();
+                }
+            }
+            r
+        })();
+        stored.with_context(|| format!("cannot store the sample in {}", self.path.display()))
+    }
+
+    /// Drops the ids looked up so far: after a rollback some may name rows that are gone.
+    pub(super) fn forget_interned(&self) {
+        *self.interned.borrow_mut() = Interned::default();
     }
 
     /// Streams the rows matching `filter` in `order` through `f`, one reused sample.
@@ -599,10 +623,13 @@ impl Store {
     /// Streams the day's samples (of its target) with a row id above `after_id`, oldest
     /// first, through `f(row id, sample)`: a day is never held in memory whole. Only what
     /// a digest reads is filled in (`SELECT_FOR_DIGEST`).
-    pub fn scan_day(&self, day: u32, after_id: i64, mut f: impl FnMut(i64, &Sample)) -> Result<()> {
-        let Some(target) = self.day_target(day)? else {
-            return Ok(());
-        };
+    pub fn scan_day(
+        &self,
+        day: u32,
+        target: &str,
+        after_id: i64,
+        mut f: impl FnMut(i64, &Sample),
+    ) -> Result<()> {
         // A day is one series after another (a deployment, then the baseline, ...): each is
         // read in time order straight off its index, with no sort. Series that overlap in
         // time (two monitors at once) are merged by SQLite instead.
