@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
+use crate::probe::reference::ImageRef;
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
@@ -130,7 +131,7 @@ pub struct BuildArgs {
     pub file: Option<String>,
     /// Image reference to tag the result with [default: authentication-service:dhi-staging]
     #[arg(long, short = 't', env = "DHI_STAGE_IMAGE", value_name = "REF")]
-    pub tag: Option<String>,
+    pub tag: Option<ImageRef>,
     /// Build-time variable, as docker build --build-arg KEY=VALUE (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
@@ -143,7 +144,7 @@ pub struct BuildArgs {
 pub struct PushArgs {
     /// Local image to push [default: authentication-service:dhi-staging]
     #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
-    pub image: Option<String>,
+    pub image: Option<ImageRef>,
     /// Registry host[:port] [default: from config]
     #[arg(long, env = "DHI_STAGE_REGISTRY", value_name = "HOST")]
     pub registry: Option<String>,
@@ -165,7 +166,7 @@ pub struct PushArgs {
 pub struct ValidateArgs {
     /// Image to validate [default: the deployed image, else authentication-service:dhi-staging]
     #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
-    pub image: Option<String>,
+    pub image: Option<ImageRef>,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Write the SBOM here
@@ -201,7 +202,7 @@ pub struct ValidateArgs {
 pub struct DeployArgs {
     /// Image to deploy [default: <registry>/authentication-service:staging-dhi-<today>]
     #[arg(long, env = "DHI_STAGE_IMAGE", value_name = "REF")]
-    pub image: Option<String>,
+    pub image: Option<ImageRef>,
     #[command(flatten)]
     pub target: TargetArgs,
     /// How long to wait for /health to report healthy [default: from config, 30s]
@@ -225,7 +226,7 @@ pub struct DeployArgs {
 pub struct RollbackArgs {
     /// Image to restore instead of the recorded baseline (e.g. <registry>/authentication-service:baseline-distroless)
     #[arg(long, value_name = "REF")]
-    pub to: Option<String>,
+    pub to: Option<ImageRef>,
     /// Why: recorded with the rollback event
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,

@@ -21,6 +21,15 @@ impl Code {
     pub fn as_i32(self) -> i32 {
         self as i32
     }
+
+    /// A check's status: 0 when it passed, 3 when it did not.
+    pub fn of_check(passed: bool) -> Code {
+        if passed {
+            Code::Ok
+        } else {
+            Code::CheckFailed
+        }
+    }
 }
 
 /// An error that carries its exit status; anything else that escapes is operational (1).

@@ -8,18 +8,23 @@ mod engine;
 mod envfile;
 mod exit;
 mod files;
+mod image;
 mod load;
 mod lock;
 mod monitor;
 mod notify;
 mod output;
+mod preflight;
 mod probe;
 mod redact;
 mod report;
 mod rollout;
 mod security;
+mod status;
 mod store;
 mod synth;
+mod validate;
+mod watch;
 
 use clap::Parser;
 
@@ -27,7 +32,10 @@ use crate::cli::{Cli, LogFormat};
 use crate::output::Format;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     init_tracing(&cli);
     let format = cli.output;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +73,30 @@ fn main() {
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code.as_i32());
+}
+
+/// clap's own message and status (2; help and version are 0), plus, when the arguments ask
+/// for JSON, the one document a script reads: an image reference clap rejected is a usage
+/// error like any other.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        std::process::exit(0);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json");
+    if json {
+        let message = e.kind().as_str().unwrap_or("usage error").to_string();
+        let detail = e.to_string();
+        let doc = serde_json::json!({"ok": false, "exit_code": exit::Code::Usage.as_i32(),
+            "error": detail.lines().next().map(|l| l.trim_start_matches("error: ").to_string()).unwrap_or(message)});
+        println_safe(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    std::process::exit(exit::Code::Usage.as_i32());
 }
 
 /// A closed pipe (`dhi-stage status | head -1`) is not an error.

@@ -1,10 +1,21 @@
 //! What a command hands back to `main` for rendering: a status, one JSON document, and the
 //! text a person reads. Commands never print their result themselves, so `--output json`
 //! always yields exactly one document on stdout.
+//!
+//! A domain operation returns a typed outcome (a serde struct) that implements [`Render`];
+//! the JSON document is that struct serialized, the text is its `text()`, so both views are
+//! of the same value and cannot drift apart.
 
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::exit::Code;
+
+/// A typed outcome: its exit status, and its text for people. The JSON is `Serialize`.
+pub trait Render: Serialize {
+    fn code(&self) -> Code;
+    fn text(&self) -> String;
+}
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -14,6 +25,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The one printer's input for a typed outcome.
+    pub fn of<T: Render>(outcome: &T) -> Outcome {
+        Outcome {
+            code: outcome.code(),
+            // A derived Serialize of plain data cannot fail; if it ever did, the text still stands.
+            json: serde_json::to_value(outcome).unwrap_or_else(
+                |e| serde_json::json!({"error": format!("unserializable outcome: {e}")}),
+            ),
+            text: outcome.text(),
+        }
+    }
+
     pub fn new(code: Code, json: Value, text: impl Into<String>) -> Self {
         Outcome {
             code,
@@ -81,5 +104,14 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// A duration as people read it in a result line: 0.42s, 12.3s.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    if d.as_secs_f64() < 10.0 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }

@@ -25,6 +25,7 @@ use crate::cli::{Cli, Command, TargetArgs};
 use crate::config::{self, Config, Overrides};
 use crate::exit::{failure, Code};
 use crate::output::{Format, Outcome};
+use crate::probe::reference::ImageRef;
 
 /// What every command gets: the resolved config and the global flags.
 #[derive(Clone)]
@@ -117,13 +118,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-pub use crate::envfile::read_for_container as read_env_file;
-pub use crate::files::write_atomic;
-
-pub fn fmt_duration(d: Duration) -> String {
-    if d.as_secs_f64() < 10.0 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
+/// The image named on the command line (clap has checked it), else the configured default,
+/// checked here: a bad `[image]` value in the config is a usage error too.
+pub fn image_or(arg: Option<ImageRef>, default: impl FnOnce() -> String) -> Result<ImageRef> {
+    match arg {
+        Some(image) => Ok(image),
+        None => ImageRef::parse(&default()).map_err(|e| failure(Code::Usage, e)),
     }
 }

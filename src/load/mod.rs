@@ -15,6 +15,8 @@ use tokio::time::Instant;
 
 use crate::config::LoadThresholds;
 
+pub mod profile;
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub method: reqwest::Method,
@@ -94,6 +96,8 @@ struct Sent {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Live {
     pub elapsed: Duration,
+    /// Ramp plus steady duration: what `elapsed` runs up to.
+    pub total: Duration,
     pub requests: u64,
     pub failures: u64,
     pub rps: f64,
@@ -141,6 +145,7 @@ pub async fn run(
             let elapsed = started.elapsed();
             on_progress(Live {
                 elapsed,
+                total: plan.ramp + plan.duration,
                 requests,
                 failures,
                 rps: requests as f64 / elapsed.as_secs_f64(),

@@ -57,12 +57,8 @@ impl Period {
 
 /// Whether `image_ref` is the runbook's rollback baseline (`...:<baseline_tag>`).
 pub fn is_baseline(image_ref: &str, baseline_ref: &str, baseline_tag: &str) -> bool {
-    let name = image_ref.split('@').next().unwrap_or(image_ref);
-    let tag = name
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| !t.contains('/'));
-    image_ref == baseline_ref || tag == Some(baseline_tag)
+    let tag = crate::probe::reference::ImageRef::parse(image_ref).ok();
+    image_ref == baseline_ref || tag.as_ref().and_then(|r| r.tag()) == Some(baseline_tag)
 }
 
 fn same_image(a: &Deployment, b: &Deployment) -> bool {

@@ -1,8 +1,71 @@
 //! Image references checked against Docker's grammar (distribution/reference), so a typo is
 //! reported as what it is before any engine call.
 
-/// Ok when `r` is `[host[:port]/]path[:tag][@sha256:hex]`.
+/// An image reference, `[host[:port]/]path[:tag][@sha256:hex]`, checked once where it enters
+/// (clap parses arguments into it) and then carried as parts, so no caller splits strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    raw: String,
+    /// `host[:port]` when the first path component names a registry.
+    registry: Option<String>,
+    /// The path without registry, tag or digest: `team/auth`.
+    repository: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+impl ImageRef {
+    pub fn parse(r: &str) -> Result<ImageRef, String> {
+        parse(r)
+    }
+
+    pub fn registry(&self) -> Option<&str> {
+        self.registry.as_deref()
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// What a registry serves a manifest under: the digest when pinned, else the tag
+    /// (`latest` when there is neither, as Docker assumes).
+    pub fn manifest_reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse(s)
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl serde::Serialize for ImageRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+/// Ok when `r` is a valid reference; the error names what is wrong with it.
 pub fn check(r: &str) -> Result<(), String> {
+    parse(r).map(|_| ())
+}
+
+fn parse(r: &str) -> Result<ImageRef, String> {
     let bad = |why: &str| Err(format!("invalid image reference {r:?}: {why}"));
     if r.is_empty() {
         return bad("empty");
@@ -45,6 +108,7 @@ pub fn check(r: &str) -> Result<(), String> {
         }
     }
     let mut parts: Vec<&str> = name.split('/').collect();
+    let mut registry = None;
     if parts.len() > 1 {
         let first = parts[0];
         if first.contains('.') || first.contains(':') || first == "localhost" {
@@ -59,10 +123,11 @@ pub fn check(r: &str) -> Result<(), String> {
             if !port.is_empty() && port.parse::<u16>().is_err() {
                 return bad("registry port is not a number");
             }
+            registry = Some(first.to_string());
             parts.remove(0);
         }
     }
-    for p in parts {
+    for p in &parts {
         let ok = !p.is_empty()
             && p.chars().all(|c| {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
@@ -75,12 +140,18 @@ pub fn check(r: &str) -> Result<(), String> {
             );
         }
     }
-    Ok(())
+    Ok(ImageRef {
+        raw: r.to_string(),
+        registry,
+        repository: parts.join("/"),
+        tag: tag.map(str::to_string),
+        digest: digest.map(str::to_string),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, ImageRef};
 
     #[test]
     fn accepts_what_docker_accepts() {
@@ -108,5 +179,24 @@ mod tests {
         ] {
             assert!(check(r).is_err(), "{r} should be rejected");
         }
+    }
+
+    #[test]
+    fn parts_are_what_docker_means() {
+        let r = ImageRef::parse("127.0.0.1:5000/team/auth:staging-dhi-20260211").unwrap();
+        assert_eq!(r.registry(), Some("127.0.0.1:5000"));
+        assert_eq!(r.repository(), "team/auth");
+        assert_eq!(r.tag(), Some("staging-dhi-20260211"));
+        assert_eq!(r.manifest_reference(), "staging-dhi-20260211");
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let r = ImageRef::parse(&format!("localhost/a/b@{d}")).unwrap();
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            (Some("localhost"), "a/b", None)
+        );
+        assert_eq!(r.manifest_reference(), d);
+        let r: ImageRef = "authentication-service".parse().unwrap();
+        assert_eq!((r.registry(), r.manifest_reference()), (None, "latest"));
+        assert_eq!(r.to_string(), "authentication-service");
     }
 }

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use super::{DayData, DayMetrics};
 use crate::config::Config;
+use crate::exit::{failure, Code};
+use crate::output::Render;
 use crate::store::{Event, Store};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -156,6 +158,86 @@ pub fn judge(
         criteria,
         days,
     })
+}
+
+/// `gate`'s outcome: exit 0 only when every criterion is met; 3 otherwise, saying what is missing.
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    pub ok: bool,
+    pub through_day: u32,
+    pub criteria: Vec<Criterion>,
+    pub failed: usize,
+}
+
+/// The verdict over days 1..=through, with the attestation file (`--attestations`, else
+/// `config/attestations.toml` when it exists).
+pub fn verdict(
+    store: &Store,
+    cfg: &Config,
+    through: u32,
+    attestations: Option<&std::path::Path>,
+) -> Result<Verdict> {
+    if through == 0 {
+        return Err(failure(Code::Usage, "--through-day counts from 1"));
+    }
+    let attestations = read_attestations(attestations).map_err(|e| failure(Code::Usage, e))?;
+    let j = judge(store, cfg, through, &attestations)?;
+    Ok(Verdict {
+        ok: j.passes,
+        through_day: through,
+        failed: j.criteria.iter().filter(|c| !c.met).count(),
+        criteria: j.criteria,
+    })
+}
+
+/// Tells the configured webhook the verdict; a failure to send is logged, never fatal.
+pub async fn notify(cfg: &crate::config::NotifyConfig, v: &Verdict) {
+    let note = format!(
+        "dhi-stage gate: {}",
+        if v.ok { "promote" } else { "do not promote" }
+    );
+    let detail = serde_json::to_value(v).unwrap_or_default();
+    if let Some(sent) = crate::notify::webhook(cfg, "gate", &note, &detail).await {
+        if !sent.ok {
+            tracing::warn!("notification failed: {}", sent.detail);
+        }
+    }
+}
+
+impl Render for Verdict {
+    fn code(&self) -> Code {
+        Code::of_check(self.ok)
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!("Production promotion gate, days 1-{}:\n", self.through_day);
+        let mut group = "";
+        for c in &self.criteria {
+            if c.group != group {
+                group = c.group;
+                text += &format!("\n{group} Criteria\n");
+            }
+            text += &format!(
+                "  [{}] {}{}\n      {}\n",
+                if c.met { "x" } else { " " },
+                c.criterion,
+                if c.attested { " (attested)" } else { "" },
+                c.evidence
+            );
+        }
+        text + &format!(
+            "\nverdict: {}",
+            if self.ok {
+                "PROMOTE: all criteria met".to_string()
+            } else {
+                format!(
+                    "DO NOT PROMOTE: {} of {} criteria not met",
+                    self.failed,
+                    self.criteria.len()
+                )
+            }
+        )
+    }
 }
 
 /// The attestation file: `path` when given (it must exist), else

@@ -3,9 +3,12 @@
 //! verdict) is a pure function of that data, so it is snapshot-tested on synthetic days.
 
 pub mod charts;
+pub mod daily;
 pub use crate::monitor::digest;
 pub mod gate;
+pub mod html;
 pub mod incident;
+pub mod junit;
 pub mod week;
 
 use anyhow::Result;

@@ -5,13 +5,14 @@
 //! does not become healthy, it is removed and the old one renamed back and started. Every
 //! wait is a poll against a deadline, never a fixed sleep, because rollback time is measured.
 
+pub mod deploy;
 pub mod rollback;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::Config;
 use crate::engine::spec::{hardened, DeploySpec};
@@ -683,8 +684,4 @@ pub fn render_checks(checks: &[Check]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-pub fn checks_json(checks: &[Check]) -> Value {
-    json!(checks)
 }

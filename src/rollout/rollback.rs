@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::exit::{failure, Code};
 use crate::lock::StateLock;
 use crate::output::Outcome;
+use crate::probe::reference::ImageRef;
 use crate::rollout;
 use crate::store::{NewDeployment, Store};
 
@@ -62,7 +63,7 @@ pub fn approved(env: Environment, a: &Approval) -> Result<(), &'static str> {
 #[derive(Debug, Clone)]
 pub struct Request {
     /// An image instead of the recorded baseline.
-    pub to: Option<String>,
+    pub to: Option<ImageRef>,
     pub reason: Option<String>,
     pub approval: Approval,
     /// Roll back, then restore forward, and record it as a drill.
@@ -77,9 +78,6 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
     // The runbook: "Executive approval for production rollback". An operator names the
     // approver; `monitor --auto-rollback` is the standing approval of whoever started it.
     approved(cfg.environment, &a.approval).map_err(|e| failure(Code::Usage, e))?;
-    if let Some(to) = &a.to {
-        crate::probe::reference::check(to).map_err(|e| failure(Code::Usage, e))?;
-    }
     let env = crate::envfile::read_for_container(&cfg.env_file)?;
     let interrupt = rollout::Interrupt::install();
     let _lock = StateLock::acquire(ctx.state_dir, "rollback", ctx.lock_wait)?;
@@ -124,7 +122,7 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
     }
     let active = store.active_deployment(&cfg.container.name)?;
     let (target, target_source) = match &a.to {
-        Some(to) => (to.clone(), "--to".to_string()),
+        Some(to) => (to.to_string(), "--to".to_string()),
         None => {
             let t = rollout::rollback_target(&store, cfg)?;
             (t.image, t.source)

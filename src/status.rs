@@ -1,0 +1,260 @@
+//! The runbook's "Quick Health Check" appendix as one reading: health, a metrics summary,
+//! container resources as `docker stats` shows them, restarts, OOM, recent errors, and what
+//! a rollback would restore. The same probes and the same resource reading as a monitor tick
+//! (`probe::health`, `probe::metrics`, `engine::stats`); unlike a tick it has no previous
+//! reading, so CPU % comes from two readings 100 ms apart and errors from the last hour.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::stats::{self, Resources};
+use crate::engine::Engine;
+use crate::exit::Code;
+use crate::output::Render;
+use crate::probe::health::{self, HealthResult};
+use crate::probe::metrics::{self, Snapshot};
+use crate::rollout::RollbackTarget;
+
+/// `status`'s outcome: exit 0 healthy and running, 3 not, 1 when the engine cannot be asked.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub ok: bool,
+    pub name: String,
+    pub base_url: String,
+    pub health: HealthResult,
+    pub metrics: Option<Snapshot>,
+    pub container: Option<Container>,
+    pub rollback_target: Option<RollbackTarget>,
+    #[serde(skip)]
+    code: Code,
+    #[serde(skip)]
+    at: String,
+    /// Why there is no metrics summary.
+    #[serde(skip)]
+    metrics_error: String,
+    /// Why there is no container section: the engine, or no such container.
+    #[serde(skip)]
+    container_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Container {
+    pub id: Option<String>,
+    pub image: Option<String>,
+    pub running: bool,
+    pub status: Option<String>,
+    pub restart_count: i64,
+    pub oom_killed: bool,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_pct: Option<f64>,
+    pub errors_last_hour: usize,
+    pub recent_errors: Vec<String>,
+}
+
+pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> {
+    let name = cfg.container.name.clone();
+    let client = health::client(cfg.verify.probe_timeout);
+    let (health_url, metrics_url) = (cfg.health_url(), cfg.metrics_url());
+    let (h, m) = tokio::join!(
+        health::probe(&client, &health_url),
+        health::get_bounded(&client, &metrics_url, 4 << 20)
+    );
+    let (snapshot, metrics_error) = match &m {
+        Ok((200, body)) => (
+            Some(metrics::snapshot(
+                &metrics::parse(&String::from_utf8_lossy(body)).series,
+            )),
+            String::new(),
+        ),
+        Ok((c, _)) => (None, format!("HTTP {c}")),
+        Err(e) => (None, e.clone()),
+    };
+    let mut code = Code::of_check(h.healthy);
+    let (container, container_error) = match Engine::connect().await {
+        Err(e) => {
+            code = Code::Operational;
+            (None, Some(format!("unavailable ({e:#})")))
+        }
+        Ok(engine) => match container(&engine, &name).await? {
+            None => {
+                code = Code::CheckFailed;
+                (None, Some(format!("no container named {name}")))
+            }
+            Some(c) => {
+                if !c.running {
+                    code = Code::CheckFailed;
+                }
+                (Some(c), None)
+            }
+        },
+    };
+    let rollback_target = crate::store::Store::open(state_dir)
+        .and_then(|store| crate::rollout::rollback_target(&store, cfg))
+        .ok();
+    Ok(Status {
+        ok: code == Code::Ok,
+        name,
+        base_url: cfg.verify.base_url.clone(),
+        health: h,
+        metrics: snapshot,
+        container,
+        rollback_target,
+        code,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        metrics_error,
+        container_error,
+    })
+}
+
+async fn container(engine: &Engine, name: &str) -> Result<Option<Container>> {
+    let Some(c) = engine.find_container(name).await? else {
+        return Ok(None);
+    };
+    let state = c.state.clone().unwrap_or_default();
+    let running = state.running.unwrap_or(false);
+    let pid = state.pid.filter(|p| *p > 0);
+    let since = chrono::Utc::now().timestamp() - 3600;
+    let (res, logs) = tokio::join!(
+        resources(engine, name, running, pid),
+        engine.logs_since(name, since, 10_000)
+    );
+    let errors: Vec<String> = logs
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.to_ascii_lowercase().contains("error"))
+        .collect();
+    Ok(Some(Container {
+        id: c.id.clone(),
+        image: c.config.as_ref().and_then(|c| c.image.clone()),
+        running,
+        status: state.status.map(|s| s.to_string()),
+        restart_count: c.restart_count.unwrap_or(0),
+        oom_killed: state.oom_killed.unwrap_or(false),
+        memory_bytes: res.map(|r| r.memory_bytes),
+        memory_limit_bytes: res.map(|r| r.memory_limit_bytes),
+        cpu_pct: res.and_then(|r| r.cpu_pct),
+        errors_last_hour: errors.len(),
+        recent_errors: errors.iter().rev().take(10).rev().cloned().collect(),
+    }))
+}
+
+/// Two readings give CPU %: from the cgroup files when the engine is local (the files
+/// `docker stats` reads), else two one-shot engine readings 200 ms apart (a settled reading,
+/// what `docker stats` waits for, takes the engine a second or two).
+async fn resources(
+    engine: &Engine,
+    name: &str,
+    running: bool,
+    pid: Option<i64>,
+) -> Option<Resources> {
+    if !running {
+        return None;
+    }
+    if let Some(first) = pid.and_then(stats::from_cgroup) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(second) = pid.and_then(stats::from_cgroup) {
+            return Some(second.since(&first));
+        }
+    }
+    let reading = || async {
+        engine
+            .stats(name)
+            .await
+            .ok()
+            .and_then(|s| stats::resources(&s))
+    };
+    let first = reading().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = reading().await?;
+    Some(match &first {
+        Some(f) => second.since(f),
+        None => second,
+    })
+}
+
+impl Render for Status {
+    fn code(&self) -> Code {
+        self.code
+    }
+
+    fn text(&self) -> String {
+        let h = &self.health;
+        let mut text = format!("=== {} ({}) at {} ===\n", self.name, self.base_url, self.at);
+        text += &format!(
+            "health: {} (HTTP {}, {:.1}ms){}\n",
+            if h.healthy { "healthy" } else { "NOT healthy" },
+            h.http_status.map(|s| s.to_string()).unwrap_or("-".into()),
+            h.latency_ms,
+            h.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        if let Some(body) = &h.body {
+            text += &format!("  {body}\n");
+        }
+        match &self.metrics {
+            Some(s) => {
+                let q = |p: f64| {
+                    metrics::histogram_quantile(p, &s.buckets)
+                        .map(|v| format!("{:.1}ms", v * 1000.0))
+                        .unwrap_or("-".into())
+                };
+                let mean = if s.duration_count > 0.0 {
+                    format!("{:.1}ms", s.duration_sum / s.duration_count * 1000.0)
+                } else {
+                    "-".into()
+                };
+                text += &format!(
+                    "metrics: http_requests_total {} (5xx {}), http_request_duration mean {mean} p95 {} p99 {} (since start)\n",
+                    s.requests_total,
+                    s.requests_5xx,
+                    q(0.95),
+                    q(0.99)
+                );
+            }
+            None => text += &format!("metrics: unavailable ({})\n", self.metrics_error),
+        }
+        if let Some(why) = &self.container_error {
+            text += &format!("container: {why}\n");
+        }
+        if let Some(c) = &self.container {
+            text += &format!(
+                "container: {} image {} state {} restarts {} oom_killed {}\n",
+                c.id.as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect::<String>(),
+                c.image.as_deref().unwrap_or(""),
+                c.status.as_deref().unwrap_or(""),
+                c.restart_count,
+                c.oom_killed
+            );
+            match (c.memory_bytes, c.memory_limit_bytes) {
+                (Some(m), Some(l)) => {
+                    text += &format!(
+                        "resources: memory {:.1} MiB / {:.0} MiB, cpu {}\n",
+                        m as f64 / 1048576.0,
+                        l as f64 / 1048576.0,
+                        c.cpu_pct.map(|c| format!("{c:.2}%")).unwrap_or("-".into())
+                    )
+                }
+                _ => text += "resources: unavailable (container not running)\n",
+            }
+            text += &format!(
+                "recent errors (last hour, {} in all, last 10):\n",
+                c.errors_last_hour
+            );
+            for l in &c.recent_errors {
+                text += &format!("  {l}\n");
+            }
+        }
+        if let Some(t) = &self.rollback_target {
+            text += &format!("rollback would restore: {} ({})\n", t.image, t.source);
+        }
+        text
+    }
+}

@@ -1,0 +1,539 @@
+//! The runbook's 7-day monitoring period as one run of `monitor`: sample and judge (the
+//! `monitor` floor), then what a judgement means — events, webhook notes, the week page,
+//! and with `--auto-rollback` the rollback procedure under the same rules as an operator's,
+//! approved by a recorded automatic approver. It sits above `monitor`, `rollout` and
+//! `report`, which never import it.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::exit::{failure, Code};
+use crate::monitor::period::{Period, Role};
+use crate::monitor::rules::{RuleResult, TargetResult, Verdict};
+use crate::monitor::sample::{Sample, Sampler};
+use crate::monitor::{self, BlindRule, Cadence, Plan, Tick};
+use crate::output::Render;
+use crate::rollout::rollback::{self, Approval, Context};
+use crate::rollout::RollbackTarget;
+
+pub struct Request {
+    /// `--base-url` given: a service this tool may not have deployed.
+    pub explicit_url: bool,
+    /// `--name` given.
+    pub explicit_name: bool,
+    pub day: Option<u32>,
+    pub interval: Option<Duration>,
+    /// `--profile production`: the runbook's first-24-hours cadence.
+    pub production: bool,
+    pub once: bool,
+    pub duration: Option<Duration>,
+    pub auto_rollback: bool,
+}
+
+/// `monitor`'s outcome: exit 0 all clear, 4 a trigger fired (rolled back with
+/// `--auto-rollback`), 5 that rollback failed, 6 blind.
+#[derive(Debug, Serialize)]
+pub struct Watched {
+    pub ok: bool,
+    pub target: String,
+    pub container: Option<String>,
+    pub day: Option<u32>,
+    pub role: Role,
+    pub period: Period,
+    pub rollback_target: RollbackTarget,
+    pub config_warnings: Vec<String>,
+    pub blind: Vec<BlindRule>,
+    pub samples: u64,
+    pub interrupted: bool,
+    pub targets: Vec<TargetResult>,
+    pub rules: Option<Vec<RuleResult>>,
+    pub fired: Vec<RuleResult>,
+    pub last_sample: Option<Sample>,
+    pub latest_load_run: Option<LoadRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Value>,
+    #[serde(skip)]
+    code: Code,
+    #[serde(skip)]
+    notes: Notes,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadRun {
+    pub kind: String,
+    pub passed: bool,
+    pub at: String,
+    pub latency_ms: Value,
+}
+
+/// What the text says that the JSON does not: period days, webhook results, the rollback's text.
+#[derive(Debug, Default)]
+struct Notes {
+    period_days: u32,
+    notify_blind: String,
+    notify_trigger: String,
+    rollback_text: Option<String>,
+}
+
+pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> Result<Watched> {
+    let cfg = ctx.config;
+    let mut store = crate::store::Store::open(ctx.state_dir)?;
+    let active = store.active_deployment(&cfg.container.name)?;
+    // A service this tool did not deploy: --base-url alone means no container to read.
+    let container = (r.explicit_name || !r.explicit_url).then(|| cfg.container.name.clone());
+    // An engine that does not answer is a reading the monitor lacks, not a reason to stop
+    // watching: health and metrics are still sampled, and the gap is reported (blindness).
+    let (engine, engine_unavailable) = match &container {
+        Some(_) => match Engine::connect().await {
+            Ok(e) => (Some(e), None),
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                (None, Some(format!("{e:#}")))
+            }
+        },
+        None => (None, None),
+    };
+    if let (Some(engine), Some(name)) = (&engine, &container) {
+        if engine.find_container(name).await.ok().flatten().is_none() {
+            tracing::warn!(container = %name, "no such container: container metrics will be missing");
+        }
+    }
+    let follow = !r.explicit_url || r.explicit_name;
+    let identity = monitor::period::identify(&store, cfg, follow, r.day, chrono::Utc::now())?;
+    let (period, role, day) = (identity.period.clone(), identity.role, identity.day);
+    let plan = plan(cfg, r, active.as_ref().map(|d| d.started_at))?;
+    let rollback_target = crate::rollout::rollback_target(&store, cfg)?;
+    let mut sampler = Sampler {
+        engine: engine.as_ref(),
+        engine_unavailable,
+        client: crate::probe::health::client(cfg.verify.probe_timeout),
+        health_url: cfg.health_url(),
+        metrics_url: cfg.metrics_url(),
+        target: cfg.verify.base_url.clone(),
+        container: container.clone(),
+        day,
+        deployment_id: identity.deployment_id,
+        role: Some(role.as_str().to_string()),
+        image_ref: identity.image_ref.clone(),
+        image_id: identity.image_id.clone(),
+    };
+    let requested_day = r.day;
+    let resolve = move |store: &crate::store::Store| {
+        monitor::period::identify(store, cfg, follow, requested_day, chrono::Utc::now())
+    };
+
+    // The same SIGINT/SIGTERM handling as deploy and rollback: the tick in progress finishes.
+    let interrupt = crate::rollout::Interrupt::install();
+    // The week page, when configured: every few minutes in a long loop, and once at the end.
+    let page_every = Duration::from_secs(300);
+    let page_written = std::cell::Cell::new(std::time::Instant::now());
+    let write_page = || {
+        if !cfg.report.week_page_from_monitor {
+            return;
+        }
+        page_written.set(std::time::Instant::now());
+        let attestations = crate::report::gate::read_attestations(None).unwrap_or_default();
+        let written = crate::store::Store::open(ctx.state_dir)
+            .and_then(|s| crate::report::week::write_page(&s, cfg, &cfg.report.dir, &attestations));
+        if let Err(e) = written {
+            tracing::warn!("the week page was not written: {e:#}");
+        }
+    };
+    let summary = monitor::run(
+        &mut store,
+        &mut sampler,
+        &cfg.monitoring,
+        &plan,
+        interrupt.token(),
+        &resolve,
+        |t| {
+            on_tick(t);
+            if page_written.get().elapsed() >= page_every {
+                write_page();
+            }
+        },
+    )
+    .await;
+    drop(interrupt);
+    let summary = summary?;
+
+    // The last 24 hours read in one pass: a day of 1 s samples is never held in memory.
+    let mut today = monitor::digest::DayDigest::default();
+    store.scan_since(
+        &cfg.verify.base_url,
+        chrono::Utc::now().timestamp_millis() - 86_400_000,
+        sampler.deployment_id,
+        |_, s| today.push(s),
+    )?;
+    let targets = monitor::rules::targets(&cfg.monitoring.targets, &today);
+    // The runbook measures P95/P99 with k6 runs: the latest `load` run of the day beside the histogram.
+    let latest_load_run = match day {
+        Some(d) => store
+            .test_results(d)?
+            .into_iter()
+            .rev()
+            .find(|(k, ..)| k.starts_with("load:"))
+            .map(|(kind, passed, detail, at)| LoadRun {
+                kind,
+                passed,
+                at,
+                latency_ms: detail["latency_ms"].clone(),
+            }),
+        None => None,
+    };
+    let blind_now = !summary.blind.is_empty();
+    let mut w = Watched {
+        ok: summary.fired.is_empty() && !blind_now,
+        target: cfg.verify.base_url.clone(),
+        container,
+        day,
+        role,
+        period,
+        rollback_target,
+        config_warnings: cfg.warnings(),
+        blind: summary.blind.clone(),
+        samples: summary.ticks,
+        interrupted: summary.interrupted,
+        targets,
+        rules: summary.last.as_ref().map(|t| t.results.clone()),
+        fired: summary.fired.clone(),
+        last_sample: summary.last.as_ref().map(|t| t.sample.clone()),
+        latest_load_run,
+        rollback: None,
+        code: if blind_now { Code::Blind } else { Code::Ok },
+        notes: Notes {
+            period_days: cfg.monitoring.period_days,
+            ..Default::default()
+        },
+    };
+    if !summary.newly_blind.is_empty() {
+        let names: Vec<String> = summary
+            .newly_blind
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.reason))
+            .collect();
+        let note = format!(
+            "dhi-stage: monitor of {} is BLIND: {}",
+            cfg.container.name,
+            names.join("; ")
+        );
+        store.event(
+            "blind",
+            sampler.deployment_id,
+            &json!({"rules": summary.newly_blind, "day": day}),
+        )?;
+        w.notes.notify_blind = notify_webhook(
+            &cfg.notify,
+            "blind",
+            &note,
+            &json!({"blind": summary.newly_blind, "day": day}),
+        )
+        .await;
+    }
+    if summary.fired.is_empty() {
+        write_page();
+        return Ok(w);
+    }
+
+    for f in &summary.fired {
+        store.event(
+            "trigger",
+            sampler.deployment_id,
+            &json!({"rule": f.name, "severity": f.severity, "condition": f.condition, "value": f.value, "evidence": f.evidence, "day": day}),
+        )?;
+    }
+    let names: Vec<&str> = summary.fired.iter().map(|f| f.name.as_str()).collect();
+    let note = format!(
+        "dhi-stage: rollback trigger fired on {}: {}",
+        cfg.container.name,
+        names.join(", ")
+    );
+    w.notes.notify_trigger = notify_webhook(
+        &cfg.notify,
+        "trigger",
+        &note,
+        &json!({"fired": summary.fired, "day": day}),
+    )
+    .await;
+    w.code = Code::TriggerFired;
+    if r.auto_rollback {
+        let reason = format!(
+            "monitor: {}",
+            summary
+                .fired
+                .iter()
+                .map(|f| format!("{} ({})", f.name, f.condition))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // The same procedure and rules as an operator's rollback, approved by the standing
+        // approval of whoever started the monitor with --auto-rollback.
+        let request = rollback::Request {
+            to: None,
+            reason: Some(reason),
+            approval: Approval::Automatic("monitor --auto-rollback"),
+            drill: false,
+            wait: None,
+        };
+        let (code, json, text) = match rollback::rollback(ctx, &request).await {
+            Ok(o) if o.code == Code::Ok => (Code::TriggerFired, o.json, o.text),
+            Ok(o) => (Code::RollbackFailed, o.json, o.text),
+            Err(e) => (
+                Code::RollbackFailed,
+                json!({"ok": false, "error": format!("{e:#}")}),
+                format!("rollback FAILED: {e:#}"),
+            ),
+        };
+        w.code = code;
+        w.rollback = Some(json);
+        w.notes.rollback_text = Some(text);
+    }
+    write_page();
+    Ok(w)
+}
+
+/// The sampling plan: `--interval`, else the production cadence with `--profile production`,
+/// else the configured interval.
+fn plan(
+    cfg: &Config,
+    r: &Request,
+    deployed_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Plan> {
+    let cadence = match (r.interval, r.production) {
+        (Some(i), _) => Cadence::Fixed(i),
+        (None, true) => Cadence::Production {
+            steps: cfg.monitoring.production_cadence.clone(),
+            deployed_at_ms: deployed_at
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+        },
+        (None, false) => Cadence::Fixed(cfg.monitoring.interval),
+    };
+    if let Cadence::Fixed(i) = cadence {
+        if i.is_zero() || i > Duration::from_secs(86_400) {
+            return Err(failure(
+                Code::Usage,
+                "--interval must be greater than 0 and at most 1 day",
+            ));
+        }
+    }
+    Ok(Plan {
+        cadence,
+        once: r.once,
+        duration: r.duration,
+        blind_margin: cfg.monitoring.blind_margin,
+        rollout_grace: cfg.verify.startup_wait + Duration::from_secs(60),
+    })
+}
+
+impl Render for Watched {
+    fn code(&self) -> Code {
+        self.code
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!(
+            "monitor {} ({}) {}: {} sample(s){}\n",
+            self.target,
+            self.container.as_deref().unwrap_or("no container"),
+            match (self.role, self.day) {
+                (Role::Baseline, _) =>
+                    "baseline serving (samples are the baseline's, not counted in any day)"
+                        .to_string(),
+                (_, Some(d)) => format!("day {d}/{}", self.notes.period_days),
+                (_, None) => "day -".to_string(),
+            },
+            self.samples,
+            if self.interrupted {
+                ", stopped by signal"
+            } else {
+                ""
+            }
+        );
+        if self.period.interrupted_ms() > 0 {
+            text += &format!(
+                "validation period of {} interrupted: the baseline served for {}\n",
+                self.period.image.as_deref().unwrap_or("?"),
+                humantime::format_duration(Duration::from_secs(
+                    (self.period.interrupted_ms() / 1000) as u64
+                ))
+            );
+        }
+        text += &format!(
+            "rollback would restore: {} ({})\n",
+            self.rollback_target.image, self.rollback_target.source
+        );
+        for w in &self.config_warnings {
+            text += &format!("config warning: {w}\n");
+        }
+        text += "targets (last 24 h of this deployment):\n";
+        for t in &self.targets {
+            let mark = match t.met {
+                Some(true) => "met    ",
+                Some(false) => "NOT met",
+                None => "no data",
+            };
+            text += &format!("  {mark} {:<34} {}\n", t.target, t.detail);
+        }
+        if let Some(l) = &self.latest_load_run {
+            let q = |k: &str| {
+                l.latency_ms[k]
+                    .as_f64()
+                    .map(|v| format!("{v:.1}ms"))
+                    .unwrap_or("no data".into())
+            };
+            text += &format!(
+                "latest {} run ({}): P95 {} P99 {} ({})\n",
+                l.kind,
+                l.at,
+                q("p95"),
+                q("p99"),
+                if l.passed {
+                    "thresholds met"
+                } else {
+                    "thresholds NOT met"
+                }
+            );
+        }
+        if let Some(rules) = &self.rules {
+            text += "rollback triggers:\n";
+            for r in rules {
+                text += &format!("  {}\n", rule_line(r));
+            }
+        }
+        text += &self.notes.notify_blind;
+        if !self.blind.is_empty() {
+            text += "\nBLIND: these rules could not be judged for longer than their window plus the margin:\n";
+            for b in &self.blind {
+                text += &format!(
+                    "  {} ({}): no verdict for {:.0}s: {}\n",
+                    b.name, b.condition, b.for_s, b.reason
+                );
+            }
+        }
+        if self.fired.is_empty() {
+            return text;
+        }
+        for f in &self.fired {
+            text += &format!(
+                "\nTRIGGER FIRED: {} ({:?}): {}\n  evidence:\n",
+                f.name, f.severity, f.condition
+            );
+            for (ts, v) in &f.evidence {
+                let at = chrono::DateTime::from_timestamp_millis(*ts)
+                    .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                    .unwrap_or_default();
+                text += &format!(
+                    "    {at}  {}\n",
+                    v.map(|v| format!("{v:.2}")).unwrap_or("-".into())
+                );
+            }
+        }
+        text += &self.notes.notify_trigger;
+        match &self.notes.rollback_text {
+            None => text + "\nrollback: dhi-stage rollback --reason \"monitor trigger\"",
+            Some(rb) => text + &format!("\nauto-rollback:\n{rb}"),
+        }
+    }
+}
+
+/// Sends one webhook notification, if one is configured; the line saying how it went.
+async fn notify_webhook(
+    cfg: &crate::config::NotifyConfig,
+    event: &str,
+    note: &str,
+    detail: &serde_json::Value,
+) -> String {
+    match crate::notify::webhook(cfg, event, note, detail).await {
+        None => String::new(),
+        Some(sent) if sent.ok => format!("notify webhook: {}\n", sent.detail),
+        Some(sent) => format!("notify webhook: FAILED ({})\n", sent.detail),
+    }
+}
+
+pub fn tick_line(t: &Tick) -> String {
+    let s = &t.sample;
+    let at = chrono::DateTime::from_timestamp_millis(s.ts_ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default();
+    let health = if s.health_ok {
+        format!("healthy {:.0}ms", s.health_latency_ms.unwrap_or(0.0))
+    } else {
+        format!(
+            "UNHEALTHY ({})",
+            s.health_detail["error"].as_str().unwrap_or("?")
+        )
+    };
+    let degraded: Vec<String> = s.health_detail["dependencies"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.as_str() != Some("healthy"))
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let fmt = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.1}{unit}")).unwrap_or("-".into());
+    let mut line = format!(
+        "[{at}] #{} {health}{} | err {} | p95 {} p99 {} | mem {} cpu {} | restarts {} | log errors {}",
+        t.n,
+        if degraded.is_empty() { String::new() } else { format!(" DEGRADED {}", degraded.join(",")) },
+        fmt(t.error_rate_pct, "%"),
+        fmt(t.p95_ms, "ms"),
+        fmt(t.p99_ms, "ms"),
+        fmt(s.memory_mib(), "MiB"),
+        fmt(s.cpu_pct, "%"),
+        s.restart_count.map(|r| r.to_string()).unwrap_or("-".into()),
+        s.log_errors.map(|r| r.to_string()).unwrap_or("-".into()),
+    );
+    if t.scrape_failures_in_a_row > 0 {
+        line += &format!(
+            " | METRICS FAILED x{} ({})",
+            t.scrape_failures_in_a_row,
+            s.scrape_error.as_deref().unwrap_or("counters not numeric")
+        );
+    }
+    if s.parse_errors > 0 {
+        line += &format!(" | {} unreadable /metrics line(s)", s.parse_errors);
+    }
+    if let Some(e) = &s.engine_error {
+        line += &format!(" | ENGINE: {e}");
+    }
+    if let Some(step) = t.clock_stepped_back_ms {
+        line += &format!(
+            " | CLOCK STEPPED BACK {:.1}s (later-stamped samples not judged)",
+            step as f64 / 1000.0
+        );
+    }
+    for b in &t.blind {
+        line += &format!("\n  BLIND {}: {}", b.name, b.reason);
+    }
+    for f in t.fired() {
+        line += &format!("\n  FIRED {}: {}", f.name, f.condition);
+    }
+    line
+}
+
+fn rule_line(r: &RuleResult) -> String {
+    let (mark, why) = match &r.verdict {
+        Verdict::Fired => ("FIRED       ", String::new()),
+        Verdict::Clear => ("clear       ", String::new()),
+        Verdict::Inconclusive { reason } => ("inconclusive", format!(" ({reason})")),
+    };
+    let sev = match r.severity {
+        crate::monitor::rules::Severity::Immediate => "immediate",
+        crate::monitor::rules::Severity::Rollback => "rollback ",
+    };
+    format!(
+        "{mark} {sev} {:<28} {}{} now {}",
+        r.name,
+        r.condition,
+        why,
+        r.value.map(|v| format!("{v:.2}")).unwrap_or("-".into())
+    )
+}
