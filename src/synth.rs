@@ -20,6 +20,10 @@ use serde_json::json;
 use crate::config::Config;
 use crate::monitor::sample::Sample;
 use crate::probe::metrics::Snapshot;
+use crate::store::events::{
+    BlindDetail, BlindRuleDetail, DrillDetail, RollbackDetail, TriggerDetail,
+};
+use crate::store::{DeploymentKind, DeploymentStatus, EventKind};
 use crate::store::{NewDeployment, Store};
 
 pub struct Options {
@@ -124,14 +128,14 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
     let mut events = 0u32;
     let deploy = |store: &mut Store,
                   when: DateTime<Utc>,
-                  kind: &str,
+                  kind: DeploymentKind,
                   image: &str,
                   image_id: &str,
                   previous: Option<i64>|
      -> Result<i64> {
         store.set_clock(Some(when));
         let id = store.insert_deployment(&NewDeployment {
-            kind: kind.into(),
+            kind,
             image_ref: image.into(),
             image_id: Some(image_id.into()),
             digest: Some(format!("{image}@{image_id}")),
@@ -143,12 +147,30 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
         let healthy = when + chrono::Duration::milliseconds(1_100);
         store.mark_healthy(id, healthy)?;
         store.set_clock(Some(healthy));
-        store.finish_deployment(id, "active", Some(&json!({"synthetic": true})))?;
+        store.finish_deployment(
+            id,
+            DeploymentStatus::Active,
+            Some(&json!({"synthetic": true})),
+        )?;
         Ok(id)
     };
 
-    let base_dep = deploy(store, at(-2 * HOUR), "deploy", &baseline, &base_id, None)?;
-    let first = deploy(store, at(0), "deploy", &candidate, &cand_id, Some(base_dep))?;
+    let base_dep = deploy(
+        store,
+        at(-2 * HOUR),
+        DeploymentKind::Deploy,
+        &baseline,
+        &base_id,
+        None,
+    )?;
+    let first = deploy(
+        store,
+        at(0),
+        DeploymentKind::Deploy,
+        &candidate,
+        &cand_id,
+        Some(base_dep),
+    )?;
     store.set_clock(Some(at(-3 * HOUR)));
     store.record_image("push", &candidate, Some(&cand_id), Some(48_000_000), None)?;
     store.set_clock(Some(at(10 * 60_000)));
@@ -188,11 +210,16 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
     if o.days >= 2 {
         store.set_clock(Some(at(DAY + 3 * HOUR)));
         store.event(
-            "drill",
+            EventKind::Drill,
             Some(first),
-            &json!({"rollback_to": baseline, "rollback_decision_to_healthy_ms": 1240,
-                    "forward_to": candidate, "forward_to_healthy_ms": 1310, "passed": true,
-                    "target_ms": cfg.rollback.docker_target.as_millis()}),
+            &DrillDetail {
+                rollback_to: Some(baseline.clone()),
+                rollback_decision_to_healthy_ms: Some(1240),
+                forward_to: Some(candidate.clone()),
+                forward_to_healthy_ms: Some(1310),
+                passed: true,
+                target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
+            },
         )?;
         events += 1;
     }
@@ -219,26 +246,41 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
             triggered = true;
             store.set_clock(Some(at(script.burst.1 - 1_000)));
             store.event(
-                "trigger",
+                EventKind::Trigger,
                 Some(deployment),
-                &json!({"rule": "error_rate", "severity": "rollback", "condition": "error_rate_pct > 2 for 5m",
-                        "value": 5.1, "evidence": [], "day": 3.min(o.days)}),
+                &TriggerDetail {
+                    rule: "error_rate".into(),
+                    severity: "rollback".into(),
+                    condition: "error_rate_pct > 2 for 5m".into(),
+                    value: Some(5.1),
+                    evidence: Vec::new(),
+                    day: Some(3.min(o.days)),
+                },
             )?;
             let rb = deploy(
                 store,
                 at(script.baseline.0),
-                "rollback",
+                DeploymentKind::Rollback,
                 &baseline,
                 &base_id,
                 Some(base_dep),
             )?;
             store.event(
-                "rollback",
+                EventKind::Rollback,
                 Some(rb),
-                &json!({"kind": "rollback", "from": candidate, "to": baseline, "reason": reason,
-                        "approved_by": "monitor --auto-rollback", "decision_to_healthy_ms": 1130,
-                        "restored": true, "target_ms": cfg.rollback.docker_target.as_millis(),
-                        "stop_ms": 240, "sigkill_needed": false}),
+                &RollbackDetail {
+                    kind: Some("rollback".into()),
+                    from: Some(candidate.clone()),
+                    to: Some(baseline.clone()),
+                    reason: Some(reason.to_string()),
+                    approved_by: Some("monitor --auto-rollback".into()),
+                    decision_to_healthy_ms: Some(1130),
+                    restored: true,
+                    target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
+                    stop_ms: Some(240),
+                    sigkill_needed: Some(false),
+                    ..Default::default()
+                },
             )?;
             events += 2;
             deployment = rb;
@@ -249,7 +291,7 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
             deployment = deploy(
                 store,
                 at(script.baseline.1),
-                "deploy",
+                DeploymentKind::Deploy,
                 &candidate,
                 &cand_id,
                 Some(deployment),
@@ -262,12 +304,19 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
             blind_noted = true;
             store.set_clock(Some(at(off)));
             store.event(
-                "blind",
+                EventKind::Blind,
                 Some(deployment),
-                &json!({"rules": [{"name": "error_rate", "severity": "rollback", "condition": "error_rate_pct > 2 for 5m",
-                                    "inconclusive_since_ms": at(script.scrape_refused.0).timestamp_millis(),
-                                    "for_s": 420.0, "reason": "/metrics answered HTTP 503"}],
-                        "day": 5.min(o.days)}),
+                &BlindDetail {
+                    rules: vec![BlindRuleDetail {
+                        name: "error_rate".into(),
+                        severity: "rollback".into(),
+                        condition: "error_rate_pct > 2 for 5m".into(),
+                        inconclusive_since_ms: Some(at(script.scrape_refused.0).timestamp_millis()),
+                        for_s: Some(420.0),
+                        reason: "/metrics answered HTTP 503".into(),
+                    }],
+                    day: Some(5.min(o.days)),
+                },
             )?;
             events += 1;
         }

@@ -20,6 +20,8 @@ use crate::monitor::{self, BlindRule, Cadence, Plan, Tick};
 use crate::output::Render;
 use crate::rollout::rollback::{self, Approval, Context};
 use crate::rollout::RollbackTarget;
+use crate::store::events::{BlindDetail, BlindRuleDetail, TriggerDetail};
+use crate::store::EventKind;
 
 pub struct Request {
     /// `--base-url` given: a service this tool may not have deployed.
@@ -222,11 +224,22 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
             cfg.container.name,
             names.join("; ")
         );
-        store.event(
-            "blind",
-            sampler.deployment_id,
-            &json!({"rules": summary.newly_blind, "day": day}),
-        )?;
+        let detail = BlindDetail {
+            rules: summary
+                .newly_blind
+                .iter()
+                .map(|b| BlindRuleDetail {
+                    name: b.name.clone(),
+                    severity: b.severity.as_str().into(),
+                    condition: b.condition.clone(),
+                    inconclusive_since_ms: Some(b.inconclusive_since_ms),
+                    for_s: Some(b.for_s),
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+            day,
+        };
+        store.event(EventKind::Blind, sampler.deployment_id, &detail)?;
         w.notes.notify_blind = notify_webhook(
             &cfg.notify,
             "blind",
@@ -242,9 +255,16 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
 
     for f in &summary.fired {
         store.event(
-            "trigger",
+            EventKind::Trigger,
             sampler.deployment_id,
-            &json!({"rule": f.name, "severity": f.severity, "condition": f.condition, "value": f.value, "evidence": f.evidence, "day": day}),
+            &TriggerDetail {
+                rule: f.name.clone(),
+                severity: f.severity.as_str().into(),
+                condition: f.condition.clone(),
+                value: f.value,
+                evidence: f.evidence.clone(),
+                day,
+            },
         )?;
     }
     let names: Vec<&str> = summary.fired.iter().map(|f| f.name.as_str()).collect();

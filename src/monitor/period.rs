@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::store::Deployment;
+use crate::store::DeploymentStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,9 +78,14 @@ pub fn current(
 ) -> Period {
     let served: Vec<&Deployment> = deployments
         .iter()
-        .filter(|d| d.status == "active" || d.status == "superseded")
+        .filter(|d| {
+            d.status == DeploymentStatus::Active || d.status == DeploymentStatus::Superseded
+        })
         .collect();
-    let Some(active_idx) = served.iter().rposition(|d| d.status == "active") else {
+    let Some(active_idx) = served
+        .iter()
+        .rposition(|d| d.status == DeploymentStatus::Active)
+    else {
         return Period {
             role: Role::Candidate,
             image: None,
@@ -189,12 +195,13 @@ pub fn identify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DeploymentKind;
 
     fn dep(id: i64, image: &str, status: &str, hours: i64) -> Deployment {
         Deployment {
             id,
-            kind: "deploy".into(),
-            status: status.into(),
+            kind: DeploymentKind::Deploy,
+            status: DeploymentStatus::parse(status).unwrap(),
             image_ref: image.into(),
             image_id: Some(format!("sha256:{image}")),
             digest: None,
@@ -237,7 +244,7 @@ mod tests {
         let p = current(&ds, base, now);
         assert_eq!((p.role, p.day_at(now)), (Role::Baseline, None));
         assert_eq!(p.image.as_deref(), Some("reg/auth:dhi"));
-        ds[1].status = "superseded".into();
+        ds[1].status = DeploymentStatus::Superseded;
         ds.push(dep(3, "reg/auth:dhi-v2", "active", 40));
         let p = current(&ds, base, now);
         assert_eq!(p.day_at(now), Some(1), "10 h into the new image's period");

@@ -23,6 +23,15 @@ pub enum Severity {
     Immediate,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Rollback => "rollback",
+            Severity::Immediate => "immediate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {

@@ -10,7 +10,8 @@ use super::{DayData, DayMetrics};
 use crate::config::Config;
 use crate::exit::{failure, Code};
 use crate::output::Render;
-use crate::store::{Event, Store};
+use crate::store::events::ms;
+use crate::store::{DeploymentKind, DeploymentStatus, Event, EventKind, Store};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Criterion {
@@ -125,7 +126,7 @@ pub fn judge(
         let mut v: Vec<String> = store
             .deployments()?
             .into_iter()
-            .filter(|d| d.kind == "deploy" && d.status != "failed")
+            .filter(|d| d.kind == DeploymentKind::Deploy && d.status != DeploymentStatus::Failed)
             .map(|d| d.image_ref)
             .collect();
         v.dedup();
@@ -140,7 +141,7 @@ pub fn judge(
             super::security_evidence(store, image_ref, image_id.as_deref())?
         }
     };
-    let drills = store.events(Some("drill"))?;
+    let drills = store.events(Some(EventKind::Drill))?;
     let sbom_images = store.sbom_images()?;
     let input = Input {
         through_day: through,
@@ -455,7 +456,7 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
         });
         out.push(c("Testing", label, ok, ev));
     }
-    let drill = i.drills.iter().rev().find(|e| e.detail["passed"] == true);
+    let drill = i.drills.iter().rev().find(|e| e.drill().passed);
     out.push(c(
         "Operational",
         "Rollback tested: Successful rollback drill completed",
@@ -465,7 +466,7 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
                 format!(
                     "drill at {}: rolled back in {}ms",
                     e.at.format("%Y-%m-%d %H:%M"),
-                    e.detail["rollback_decision_to_healthy_ms"]
+                    ms(e.drill().rollback_decision_to_healthy_ms)
                 )
             })
             .unwrap_or("no successful `dhi-stage rollback --drill` recorded".into()),
@@ -546,7 +547,7 @@ mod tests {
         vec![Event {
             id: 1,
             at: chrono::Utc::now(),
-            kind: "drill".into(),
+            kind: EventKind::Drill,
             deployment_id: None,
             detail: serde_json::json!({"passed": true, "rollback_decision_to_healthy_ms": 480}),
         }]
@@ -628,7 +629,7 @@ mod tests {
                     d[5].rollbacks.push(Event {
                         id: 9,
                         at: chrono::Utc::now(),
-                        kind: "rollback".into(),
+                        kind: EventKind::Rollback,
                         deployment_id: None,
                         detail: serde_json::json!({}),
                     })

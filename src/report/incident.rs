@@ -47,23 +47,18 @@ pub fn markdown(i: &Incident) -> String {
     match &i.trigger {
         None => s += "No monitor trigger preceded this rollback (operator decision).\n\n",
         Some(t) => {
+            let t = t.trigger();
             s += &format!(
                 "`{}` ({}): {}\n\n| time (UTC) | value |\n|---|---|\n",
-                t.detail["rule"].as_str().unwrap_or("?"),
-                t.detail["severity"].as_str().unwrap_or(""),
-                t.detail["condition"].as_str().unwrap_or("")
+                t.rule, t.severity, t.condition
             );
-            for p in t.detail["evidence"].as_array().into_iter().flatten() {
-                let at = p[0]
-                    .as_i64()
-                    .and_then(chrono::DateTime::from_timestamp_millis)
+            for (ts, v) in &t.evidence {
+                let at = chrono::DateTime::from_timestamp_millis(*ts)
                     .map(|d| d.format("%H:%M:%S%.3f").to_string())
                     .unwrap_or_default();
                 s += &format!(
                     "| {at} | {} |\n",
-                    p[1].as_f64()
-                        .map(|v| format!("{v:.2}"))
-                        .unwrap_or("-".into())
+                    v.map(|v| format!("{v:.2}")).unwrap_or("-".into())
                 );
             }
             s += "\n";

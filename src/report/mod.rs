@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::monitor::rules;
 #[cfg(test)]
 use crate::monitor::sample::Sample;
-use crate::store::{Event, Store};
+use crate::store::{Event, EventKind, Store};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadRun {
@@ -228,18 +228,18 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
         score,
         cve,
         triggers: store
-            .events(Some("trigger"))?
+            .events(Some(EventKind::Trigger))?
             .into_iter()
             .filter(in_day)
             .collect(),
         rollbacks: store
-            .events(Some("rollback"))?
+            .events(Some(EventKind::Rollback))?
             .into_iter()
             .filter(in_day)
-            .filter(|e| e.detail["kind"].as_str() != Some("drill"))
+            .filter(|e| e.rollback().kind.as_deref() != Some("drill"))
             .collect(),
         blind: store
-            .events(Some("blind"))?
+            .events(Some(EventKind::Blind))?
             .into_iter()
             .filter(in_day)
             .collect(),
@@ -305,14 +305,14 @@ pub fn recommend(
     let restored_after = d
         .rollbacks
         .iter()
-        .any(|r| r.detail["restored"] == true && last_trigger.is_some_and(|t| r.at >= t));
+        .any(|r| r.rollback().restored && last_trigger.is_some_and(|t| r.at >= t));
     if let Some(t) = d.triggers.last() {
         if !restored_after {
             return (
                 Recommendation::RollbackRequired,
                 vec![format!(
                     "trigger {} fired at {} and no rollback restored service after it",
-                    t.detail["rule"].as_str().unwrap_or("?"),
+                    t.trigger().rule,
                     t.at.format("%H:%M:%S")
                 )],
             );
@@ -526,18 +526,18 @@ pub fn markdown(
         s += "- None\n";
     }
     for t in &d.triggers {
-        let ev: Vec<String> = t.detail["evidence"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p[1].as_f64().map(|v| format!("{v:.2}")))
+        let trigger = t.trigger();
+        let ev: Vec<String> = trigger
+            .evidence
+            .iter()
+            .filter_map(|(_, v)| v.map(|v| format!("{v:.2}")))
             .collect();
         s += &format!(
             "- {} trigger `{}` fired at {}: {} (window values: {})\n",
-            t.detail["severity"].as_str().unwrap_or(""),
-            t.detail["rule"].as_str().unwrap_or("?"),
+            trigger.severity,
+            trigger.rule,
             t.at.format("%H:%M:%S UTC"),
-            t.detail["condition"].as_str().unwrap_or(""),
+            trigger.condition,
             if ev.is_empty() {
                 "-".into()
             } else {
@@ -550,28 +550,23 @@ pub fn markdown(
             s += &format!("- {r}\n");
         }
     }
-    for r in &d.rollbacks {
+    for r in d.rollbacks.iter().map(Event::rollback) {
         s += &format!(
             "- Action taken: rollback to {} ({})\n",
-            r.detail["to"].as_str().unwrap_or("?"),
-            if r.detail["restored"] == true {
-                "restored"
-            } else {
-                "FAILED"
-            }
+            r.to.as_deref().unwrap_or("?"),
+            if r.restored { "restored" } else { "FAILED" }
         );
     }
     s += "\n## Rollback Events\n\n";
     match d.rollbacks.last() {
         None => s += "- Rollback triggered: No\n- Reason: n/a\n- Duration: n/a\n",
         Some(r) => {
-            let dur = r.detail["decision_to_healthy_ms"]
-                .as_u64()
-                .or(r.detail["restore_ms"].as_u64());
+            let r = r.rollback();
+            let dur = r.to_healthy_ms();
             s += &format!(
                 "- Rollback triggered: Yes ({} today)\n- Reason: {}\n- Duration: {}\n",
                 d.rollbacks.len(),
-                r.detail["reason"].as_str().unwrap_or("not given"),
+                r.reason.as_deref().unwrap_or("not given"),
                 dur.map(|ms| format!("{:.2}s to restore", ms as f64 / 1000.0))
                     .unwrap_or("not restored".into())
             );
@@ -705,7 +700,7 @@ pub mod tests {
         Event {
             id: 1,
             at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
-            kind: kind.into(),
+            kind: EventKind::parse(kind).unwrap(),
             deployment_id: Some(1),
             detail,
         }

@@ -15,7 +15,8 @@ use super::charts::{self, Band, Line};
 use super::digest::Hour;
 use super::{esc, gate, DayData, DayMetrics};
 use crate::config::{Config, Metric, TriggerRule};
-use crate::store::Store;
+use crate::store::events::ms;
+use crate::store::{DeploymentStatus, Event, EventKind, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,61 +162,56 @@ pub fn gather(
             at: d.started_at,
             kind: "deploy".into(),
             text: format!("{} #{}: {} ({})", d.kind, d.id, d.image_ref, d.status),
-            bad: d.status == "failed",
+            bad: d.status == DeploymentStatus::Failed,
         });
     }
     let from = period.started_at.unwrap_or(now - chrono::Duration::days(8));
     for e in store.events(None)?.into_iter().filter(|e| e.at >= from) {
-        let text = match e.kind.as_str() {
-            "trigger" => format!(
-                "trigger {} ({}) fired: {}",
-                e.detail["rule"].as_str().unwrap_or("?"),
-                e.detail["severity"].as_str().unwrap_or("?"),
-                e.detail["condition"].as_str().unwrap_or("")
-            ),
-            "rollback" => format!(
-                "rollback to {} {}: decision to healthy {} ms; reason: {}",
-                e.detail["to"].as_str().unwrap_or("?"),
-                if e.detail["restored"] == true {
-                    "restored service"
-                } else {
-                    "FAILED"
-                },
-                e.detail["decision_to_healthy_ms"],
-                e.detail["reason"].as_str().unwrap_or("none given")
-            ),
-            "blind" => format!(
-                "monitor blind: {}",
-                e.detail["rules"]
-                    .as_array()
-                    .map(|r| r
-                        .iter()
-                        .map(|b| format!(
-                            "{} ({})",
-                            b["name"].as_str().unwrap_or("?"),
-                            b["reason"].as_str().unwrap_or("?")
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("; "))
-                    .unwrap_or_default()
-            ),
-            "drill" => format!(
-                "rollback drill {}: back in {} ms, forward in {} ms",
-                if e.detail["passed"] == true {
-                    "passed"
-                } else {
-                    "FAILED"
-                },
-                e.detail["rollback_decision_to_healthy_ms"],
-                e.detail["forward_to_healthy_ms"]
-            ),
+        let (text, bad) = match e.kind {
+            EventKind::Trigger => {
+                let t = e.trigger();
+                let text = format!("trigger {} ({}) fired: {}", t.rule, t.severity, t.condition);
+                (text, true)
+            }
+            EventKind::Rollback => {
+                let r = e.rollback();
+                let text = format!(
+                    "rollback to {} {}: decision to healthy {} ms; reason: {}",
+                    r.to.as_deref().unwrap_or("?"),
+                    if r.restored {
+                        "restored service"
+                    } else {
+                        "FAILED"
+                    },
+                    ms(r.decision_to_healthy_ms),
+                    r.reason.as_deref().unwrap_or("none given")
+                );
+                (text, true)
+            }
+            EventKind::Blind => {
+                let names: Vec<String> = e
+                    .blind()
+                    .rules
+                    .iter()
+                    .map(|b| format!("{} ({})", b.name, b.reason))
+                    .collect();
+                (format!("monitor blind: {}", names.join("; ")), true)
+            }
+            EventKind::Drill => {
+                let d = e.drill();
+                let text = format!(
+                    "rollback drill {}: back in {} ms, forward in {} ms",
+                    if d.passed { "passed" } else { "FAILED" },
+                    ms(d.rollback_decision_to_healthy_ms),
+                    ms(d.forward_to_healthy_ms)
+                );
+                (text, !d.passed)
+            }
             _ => continue,
         };
-        let bad = matches!(e.kind.as_str(), "trigger" | "rollback" | "blind")
-            || (e.kind == "drill" && e.detail["passed"] != true);
         timeline.push(TimelineEvent {
             at: e.at,
-            kind: e.kind.clone(),
+            kind: e.kind.to_string(),
             text,
             bad,
         });
@@ -469,18 +465,14 @@ pub fn matrix(days: &[(DayData, DayMetrics)], cfg: &Config) -> Vec<Row> {
                 let fired = d
                     .triggers
                     .iter()
-                    .filter(|e| {
-                        e.detail["rule"].as_str() == Some(r.name.as_str())
-                            && e.detail["severity"].as_str() == Some(severity)
-                    })
+                    .map(Event::trigger)
+                    .filter(|t| t.rule == r.name && t.severity == severity)
                     .count();
                 let blind = d.blind.iter().any(|e| {
-                    e.detail["rules"].as_array().is_some_and(|rs| {
-                        rs.iter().any(|b| {
-                            b["name"].as_str() == Some(r.name.as_str())
-                                && b["severity"].as_str() == Some(severity)
-                        })
-                    })
+                    e.blind()
+                        .rules
+                        .iter()
+                        .any(|b| b.name == r.name && b.severity == severity)
                 });
                 if fired > 0 {
                     Cell {

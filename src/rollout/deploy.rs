@@ -16,7 +16,9 @@ use crate::exit::{failure, Code};
 use crate::lock::StateLock;
 use crate::output::Render;
 use crate::probe::health::HealthResult;
+use crate::store::events::RollbackDetail;
 use crate::store::NewDeployment;
+use crate::store::{DeploymentKind, DeploymentStatus, EventKind};
 
 pub struct Request {
     pub image: String,
@@ -123,7 +125,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     let previous = store.active_deployment(&spec.name)?;
     let digest = crate::engine::repo_digest(&inspected);
     let id = store.insert_deployment(&NewDeployment {
-        kind: "deploy".into(),
+        kind: DeploymentKind::Deploy,
         image_ref: r.image.clone(),
         image_id: inspected.id.clone(),
         digest: digest.clone(),
@@ -131,16 +133,20 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         previous_id: previous.as_ref().map(|p| p.id),
         insecure: !gaps.is_empty(),
     })?;
-    store.event("deploy", Some(id), &json!({"phase": "start", "image": r.image, "insecure_gaps": gaps, "previous_deployment": previous.as_ref().map(|p| p.id)}))?;
+    store.event(EventKind::Deploy, Some(id), &json!({"phase": "start", "image": r.image, "insecure_gaps": gaps, "previous_deployment": previous.as_ref().map(|p| p.id)}))?;
 
     progress(&format!("starting {} from {}", spec.name, r.image));
     let started = Instant::now();
     let swap = match super::swap(&engine, &spec, cfg.container.stop_grace).await {
         Ok(s) => s,
         Err(e) => {
-            store.finish_deployment(id, "failed", Some(&json!({"error": format!("{e:#}")})))?;
+            store.finish_deployment(
+                id,
+                DeploymentStatus::Failed,
+                Some(&json!({"error": format!("{e:#}")})),
+            )?;
             store.event(
-                "deploy",
+                EventKind::Deploy,
                 Some(id),
                 &json!({"phase": "failed", "error": format!("{e:#}")}),
             )?;
@@ -171,7 +177,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     };
     let verified = wait.healthy && verify_error.is_none() && checks_pass(&checks);
     let verification = json!({"wait": wait, "checks": checks});
-    store.event("verify", Some(id), &json!({"passed": verified, "checks": checks, "healthy": wait.healthy, "reason": wait.reason}))?;
+    store.event(EventKind::Verify, Some(id), &json!({"passed": verified, "checks": checks, "healthy": wait.healthy, "reason": wait.reason}))?;
     let mut story = Story {
         name: spec.name.clone(),
         image: r.image.clone(),
@@ -194,9 +200,9 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
                 .warnings
                 .push(format!("the previous container stays aside: {e:#}"));
         }
-        store.finish_deployment(id, "active", Some(&verification))?;
+        store.finish_deployment(id, DeploymentStatus::Active, Some(&verification))?;
         store.event(
-            "deploy",
+            EventKind::Deploy,
             Some(id),
             &json!({"phase": "active", "start_to_healthy_ms": to_healthy.as_millis()}),
         )?;
@@ -228,9 +234,9 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         story,
     };
     if r.no_rollback {
-        store.finish_deployment(id, "failed", Some(&verification))?;
+        store.finish_deployment(id, DeploymentStatus::Failed, Some(&verification))?;
         store.event(
-            "deploy",
+            EventKind::Deploy,
             Some(id),
             &json!({"phase": "failed", "reason": why, "restored": false}),
         )?;
@@ -245,7 +251,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         restore_wait =
             Some(super::wait_healthy(&engine, &client, &spec.name, &url, limit, poll).await);
     }
-    store.finish_deployment(id, "failed", Some(&verification))?;
+    store.finish_deployment(id, DeploymentStatus::Failed, Some(&verification))?;
     let restore_ok = matches!(&restore_wait, Some(w) if w.healthy);
     if restore_ok {
         if let Some(p) = &previous {
@@ -254,9 +260,16 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     }
     let restore_ms = restore_started.elapsed().as_millis();
     store.event(
-        "rollback",
+        EventKind::Rollback,
         Some(id),
-        &json!({"automatic": true, "reason": why, "restored": restore_ok, "restore_ms": restore_ms, "to": swap.old.as_ref().map(|o| o.image.clone())}),
+        &RollbackDetail {
+            automatic: Some(true),
+            reason: Some(why.clone()),
+            restored: restore_ok,
+            restore_ms: Some(restore_ms as u64),
+            to: swap.old.as_ref().map(|o| o.image.clone()),
+            ..Default::default()
+        },
     )?;
     failed.restored = restore_ok;
     failed.restore_ms = Some(restore_ms);

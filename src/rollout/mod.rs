@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::engine::spec::{hardened, DeploySpec};
 use crate::engine::Engine;
 use crate::probe::health::{self, HealthResult};
+use crate::store::{DeploymentStatus, EventKind};
 
 /// What a rollback would restore, and why that image.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -184,11 +185,11 @@ pub async fn reconcile(
     let active = deployments
         .iter()
         .rev()
-        .find(|d| d.status == "active")
+        .find(|d| d.status == DeploymentStatus::Active)
         .cloned();
     let starting: Vec<_> = deployments
         .iter()
-        .filter(|d| d.status == "starting")
+        .filter(|d| d.status == DeploymentStatus::Starting)
         .cloned()
         .collect();
     let named = engine.find_container(name).await?;
@@ -210,7 +211,7 @@ pub async fn reconcile(
                 s.id
             ));
         }
-        store.finish_deployment(s.id, "active", None)?;
+        store.finish_deployment(s.id, DeploymentStatus::Active, None)?;
         r.actions.push(format!(
             "completed interrupted deployment #{} ({}): it had passed verification",
             s.id, s.image_ref
@@ -283,11 +284,11 @@ pub async fn reconcile(
         }
         store.finish_deployment(
             s.id,
-            "failed",
+            DeploymentStatus::Failed,
             Some(&json!({"interrupted": true, "reconciled_at": crate::store::now()})),
         )?;
         store.event(
-            "reconcile",
+            EventKind::Reconcile,
             Some(s.id),
             &json!({"deployment": s.id, "image": s.image_ref, "undone": true}),
         )?;

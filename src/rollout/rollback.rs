@@ -18,6 +18,8 @@ use crate::lock::StateLock;
 use crate::output::Outcome;
 use crate::probe::reference::ImageRef;
 use crate::rollout;
+use crate::store::events::{DrillDetail, RollbackDetail};
+use crate::store::{DeploymentKind, DeploymentStatus, EventKind};
 use crate::store::{NewDeployment, Store};
 
 /// Where a rollback runs: the configuration, the state directory and how long to wait for
@@ -95,10 +97,17 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
     if let (Some(undone), None, false) = (reconciled.undone, &a.to, a.drill) {
         let serving = store.active_deployment(&cfg.container.name)?;
         store.event(
-            "rollback",
+            EventKind::Rollback,
             serving.as_ref().map(|d| d.id),
-            &json!({"kind": "reconcile", "undone_deployment": undone, "reason": a.reason, "restored": true,
-                    "to": serving.as_ref().map(|d| d.image_ref.clone()), "decision_to_healthy_ms": decision.elapsed().as_millis()}),
+            &RollbackDetail {
+                kind: Some("reconcile".into()),
+                undone_deployment: Some(undone),
+                reason: a.reason.clone(),
+                restored: true,
+                to: serving.as_ref().map(|d| d.image_ref.clone()),
+                decision_to_healthy_ms: Some(decision.elapsed().as_millis() as u64),
+                ..Default::default()
+            },
         )?;
         return Ok(Outcome::new(
             Code::Ok,
@@ -151,7 +160,7 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         let h = crate::probe::health::probe(&client, &cfg.health_url()).await;
         if h.healthy {
             store.event(
-                "rollback-noop",
+                EventKind::RollbackNoop,
                 active.as_ref().map(|d| d.id),
                 &json!({"target": target, "reason": a.reason}),
             )?;
@@ -177,7 +186,11 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         a,
         decision,
         wait,
-        if a.drill { "drill" } else { "rollback" },
+        if a.drill {
+            DeploymentKind::Drill
+        } else {
+            DeploymentKind::Rollback
+        },
         &interrupt,
     )
     .await?;
@@ -215,17 +228,20 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         a,
         forward_started,
         wait,
-        "drill",
+        DeploymentKind::Drill,
         &interrupt,
     )
     .await?;
     let passed = second.code == Code::Ok;
-    let detail = json!({
-        "rollback_to": target, "rollback_decision_to_healthy_ms": first.decision_to_healthy_ms,
-        "forward_to": forward_ref, "forward_to_healthy_ms": second.decision_to_healthy_ms, "passed": passed,
-        "target_ms": cfg.rollback.docker_target.as_millis(),
-    });
-    store.event("drill", second.deployment_id, &detail)?;
+    let detail = DrillDetail {
+        rollback_to: Some(target.clone()),
+        rollback_decision_to_healthy_ms: Some(first.decision_to_healthy_ms as u64),
+        forward_to: Some(forward_ref.clone()),
+        forward_to_healthy_ms: Some(second.decision_to_healthy_ms as u64),
+        passed,
+        target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
+    };
+    store.event(EventKind::Drill, second.deployment_id, &detail)?;
     let text = format!(
         "{}\n{}\nrollback drill {}: rolled back in {}ms, restored forward in {}ms",
         first.text,
@@ -286,7 +302,7 @@ async fn restore_to(
     a: &Request,
     decision: Instant,
     wait: Duration,
-    kind: &str,
+    kind: DeploymentKind,
     interrupt: &rollout::Interrupt,
 ) -> Result<Restored> {
     // A rollback prints its outcome, not pull progress.
@@ -299,11 +315,13 @@ async fn restore_to(
         .and_then(|f| f.previous_id)
         .and_then(|p| store.deployment(p).ok().flatten())
     {
-        Some(base) if base.image_ref == spec.image && kind == "rollback" => base.previous_id,
+        Some(base) if base.image_ref == spec.image && kind == DeploymentKind::Rollback => {
+            base.previous_id
+        }
         _ => from.as_ref().map(|f| f.id),
     };
     let id = store.insert_deployment(&NewDeployment {
-        kind: kind.into(),
+        kind,
         image_ref: spec.image.clone(),
         image_id: image.id.clone(),
         digest: crate::engine::repo_digest(&image),
@@ -314,9 +332,9 @@ async fn restore_to(
     let swap = match rollout::swap(engine, spec, cfg.rollback.stop_grace).await {
         Ok(s) => s,
         Err(e) => {
-            store.finish_deployment(id, "failed", None)?;
+            store.finish_deployment(id, DeploymentStatus::Failed, None)?;
             store.event(
-                "rollback",
+                EventKind::Rollback,
                 Some(id),
                 &json!({"kind": kind, "restored": false, "error": format!("{e:#}")}),
             )?;
@@ -373,7 +391,7 @@ async fn restore_to(
     };
     let before = before_summary(store, cfg, from.as_ref().map(|f| f.id))?;
     let trigger = store
-        .events(Some("trigger"))?
+        .events(Some(EventKind::Trigger))?
         .into_iter()
         .rev()
         .find(|e| (chrono::Utc::now() - e.at).num_minutes() < 15);
@@ -399,20 +417,27 @@ async fn restore_to(
         if let Err(e) = rollout::commit(engine, &swap).await {
             tracing::warn!("the replaced container could not be removed: {e:#}");
         }
-        store.finish_deployment(id, "active", Some(&json!({"wait": w})))?;
-        let detail = json!({
-            "kind": kind, "from": from.as_ref().map(|f| f.image_ref.clone()), "to": spec.image, "reason": a.reason,
-            "approved_by": a.approval.recorded(), "decision_to_healthy_ms": elapsed, "restored": true,
-            "target_ms": cfg.rollback.docker_target.as_millis(), "stop_ms": swap.old.as_ref().map(|o| o.stop_ms),
-            "sigkill_needed": swap.old.as_ref().map(|o| o.sigkill_needed),
-        });
-        store.event("rollback", Some(id), &detail)?;
+        store.finish_deployment(id, DeploymentStatus::Active, Some(&json!({"wait": w})))?;
+        let detail = RollbackDetail {
+            kind: Some(kind.to_string()),
+            from: from.as_ref().map(|f| f.image_ref.clone()),
+            to: Some(spec.image.clone()),
+            reason: a.reason.clone(),
+            approved_by: a.approval.recorded(),
+            decision_to_healthy_ms: Some(elapsed as u64),
+            restored: true,
+            target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
+            stop_ms: swap.old.as_ref().map(|o| o.stop_ms as u64),
+            sigkill_needed: swap.old.as_ref().map(|o| o.sigkill_needed),
+            ..Default::default()
+        };
+        store.event(EventKind::Rollback, Some(id), &detail)?;
         let text = format!(
             "{kind}: {} now runs {} (deployment #{id})\n{stop_note}  healthy after {} probes",
             spec.name, spec.image, w.probes
         );
         return Ok(Restored {
-            incident: (kind == "rollback")
+            incident: (kind == DeploymentKind::Rollback)
                 .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
             code: Code::Ok,
             deployment_id: Some(id),
@@ -424,7 +449,7 @@ async fn restore_to(
     // The target never became healthy: put back what ran before, the most useful container.
     let reason = w.reason.clone().unwrap_or_else(|| "not healthy".into());
     let back = rollout::restore(engine, &swap).await;
-    store.finish_deployment(id, "failed", Some(&json!({"wait": w})))?;
+    store.finish_deployment(id, DeploymentStatus::Failed, Some(&json!({"wait": w})))?;
     let left = match &back {
         Ok(true) => {
             if let Some(f) = &from {
@@ -438,10 +463,19 @@ async fn restore_to(
         Ok(false) => "no container was running before; nothing is running now".to_string(),
         Err(e) => format!("putting the previous container back failed too: {e:#}"),
     };
-    let detail = json!({"kind": kind, "to": spec.image, "restored": false, "reason": a.reason, "failure": reason, "left_running": left, "decision_to_failure_ms": elapsed});
-    store.event("rollback", Some(id), &detail)?;
+    let detail = RollbackDetail {
+        kind: Some(kind.to_string()),
+        to: Some(spec.image.clone()),
+        restored: false,
+        reason: a.reason.clone(),
+        failure: Some(reason.clone()),
+        left_running: Some(left.clone()),
+        decision_to_failure_ms: Some(elapsed as u64),
+        ..Default::default()
+    };
+    store.event(EventKind::Rollback, Some(id), &detail)?;
     Ok(Restored {
-        incident: (kind == "rollback")
+        incident: (kind == DeploymentKind::Rollback)
             .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
         code: Code::RollbackFailed,
         deployment_id: Some(id),
@@ -552,7 +586,7 @@ async fn post_rollback(
             }
         );
         let _ = store.event(
-            "notify",
+            EventKind::Notify,
             None,
             &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
         );

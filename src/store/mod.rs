@@ -10,7 +10,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use kinds::{DeploymentKind, DeploymentStatus, EventKind};
+
 pub mod codec;
+pub mod events;
+pub mod kinds;
 pub mod sample;
 mod samples;
 
@@ -154,8 +158,8 @@ pub struct Store {
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
     pub id: i64,
-    pub kind: String,
-    pub status: String,
+    pub kind: DeploymentKind,
+    pub status: DeploymentStatus,
     pub image_ref: String,
     pub image_id: Option<String>,
     pub digest: Option<String>,
@@ -169,9 +173,9 @@ pub struct Deployment {
     pub verification: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewDeployment {
-    pub kind: String,
+    pub kind: DeploymentKind,
     pub image_ref: String,
     pub image_id: Option<String>,
     pub digest: Option<String>,
@@ -184,9 +188,33 @@ pub struct NewDeployment {
 pub struct Event {
     pub id: i64,
     pub at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EventKind,
     pub deployment_id: Option<i64>,
     pub detail: Value,
+}
+
+impl Event {
+    /// The detail as `T`; a detail that does not fit (hand-edited, another version's) reads
+    /// as `T::default()` rather than failing a report.
+    pub fn detail_as<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        serde_json::from_value(self.detail.clone()).unwrap_or_default()
+    }
+
+    pub fn trigger(&self) -> events::TriggerDetail {
+        self.detail_as()
+    }
+
+    pub fn rollback(&self) -> events::RollbackDetail {
+        self.detail_as()
+    }
+
+    pub fn drill(&self) -> events::DrillDetail {
+        self.detail_as()
+    }
+
+    pub fn blind(&self) -> events::BlindDetail {
+        self.detail_as()
+    }
 }
 
 /// One recorded validation (score, sbom, cve, provenance, preflight).
@@ -340,12 +368,12 @@ impl Store {
     pub fn finish_deployment(
         &mut self,
         id: i64,
-        status: &str,
+        status: DeploymentStatus,
         verification: Option<&Value>,
     ) -> Result<()> {
         let stamp = self.now();
         let tx = self.conn.transaction()?;
-        if status == "active" {
+        if status == DeploymentStatus::Active {
             tx.execute(
                 "UPDATE deployments SET status='superseded' WHERE status='active' AND id<>?1
                  AND container_name=(SELECT container_name FROM deployments WHERE id=?1)",
@@ -362,7 +390,7 @@ impl Store {
 
     /// Marks an earlier deployment active again (a rollback restored its container as it was).
     pub fn reactivate(&mut self, id: i64) -> Result<()> {
-        self.finish_deployment(id, "active", None)
+        self.finish_deployment(id, DeploymentStatus::Active, None)
     }
 
     pub fn active_deployment(&self, container_name: &str) -> Result<Option<Deployment>> {
@@ -405,7 +433,13 @@ impl Store {
             .optional()?)
     }
 
-    pub fn event(&self, kind: &str, deployment_id: Option<i64>, detail: &Value) -> Result<i64> {
+    pub fn event(
+        &self,
+        kind: EventKind,
+        deployment_id: Option<i64>,
+        detail: &impl Serialize,
+    ) -> Result<i64> {
+        let detail = serde_json::to_value(detail)?;
         self.conn.execute(
             "INSERT INTO events(at, kind, deployment_id, detail) VALUES (?1,?2,?3,?4)",
             params![self.now(), kind, deployment_id, detail.to_string()],
@@ -596,7 +630,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>> {
+    pub fn events(&self, kind: Option<EventKind>) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, at, kind, deployment_id, detail FROM events WHERE (?1 IS NULL OR kind=?1) ORDER BY id",
         )?;
@@ -674,22 +708,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();
         let d = |r: &str, prev| NewDeployment {
-            kind: "deploy".into(),
+            kind: DeploymentKind::Deploy,
             image_ref: r.into(),
             container_name: "c".into(),
             previous_id: prev,
-            ..Default::default()
+            image_id: None,
+            digest: None,
+            insecure: false,
         };
         let a = s.insert_deployment(&d("a", None)).unwrap();
-        s.finish_deployment(a, "active", None).unwrap();
-        let b = s.insert_deployment(&d("b", Some(a))).unwrap();
-        s.finish_deployment(b, "active", Some(&serde_json::json!({"ok": true})))
+        s.finish_deployment(a, DeploymentStatus::Active, None)
             .unwrap();
+        let b = s.insert_deployment(&d("b", Some(a))).unwrap();
+        s.finish_deployment(
+            b,
+            DeploymentStatus::Active,
+            Some(&serde_json::json!({"ok": true})),
+        )
+        .unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap(); // reopening applies nothing twice
         let active = s.active_deployment("c").unwrap().unwrap();
         assert_eq!((active.id, active.previous_id), (b, Some(a)));
-        assert_eq!(s.deployment(a).unwrap().unwrap().status, "superseded");
+        assert_eq!(
+            s.deployment(a).unwrap().unwrap().status,
+            DeploymentStatus::Superseded
+        );
         assert_eq!(active.verification.unwrap()["ok"], true);
     }
 }
