@@ -476,12 +476,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be a port from 1 to 65535".into(),
         );
     }
-    if !c
-        .container
-        .user
-        .split(':')
-        .all(|p| p.parse::<u32>().is_ok())
-    {
+    if crate::security::hardening::User::parse(&c.container.user).is_err() {
         return err(
             "container.user",
             format!("{:?} must be numeric UID:GID", c.container.user),

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::security::hardening;
 
 fn quantity_mi(bytes: u64) -> String {
     format!("{}Mi", bytes >> 20)
@@ -15,8 +16,12 @@ pub fn deployment(cfg: &Config, image: &str) -> Value {
     let k = &cfg.kubernetes;
     let c = &cfg.container;
     let v = &cfg.verify;
-    let (uid, gid) = c.user.split_once(':').unwrap_or((&c.user, &c.user));
-    let (uid, gid): (i64, i64) = (uid.parse().unwrap_or(65532), gid.parse().unwrap_or(65532));
+    // A user the runbook's way (numeric uid:gid); the config refuses anything else on load.
+    let user = hardening::User::parse(&c.user).unwrap_or(hardening::User {
+        uid: 65532,
+        gid: Some(65532),
+    });
+    let (uid, gid) = (i64::from(user.uid), i64::from(user.gid.unwrap_or(user.uid)));
     let labels = json!({"app": k.app_label, "version": k.version_label});
     let probe = |delay: std::time::Duration, period: std::time::Duration| json!({"httpGet": {"path": v.health_path, "port": c.container_port}, "initialDelaySeconds": delay.as_secs(), "periodSeconds": period.as_secs()});
     // A mount's volume is named after its last path segment: /tmp -> tmp, /app/profiles -> profiles.

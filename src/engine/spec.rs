@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::{Config, TmpfsMount};
 use crate::envfile::EnvVar;
+use crate::security::hardening;
 
 /// Label put on every container dhi-stage creates.
 pub const MANAGED_LABEL: &str = "dhi-stage.managed";
@@ -68,12 +69,7 @@ impl DeploySpec {
     /// What this spec lacks of the runbook's hardening; empty means fully hardened.
     pub fn hardening_gaps(&self) -> Vec<String> {
         let mut gaps = Vec::new();
-        let uid = self
-            .user
-            .split(':')
-            .next()
-            .and_then(|u| u.parse::<u32>().ok());
-        if !matches!(uid, Some(u) if u != 0) {
+        if !hardening::numeric_non_root(&self.user) {
             gaps.push(format!(
                 "user {:?} is not a numeric non-root UID (--user 65532:65532)",
                 self.user
@@ -82,23 +78,17 @@ impl DeploySpec {
         if !self.read_only {
             gaps.push("root filesystem is writable (--read-only)".into());
         }
-        if !self.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        if !hardening::drops_all_capabilities(&self.cap_drop) {
             gaps.push("capabilities are not all dropped (--cap-drop=ALL)".into());
         }
-        if !self
-            .security_opt
-            .iter()
-            .any(|o| o == "no-new-privileges:true" || o == "no-new-privileges")
-        {
+        if !hardening::no_new_privileges(&self.security_opt) {
             gaps.push(
                 "no-new-privileges is not set (--security-opt=no-new-privileges:true)".into(),
             );
         }
         for t in &self.tmpfs {
-            for needed in ["noexec", "nosuid"] {
-                if !t.options.iter().any(|o| o == needed) {
-                    gaps.push(format!("tmpfs {} lacks {needed}", t.path));
-                }
+            for needed in hardening::tmpfs_lacks(&t.options) {
+                gaps.push(format!("tmpfs {} lacks {needed}", t.path));
             }
         }
         gaps

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::engine::spec::{hardened, DeploySpec};
 use crate::engine::Engine;
 use crate::probe::health::{self, HealthResult};
+use crate::security::hardening;
 use crate::store::{DeploymentStatus, EventKind};
 
 /// What a rollback would restore, and why that image.
@@ -561,10 +562,7 @@ pub async fn verify(
     let sec = hc.security_opt.clone().unwrap_or_default();
     checks.push(Check::new(
         "SecurityOpt no-new-privileges:true",
-        Some(
-            sec.iter()
-                .any(|o| o == "no-new-privileges:true" || o == "no-new-privileges"),
-        ),
+        Some(hardening::no_new_privileges(&sec)),
         format!("{sec:?}"),
     ));
     let user = c
@@ -585,12 +583,12 @@ pub async fn verify(
     );
     match id_run {
         Ok((0, out)) => {
-            let (uid, gid) = cfg
-                .verify
-                .expected_user
-                .split_once(':')
-                .unwrap_or((&cfg.verify.expected_user, ""));
-            let ok = out.contains(&format!("uid={uid}")) && out.contains(&format!("gid={gid}"));
+            // `id` prints `uid=65532 gid=65532 ...`; an expected user that is not numeric
+            // cannot match (the deploy refuses such a spec anyway).
+            let ok = hardening::User::parse(&cfg.verify.expected_user).is_ok_and(|u| {
+                id_field(&out, "uid") == Some(u.uid)
+                    && u.gid.is_none_or(|g| id_field(&out, "gid") == Some(g))
+            });
             checks.push(Check::new("user (id)", Some(ok), out.trim()));
         }
         Ok((_, out)) if out.contains("executable file not found") => checks.push(Check::new(
@@ -634,10 +632,10 @@ pub async fn verify(
         format!("ReadonlyRootfs {:?}", hc.readonly_rootfs),
     ));
     let caps = hc.cap_drop.clone().unwrap_or_default();
-    let want_all = spec.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    let want_all = hardening::drops_all_capabilities(&spec.cap_drop);
     checks.push(Check::new(
         "cap-drop ALL",
-        Some(!want_all || caps.iter().any(|c| c.eq_ignore_ascii_case("ALL"))),
+        Some(!want_all || hardening::drops_all_capabilities(&caps)),
         format!("CapDrop {caps:?}"),
     ));
     let tmpfs = hc.tmpfs.clone().unwrap_or_default();
@@ -661,6 +659,13 @@ pub async fn verify(
         policy,
     ));
     Ok(checks)
+}
+
+/// A number from `id`'s output: `uid=65532(nonroot) gid=65532 groups=...` -> 65532.
+fn id_field(out: &str, key: &str) -> Option<u32> {
+    let at = out.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = out[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn short(e: &anyhow::Error) -> String {

@@ -41,7 +41,7 @@ pub fn interesting(path: &str) -> bool {
         || path.starts_with("var/lib/dpkg/status.d/")
         || path == "lib/apk/db/installed"
         || (path.contains("node_modules/") && path.ends_with("/package.json"))
-        || super::score::looks_like_secret_file(path)
+        || super::hardening::looks_like_secret_file(path)
 }
 
 /// Reads a `docker save` archive.

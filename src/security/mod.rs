@@ -2,6 +2,7 @@
 //! base image provenance. Nothing here downloads anything.
 
 pub mod cve;
+pub mod hardening;
 pub mod layers;
 pub mod provenance;
 pub mod sbom;

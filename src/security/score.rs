@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::hardening;
 use super::layers::Filesystem;
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,27 +91,6 @@ const SECRET_WORDS: &[&str] = &[
     "CREDENTIAL",
 ];
 
-/// Names of files that hold keys or credentials when present.
-pub fn looks_like_secret_file(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    matches!(
-        name,
-        "id_rsa"
-            | "id_dsa"
-            | "id_ecdsa"
-            | "id_ed25519"
-            | ".npmrc"
-            | ".pypirc"
-            | ".netrc"
-            | ".git-credentials"
-            | ".env"
-    ) || path.ends_with(".aws/credentials")
-        || path.ends_with(".docker/config.json")
-        || [".pem", ".key", ".p12", ".pfx", ".jks"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
-
 fn secret_name(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
     SECRET_WORDS.iter().any(|w| k.contains(w))
@@ -133,7 +113,7 @@ fn secret_assignments(items: &[String]) -> Vec<String> {
 fn secret_files(fs: &Filesystem) -> Vec<String> {
     fs.files
         .iter()
-        .filter(|(p, _)| looks_like_secret_file(p) && fs.present.contains(p.as_str()))
+        .filter(|(p, _)| hardening::looks_like_secret_file(p) && fs.present.contains(p.as_str()))
         .filter(|(p, data)| {
             let text = String::from_utf8_lossy(data);
             let name = p.rsplit('/').next().unwrap_or(p);
@@ -179,10 +159,8 @@ pub fn score(i: &Inputs<'_>) -> Vec<Check> {
     let rt = i.runtime;
     let mut out = Vec::with_capacity(12);
 
-    let uid = img.user.split(':').next().unwrap_or("");
-    let uid_ok = uid
-        .parse::<u32>()
-        .is_ok_and(|u| u != 0 && u == i.expected_uid);
+    let uid_ok =
+        hardening::User::parse(&img.user).is_ok_and(|u| !u.is_root() && u.uid == i.expected_uid);
     out.push(check(
         1,
         "non-root numeric user",
@@ -290,15 +268,8 @@ pub fn score(i: &Inputs<'_>) -> Vec<Check> {
         "--read-only",
     ));
 
-    let drop_all = rt.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
-    let extra: Vec<&String> = rt
-        .cap_add
-        .iter()
-        .filter(|c| {
-            !c.eq_ignore_ascii_case("NET_BIND_SERVICE")
-                && !c.eq_ignore_ascii_case("CAP_NET_BIND_SERVICE")
-        })
-        .collect();
+    let drop_all = hardening::drops_all_capabilities(&rt.cap_drop);
+    let extra = hardening::extra_capabilities(&rt.cap_add);
     out.push(check(
         8,
         "all capabilities dropped",
@@ -311,10 +282,7 @@ pub fn score(i: &Inputs<'_>) -> Vec<Check> {
         "--cap-drop=ALL (add back at most NET_BIND_SERVICE)",
     ));
 
-    let nnp = rt
-        .security_opt
-        .iter()
-        .any(|o| o == "no-new-privileges:true" || o == "no-new-privileges");
+    let nnp = hardening::no_new_privileges(&rt.security_opt);
     out.push(check(
         9,
         "no-new-privileges, not privileged",
@@ -359,8 +327,7 @@ pub fn score(i: &Inputs<'_>) -> Vec<Check> {
         .iter()
         .filter(|(_, o)| {
             let opts: Vec<&str> = o.split(',').collect();
-            !opts.contains(&"noexec")
-                || !opts.contains(&"nosuid")
+            !hardening::tmpfs_lacks(&opts).is_empty()
                 || !opts.iter().any(|x| x.starts_with("size="))
         })
         .map(|(p, o)| format!("{p}:{o}"))
