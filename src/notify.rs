@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::config::NotifyConfig;
 
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Sent {
     pub channel: &'static str,
     pub ok: bool,

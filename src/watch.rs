@@ -301,8 +301,14 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
             wait: None,
         };
         let (code, json, text) = match rollback::rollback(ctx, &request).await {
-            Ok(o) if o.code == Code::Ok => (Code::TriggerFired, o.json, o.text),
-            Ok(o) => (Code::RollbackFailed, o.json, o.text),
+            Ok(o) => {
+                let code = if o.code() == Code::Ok {
+                    Code::TriggerFired
+                } else {
+                    Code::RollbackFailed
+                };
+                (code, serde_json::to_value(&o)?, o.text())
+            }
             Err(e) => (
                 Code::RollbackFailed,
                 json!({"ok": false, "error": format!("{e:#}")}),

@@ -21,5 +21,5 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         state_dir: &ctx.state_dir,
         lock_wait: ctx.lock_wait,
     };
-    rollback::rollback(&context, &request).await
+    Ok(Outcome::of(&rollback::rollback(&context, &request).await?))
 }

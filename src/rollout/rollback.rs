@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Environment;
@@ -15,9 +16,10 @@ use crate::engine::spec::DeploySpec;
 use crate::engine::Engine;
 use crate::exit::{failure, Code};
 use crate::lock::StateLock;
-use crate::output::Outcome;
+use crate::output::Render;
 use crate::probe::reference::ImageRef;
 use crate::rollout;
+use crate::store::events::ms;
 use crate::store::events::{DrillDetail, RollbackDetail};
 use crate::store::{DeploymentKind, DeploymentStatus, EventKind};
 use crate::store::{NewDeployment, Store};
@@ -74,7 +76,142 @@ pub struct Request {
     pub wait: Option<Duration>,
 }
 
-pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
+/// `rollback`'s outcome, one of four shapes a CI job tells apart by its keys (`undone_deployment`,
+/// `noop`, `rollback`, `drill`); `ok` in each.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RolledBack {
+    /// An interrupted deploy was undone; that is the whole rollback.
+    Undone(Undone),
+    /// The target already runs healthy.
+    Noop(Noop),
+    Restored(Box<Restored>),
+    Drill(Box<Drill>),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Undone {
+    pub ok: bool,
+    pub undone_deployment: i64,
+    pub actions: Vec<String>,
+    pub serving: Option<String>,
+    pub deployment_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Noop {
+    pub ok: bool,
+    pub noop: bool,
+    pub target: String,
+    pub target_source: String,
+    #[serde(skip)]
+    pub name: String,
+}
+
+/// One restore (a rollback, or a drill's first leg when that failed).
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub ok: bool,
+    pub deployment_id: Option<i64>,
+    pub rollback: RollbackDetail,
+    pub target_source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentFiled>,
+    pub target_ms: u64,
+    pub within_target: bool,
+    #[serde(skip)]
+    code: Code,
+    #[serde(skip)]
+    decision_to_healthy_ms: u64,
+    /// The steps as they happened (stop, start, probes), for people.
+    #[serde(skip)]
+    story: String,
+    #[serde(skip)]
+    pending_incident: Option<crate::report::incident::Incident>,
+}
+
+/// The runbook's post-rollback actions: the incident report and who was told.
+#[derive(Debug, Serialize)]
+pub struct IncidentFiled {
+    pub report: Option<String>,
+    pub notifications: Vec<crate::notify::Sent>,
+    #[serde(skip)]
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Drill {
+    pub ok: bool,
+    pub drill: DrillDetail,
+    #[serde(skip)]
+    first: String,
+    #[serde(skip)]
+    second: String,
+}
+
+impl Render for RolledBack {
+    fn code(&self) -> Code {
+        match self {
+            RolledBack::Undone(_) | RolledBack::Noop(_) => Code::Ok,
+            RolledBack::Restored(r) => r.code,
+            RolledBack::Drill(d) => {
+                if d.ok {
+                    Code::Ok
+                } else {
+                    Code::RollbackFailed
+                }
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            RolledBack::Undone(u) => format!(
+                "rollback: undid interrupted deployment #{}; {} serves again\n  {}",
+                u.undone_deployment,
+                u.serving.as_deref().unwrap_or("nothing"),
+                u.actions.join("\n  ")
+            ),
+            RolledBack::Noop(n) => format!(
+                "nothing to do: {} already runs {} and is healthy",
+                n.name, n.target
+            ),
+            RolledBack::Restored(r) => r.text(),
+            RolledBack::Drill(d) => format!(
+                "{}\n{}\nrollback drill {}: rolled back in {}ms, restored forward in {}ms",
+                d.first,
+                d.second,
+                if d.ok { "completed" } else { "FAILED" },
+                ms(d.drill.rollback_decision_to_healthy_ms),
+                ms(d.drill.forward_to_healthy_ms)
+            ),
+        }
+    }
+}
+
+impl Restored {
+    fn text(&self) -> String {
+        let to = self.rollback.to.as_deref().unwrap_or("?");
+        let mut text = format!(
+            "rollback target: {to} ({})\n{}",
+            self.target_source, self.story
+        );
+        if self.code == Code::Ok {
+            text += &format!(
+                "\n  decision-to-healthy {}ms; runbook target < {} ({})",
+                self.decision_to_healthy_ms,
+                humantime::format_duration(Duration::from_millis(self.target_ms)),
+                if self.within_target { "met" } else { "MISSED" }
+            );
+        }
+        if let Some(i) = &self.incident {
+            text += &i.text;
+        }
+        text
+    }
+}
+
+pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<RolledBack> {
     let decision = Instant::now();
     let cfg = ctx.config;
     // The runbook: "Executive approval for production rollback". An operator names the
@@ -109,19 +246,13 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
                 ..Default::default()
             },
         )?;
-        return Ok(Outcome::new(
-            Code::Ok,
-            json!({"ok": true, "undone_deployment": undone, "actions": reconciled.actions,
-                   "serving": serving.as_ref().map(|d| d.image_ref.clone()), "deployment_id": serving.as_ref().map(|d| d.id)}),
-            format!(
-                "rollback: undid interrupted deployment #{undone}; {} serves again\n  {}",
-                serving
-                    .as_ref()
-                    .map(|d| d.image_ref.as_str())
-                    .unwrap_or("nothing"),
-                reconciled.actions.join("\n  ")
-            ),
-        ));
+        return Ok(RolledBack::Undone(Undone {
+            ok: true,
+            undone_deployment: undone,
+            actions: reconciled.actions,
+            serving: serving.as_ref().map(|d| d.image_ref.clone()),
+            deployment_id: serving.as_ref().map(|d| d.id),
+        }));
     }
     if interrupt.interrupted() {
         return Err(failure(
@@ -164,14 +295,13 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
                 active.as_ref().map(|d| d.id),
                 &json!({"target": target, "reason": a.reason}),
             )?;
-            return Ok(Outcome::new(
-                Code::Ok,
-                json!({"ok": true, "noop": true, "target": target, "target_source": target_source}),
-                format!(
-                    "nothing to do: {} already runs {target} and is healthy",
-                    cfg.container.name
-                ),
-            ));
+            return Ok(RolledBack::Noop(Noop {
+                ok: true,
+                noop: true,
+                target,
+                target_source,
+                name: cfg.container.name.clone(),
+            }));
         }
     }
 
@@ -191,29 +321,21 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         } else {
             DeploymentKind::Rollback
         },
+        &target_source,
         &interrupt,
     )
     .await?;
     let mut first = first;
-    first.json["target_source"] = json!(target_source);
-    first.text = format!(
-        "rollback target: {target} ({target_source})\n{}",
-        first.text
-    );
     if !a.drill {
-        if let Some(inc) = first.incident.take() {
-            let (extra, j) = post_rollback(cfg, &store, &inc).await;
-            first.text += &extra;
-            first.json["incident"] = j;
+        if let Some(inc) = first.pending_incident.take() {
+            first.incident = Some(post_rollback(cfg, &store, &inc).await);
         }
-        return Ok(first.into_outcome(cfg.rollback.docker_target));
-    }
-    if first.code != Code::Ok {
-        return Ok(first.into_outcome(cfg.rollback.docker_target));
+        return Ok(RolledBack::Restored(Box::new(first)));
     }
     // Drill: the rollback worked; now restore forward to what ran before.
-    let Some(forward_ref) = running_image else {
-        return Ok(first.into_outcome(cfg.rollback.docker_target));
+    let forward_ref = match running_image {
+        Some(r) if first.code == Code::Ok => r,
+        _ => return Ok(RolledBack::Restored(Box::new(first))),
     };
     let forward_spec = DeploySpec::from_config(cfg, &forward_ref, env);
     let forward_started = Instant::now();
@@ -229,6 +351,7 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         forward_started,
         wait,
         DeploymentKind::Drill,
+        "the drill's forward leg",
         &interrupt,
     )
     .await?;
@@ -242,53 +365,12 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<Outcome> {
         target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
     };
     store.event(EventKind::Drill, second.deployment_id, &detail)?;
-    let text = format!(
-        "{}\n{}\nrollback drill {}: rolled back in {}ms, restored forward in {}ms",
-        first.text,
-        second.text,
-        if passed { "completed" } else { "FAILED" },
-        first.decision_to_healthy_ms,
-        second.decision_to_healthy_ms
-    );
-    Ok(Outcome::new(
-        if passed {
-            Code::Ok
-        } else {
-            Code::RollbackFailed
-        },
-        json!({"ok": passed, "drill": detail}),
-        text,
-    ))
-}
-
-struct Restored {
-    incident: Option<crate::report::incident::Incident>,
-    code: Code,
-    deployment_id: Option<i64>,
-    decision_to_healthy_ms: u128,
-    json: Value,
-    text: String,
-}
-
-impl Restored {
-    fn into_outcome(self, target: Duration) -> Outcome {
-        let within = self.decision_to_healthy_ms <= target.as_millis();
-        let mut json = self.json;
-        json["target_ms"] = json!(target.as_millis());
-        json["within_target"] = json!(within);
-        let text = if self.code == Code::Ok {
-            format!(
-                "{}\n  decision-to-healthy {}ms; runbook target < {} ({})",
-                self.text,
-                self.decision_to_healthy_ms,
-                humantime::format_duration(target),
-                if within { "met" } else { "MISSED" }
-            )
-        } else {
-            self.text
-        };
-        Outcome::new(self.code, json, text)
-    }
+    Ok(RolledBack::Drill(Box::new(Drill {
+        ok: passed,
+        drill: detail,
+        first: first.text(),
+        second: second.story,
+    })))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -303,8 +385,10 @@ async fn restore_to(
     decision: Instant,
     wait: Duration,
     kind: DeploymentKind,
+    target_source: &str,
     interrupt: &rollout::Interrupt,
 ) -> Result<Restored> {
+    let target_ms = cfg.rollback.docker_target.as_millis() as u64;
     // A rollback prints its outcome, not pull progress.
     let image = engine.ensure_image(&spec.image, &|_| {}).await?;
     let from = from_deployment.and_then(|id| store.deployment(id).ok().flatten());
@@ -437,13 +521,18 @@ async fn restore_to(
             spec.name, spec.image, w.probes
         );
         return Ok(Restored {
-            incident: (kind == DeploymentKind::Rollback)
-                .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
-            code: Code::Ok,
+            ok: true,
             deployment_id: Some(id),
-            decision_to_healthy_ms: elapsed,
-            json: json!({"ok": true, "deployment_id": id, "rollback": detail}),
-            text,
+            rollback: detail,
+            target_source: target_source.to_string(),
+            incident: None,
+            target_ms,
+            within_target: elapsed as u64 <= target_ms,
+            code: Code::Ok,
+            decision_to_healthy_ms: elapsed as u64,
+            story: text,
+            pending_incident: (kind == DeploymentKind::Rollback)
+                .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
         });
     }
     // The target never became healthy: put back what ran before, the most useful container.
@@ -475,16 +564,21 @@ async fn restore_to(
     };
     store.event(EventKind::Rollback, Some(id), &detail)?;
     Ok(Restored {
-        incident: (kind == DeploymentKind::Rollback)
-            .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
-        code: Code::RollbackFailed,
+        ok: false,
         deployment_id: Some(id),
-        decision_to_healthy_ms: elapsed,
-        json: json!({"ok": false, "deployment_id": id, "rollback": detail}),
-        text: format!(
+        rollback: detail,
+        target_source: target_source.to_string(),
+        incident: None,
+        target_ms,
+        within_target: elapsed as u64 <= target_ms,
+        code: Code::RollbackFailed,
+        decision_to_healthy_ms: elapsed as u64,
+        story: format!(
             "{kind} to {} FAILED: {reason}\n{stop_note}  {left}",
             spec.image
         ),
+        pending_incident: (kind == DeploymentKind::Rollback)
+            .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
     })
 }
 
@@ -515,7 +609,7 @@ async fn post_rollback(
     cfg: &crate::config::Config,
     store: &Store,
     inc: &crate::report::incident::Incident,
-) -> (String, Value) {
+) -> IncidentFiled {
     let mut inc = inc.clone();
     let since = inc
         .trigger
@@ -591,11 +685,11 @@ async fn post_rollback(
             &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
         );
     }
-    let j = json!({
-        "report": written.is_ok().then(|| path.display().to_string()),
-        "notifications": notes.iter().map(|n| json!({"channel": n.channel, "ok": n.ok, "detail": n.detail})).collect::<Vec<_>>(),
-    });
-    (text, j)
+    IncidentFiled {
+        report: written.is_ok().then(|| path.display().to_string()),
+        notifications: notes,
+        text,
+    }
 }
 
 #[cfg(test)]
