@@ -45,8 +45,8 @@ fn two_rollbacks_and_a_deploy_at_once_are_serialised() {
     let a = good_image();
     let b = testsvc_image("dhi-test/authsvc:good-b", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&a).code, 0);
-    assert_eq!(stage.deploy(&b).code, 0);
+    assert_eq!(stage.deploy(&a).run().code, 0);
+    assert_eq!(stage.deploy(&b).run().code, 0);
     let wait = ["--lock-wait", "60s"];
     // Explicit targets: a second rollback after the first would otherwise walk one step
     // further back, to a baseline this test has not pushed.
@@ -109,8 +109,8 @@ fn a_monitor_during_a_rollback_does_not_fire_on_its_restart_and_follows_it() {
     let a = good_image();
     let b = testsvc_image("dhi-test/authsvc:good-b", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&a).code, 0);
-    assert_eq!(stage.deploy(&b).code, 0);
+    assert_eq!(stage.deploy(&a).run().code, 0);
+    assert_eq!(stage.deploy(&b).run().code, 0);
     // Short windows, where one failed probe during the swap would fire the immediate
     // health trigger (1 of ~5 probes in 4 s is over 10%). The 5 s growth window of the short
     // config reads the new container's warm-up (1 to 2 MiB in seconds) as growth (seen in

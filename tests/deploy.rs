@@ -7,7 +7,7 @@ use common::*;
 fn deploy_applies_every_hardening_field_as_docker_inspect_shows() {
     let image = good_image();
     let stage = Stage::new();
-    let r = stage.deploy(&image);
+    let r = stage.deploy(&image).run();
     assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
     assert!(j["start_to_healthy_ms"].as_u64().unwrap() < 30_000);
@@ -67,7 +67,7 @@ fn dry_run_prints_exactly_what_deploy_creates() {
         "env values are redacted"
     );
     let body = dry.json()["create_body"].clone();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let c = stage.inspect();
     let hc = &c["HostConfig"];
     let want = &body["HostConfig"];
@@ -109,7 +109,7 @@ fn a_new_image_that_never_gets_healthy_is_replaced_by_the_previous_container() {
     let good = good_image();
     let bad = testsvc_image("dhi-test/authsvc:unhealthy", &["FAULT_HEALTH_UNHEALTHY=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
     let before = stage.inspect()["Id"].clone();
     let r = stage.run(&[
         "deploy", "--image", &bad, "--wait", "3s", "--output", "json",
@@ -140,7 +140,7 @@ fn a_crash_at_start_fails_fast_and_restores() {
     let good = good_image();
     let crash = testsvc_image("dhi-test/authsvc:crash", &["FAULT_CRASH_AT_START=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
     let started = std::time::Instant::now();
     let r = stage.run(&["deploy", "--image", &crash, "--wait", "20s"]);
     assert_eq!(r.code, 3, "{}", r.all());
@@ -161,7 +161,7 @@ fn a_wrong_bun_version_fails_verification_and_restores() {
     let good = good_image();
     let wrong = testsvc_image("dhi-test/authsvc:bun-1.2.0", &["BUN_VERSION=1.2.0"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
     let r = stage.run(&["deploy", "--image", &wrong, "--output", "json"]);
     assert_eq!(r.code, 3, "{}", r.all());
     let j = r.json();
@@ -225,7 +225,7 @@ fn a_container_left_aside_by_an_interrupted_run_is_recovered() {
     let good = good_image();
     let bad = testsvc_image("dhi-test/authsvc:unhealthy", &["FAULT_HEALTH_UNHEALTHY=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
     let id = stage.inspect()["Id"].clone();
     // What a deploy killed between "set aside" and "start the new one" leaves behind.
     let aside = format!("{}.previous", stage.name);

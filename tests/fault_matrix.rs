@@ -132,7 +132,7 @@ fn now_ms() -> i64 {
 
 fn run_case(c: &Case, mode: Mode) -> Outcome {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     // No case here is about memory growth (monitor_triggers.rs tests it), and its 5 s short
     // window can read a container's warm-up as growth: out of the way, like in the runbook's
     // 30 min window.

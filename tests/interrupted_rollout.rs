@@ -103,8 +103,8 @@ fn trials(kind: &str) {
     let a = good_image();
     let b = testsvc_image("dhi-test/authsvc:good-b", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&a).code, 0);
-    assert_eq!(stage.deploy(&b).code, 0);
+    assert_eq!(stage.deploy(&a).run().code, 0);
+    assert_eq!(stage.deploy(&b).run().code, 0);
     let seed = seed();
     let mut rng = Rng(seed);
     let n = 20;
@@ -195,8 +195,8 @@ fn a_rollback_after_an_interrupted_deploy_undoes_only_that_deploy() {
     let a = good_image();
     let b = testsvc_image("dhi-test/authsvc:good-b", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&a).code, 0);
-    assert_eq!(stage.deploy(&b).code, 0);
+    assert_eq!(stage.deploy(&a).run().code, 0);
+    assert_eq!(stage.deploy(&b).run().code, 0);
     let b_id = stage.inspect()["Id"].clone();
     // What a deploy of A killed between "set aside" and "verified" leaves: B aside and
     // stopped, an unverified container under the name, the attempt recorded as starting.

@@ -14,7 +14,7 @@ fn measured_latency_matches_the_injected_latency() {
     let _serial = serial();
     let image = testsvc_image("dhi-test/authsvc:slow-100", &["FAULT_LATENCY_MS=100"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let export = stage.dir.path().join("summary.json");
     let r = stage.run(&[
         "load",
@@ -73,7 +73,7 @@ fn breached_thresholds_exit_3_and_a_fast_service_passes() {
     let _serial = serial();
     let slow = testsvc_image("dhi-test/authsvc:slow-150", &["FAULT_LATENCY_MS=150"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&slow).code, 0);
+    assert_eq!(stage.deploy(&slow).run().code, 0);
     let r = stage.run(&[
         "load",
         "--profile",
@@ -93,7 +93,7 @@ fn breached_thresholds_exit_3_and_a_fast_service_passes() {
     );
 
     let fast = Stage::new();
-    assert_eq!(fast.deploy(&good_image()).code, 0);
+    assert_eq!(fast.deploy(&good_image()).run().code, 0);
     let r = fast.run(&[
         "load",
         "--profile",
@@ -116,7 +116,7 @@ fn errors_count_as_http_failures() {
     let _serial = serial();
     let image = testsvc_image("dhi-test/authsvc:errors-50pct", &["FAULT_ERROR_RATE=0.5"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let r = stage.run(&[
         "load",
         "--profile",
@@ -140,7 +140,7 @@ fn open_model_keeps_its_rate_and_counts_a_stall_as_latency() {
     let _serial = serial();
     let image = testsvc_image("dhi-test/authsvc:slow-100", &["FAULT_LATENCY_MS=100"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let r = stage.run(&[
         "load",
         "--rate",
@@ -160,7 +160,7 @@ fn open_model_keeps_its_rate_and_counts_a_stall_as_latency() {
 fn k6_env_vars_are_honoured() {
     let _serial = serial();
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let r: Run = stage
         .command(&["load", "--profile", "smoke", "--output", "json"])
         .env("K6_SMOKE_VUS", "3")

@@ -72,7 +72,7 @@ fn samples(stage: &Stage) -> Vec<(i64, Option<String>, Option<i64>)> {
 #[test]
 fn an_engine_outage_during_a_loop_is_recorded_and_the_loop_recovers() {
     let mut stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let mut proxy = EngineProxy::start(stage.dir.path());
     stage.extra_env.push(("DOCKER_HOST".into(), proxy.host()));
     let cfg = short_window_config(&stage, |_| {});
@@ -122,7 +122,7 @@ fn an_engine_outage_during_a_loop_is_recorded_and_the_loop_recovers() {
 #[test]
 fn a_cron_run_without_an_engine_still_samples_and_goes_blind_in_time() {
     let mut stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     stage.extra_env.push((
         "DOCKER_HOST".into(),
         format!("unix://{}/none.sock", stage.dir.path().display()),
@@ -186,7 +186,7 @@ fn a_first_deployment_with_auto_rollback_restores_the_runbook_baseline() {
     let push = docker(&["push", &baseline]);
     assert_eq!(push.code, 0, "{}", push.stderr);
     // The first deployment this state dir ever sees, of an image that will fail.
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |t| {
         let img = t["image"].as_table_mut().unwrap();
         img.insert("registry".into(), registry().into());
@@ -249,7 +249,7 @@ fn a_first_deployment_with_auto_rollback_restores_the_runbook_baseline() {
 #[test]
 fn a_monitor_killed_at_random_points_loses_at_most_the_sample_in_flight() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |t| {
         t["monitoring"]
             .as_table_mut()

@@ -73,7 +73,7 @@ fn assert_fired_in_window(stage: &Stage, window_s: f64) {
 fn error_rate_over_2_percent_for_the_window_fires() {
     let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let cfg = short_window_config(&stage, |_| {});
     let _traffic = Traffic::start(&stage.base_url());
     std::thread::sleep(Duration::from_millis(300));
@@ -107,7 +107,7 @@ fn error_rate_over_2_percent_for_the_window_fires() {
 fn p99_latency_over_500ms_fires() {
     let image = testsvc_image("dhi-test/authsvc:slow-600", &["FAULT_LATENCY_MS=600"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
@@ -132,7 +132,7 @@ fn continuous_memory_growth_fires() {
         &["FAULT_MEM_GROWTH_MB_PER_MIN=240"],
     );
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     // The one test with a short growth window (240 MiB/min is no warm-up).
     let cfg = short_window_config(&stage, |t| set_window(t, "memory_continuous_growth", "5s"));
     let (r, fired) = monitor(&stage, &cfg, &[]);
@@ -151,7 +151,7 @@ fn a_crash_loop_fires_the_restart_trigger() {
     let image = good_image();
     let stage = Stage::new();
     std::fs::write(&stage.env_file, "PORT=3000\nFAULT_CRASH_AFTER_S=1.5\n").unwrap();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     // Only the restart count may decide here: health blips during restarts are expected.
     let cfg = short_window_config(&stage, |t| {
         set_window(t, "health_check_failure_rate", "1h");
@@ -167,7 +167,7 @@ fn a_crash_loop_fires_the_restart_trigger() {
 #[test]
 fn health_reporting_unhealthy_fires() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert!(http(
         "POST",
         &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
@@ -197,7 +197,7 @@ fn health_reporting_unhealthy_fires() {
 #[test]
 fn a_degraded_dependency_is_reported_without_firing() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert!(http(
         "POST",
         &format!("{}/admin/faults?degraded_dep=kong", stage.base_url())
@@ -226,7 +226,7 @@ fn a_degraded_dependency_is_reported_without_firing() {
 #[test]
 fn a_hung_service_fires_through_probe_timeouts() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert!(http("POST", &format!("{}/admin/faults?hang=1", stage.base_url())).is_some());
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
@@ -248,7 +248,7 @@ fn a_hung_service_fires_through_probe_timeouts() {
 #[test]
 fn a_killed_container_fires() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert_eq!(docker(&["stop", "-t", "0", &stage.name]).code, 0);
     let cfg = short_window_config(&stage, |_| {});
     let (r, fired) = monitor(&stage, &cfg, &[]);
@@ -269,7 +269,7 @@ fn a_killed_container_fires() {
 #[test]
 fn a_healthy_service_fires_nothing_even_across_a_restart() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |t| {
         // Probes that land in the restart's gap are real failures, not false positives: the
         // health rules are left out; the counter-based ones (errors, latency) are what a
@@ -317,9 +317,9 @@ fn auto_rollback_restores_the_baseline_end_to_end() {
     let good = good_image();
     let faulty = testsvc_image("dhi-test/authsvc:errors-50pct", &["FAULT_ERROR_RATE=0.5"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
     assert_eq!(
-        stage.deploy(&faulty).code,
+        stage.deploy(&faulty).run().code,
         0,
         "health is fine, so it deploys"
     );
@@ -357,7 +357,7 @@ fn auto_rollback_restores_the_baseline_end_to_end() {
 #[test]
 fn separate_once_invocations_build_one_window() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert!(http(
         "POST",
         &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
@@ -408,7 +408,7 @@ fn separate_once_invocations_build_one_window() {
 #[test]
 fn any_http_service_without_a_container() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |_| {});
     let mut cmd = stage.command(&[
         "--config",
@@ -434,7 +434,7 @@ fn any_http_service_without_a_container() {
 #[test]
 fn sigterm_ends_the_monitor_cleanly_with_a_summary() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |_| {});
     let child = stage
         .command(&[

@@ -120,7 +120,7 @@ fn missing_things_fail_and_redis_only_warns() {
 #[test]
 fn the_port_held_by_our_own_container_is_fine() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let r = stage.run(&["preflight", "--output", "json"]);
     let port = r.json()["checks"]
         .as_array()

@@ -23,7 +23,7 @@ fn docker_stats_mib(name: &str) -> f64 {
 #[test]
 fn the_report_matches_what_the_service_was_told_and_docker_stats() {
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     assert!(http(
         "POST",
         &format!(

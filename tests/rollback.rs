@@ -1,5 +1,7 @@
-//! rollback: restore the recorded baseline or --to REF, fast, under the state lock.
+//! rollback: restore the recorded baseline or --to REF, fast, under the state lock; the
+//! incident report and the notifications that follow one.
 mod common;
+use common::recorder::Recorder;
 use common::*;
 
 #[test]
@@ -7,10 +9,10 @@ fn rollback_restores_the_recorded_baseline_and_times_it() {
     let good = good_image();
     let next = testsvc_image("dhi-test/authsvc:next", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
-    assert_eq!(stage.deploy(&next).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
+    assert_eq!(stage.deploy(&next).run().code, 0);
     assert_eq!(stage.inspect()["Config"]["Image"], next.as_str());
-    let r = stage.run(&["rollback", "--reason", "test trigger", "--output", "json"]);
+    let r = stage.rollback().reason("test trigger").json().run();
     assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
     assert_eq!(stage.inspect()["Config"]["Image"], good.as_str());
@@ -23,7 +25,7 @@ fn rollback_restores_the_recorded_baseline_and_times_it() {
     assert_eq!(ev.last().unwrap()["to"], good.as_str());
 
     // Rolling back to what already runs healthy is a no-op that says so.
-    let r = stage.run(&["rollback", "--to", &good]);
+    let r = stage.rollback().to(&good).run();
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("nothing to do"), "{}", r.all());
 }
@@ -36,8 +38,8 @@ fn rollback_to_an_explicit_reference() {
         &["BUN_VERSION=1.3.0"],
     );
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
-    let r = stage.run(&["rollback", "--to", &baseline]);
+    assert_eq!(stage.deploy(&good).run().code, 0);
+    let r = stage.rollback().to(&baseline).run();
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("decision-to-healthy"), "{}", r.all());
     assert_eq!(stage.inspect()["Config"]["Image"], baseline.as_str());
@@ -57,7 +59,7 @@ fn rollback_with_nothing_recorded_targets_the_runbook_baseline_and_says_when_it_
             &format!("name = \"{}\"", unique("never-pushed")),
         )
     });
-    let r = stage.run(&["--config", path_str(&cfg), "rollback"]);
+    let r = stage.rollback().config(&cfg).run();
     assert_eq!(r.code, 5, "{}", r.all());
     assert!(
         r.stderr.contains("runbook baseline")
@@ -79,8 +81,8 @@ fn a_baseline_that_never_gets_healthy_exits_5_and_keeps_the_running_one() {
     let good = good_image();
     let bad = testsvc_image("dhi-test/authsvc:unhealthy", &["FAULT_HEALTH_UNHEALTHY=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
-    let r = stage.run(&["rollback", "--to", &bad, "--wait", "2s"]);
+    assert_eq!(stage.deploy(&good).run().code, 0);
+    let r = stage.rollback().to(&bad).wait("2s").run();
     assert_eq!(r.code, 5, "{}", r.all());
     assert!(r.stdout.contains("put back and is running"), "{}", r.all());
     assert_eq!(stage.inspect()["Config"]["Image"], good.as_str());
@@ -98,18 +100,18 @@ fn a_service_ignoring_sigterm_does_not_stall_the_rollback() {
     );
     let good = good_image();
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&stubborn).code, 0);
+    assert_eq!(stage.deploy(&stubborn).run().code, 0);
     let started = std::time::Instant::now();
-    let r = stage.run(&["rollback", "--to", &good, "--output", "json"]);
+    let r = stage.rollback().to(&good).json().run();
     let took = started.elapsed();
     assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
     assert_eq!(j["rollback"]["sigkill_needed"], true, "{}", r.all());
     // Docker's default grace is 10 s; the rollback's is 500 ms, then SIGKILL.
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
-    let text = stage.run(&["rollback", "--to", &stubborn]);
+    let text = stage.rollback().to(&stubborn).run();
     assert_eq!(text.code, 0, "{}", text.all());
-    let again = stage.run(&["rollback", "--to", &good]);
+    let again = stage.rollback().to(&good).run();
     assert!(
         again.stdout.contains("ignored SIGTERM"),
         "the wait is explained: {}",
@@ -122,9 +124,9 @@ fn a_rollback_drill_rolls_back_and_restores_forward() {
     let good = good_image();
     let next = testsvc_image("dhi-test/authsvc:next", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
-    assert_eq!(stage.deploy(&next).code, 0);
-    let r = stage.run(&["rollback", "--drill", "--output", "json"]);
+    assert_eq!(stage.deploy(&good).run().code, 0);
+    assert_eq!(stage.deploy(&next).run().code, 0);
+    let r = stage.rollback().arg("--drill").json().run();
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(
         stage.inspect()["Config"]["Image"],
@@ -142,7 +144,7 @@ fn production_rollback_needs_approval() {
     let stage = Stage::new();
     let cfg = stage
         .write_config(|t| t.replace("environment = \"staging\"", "environment = \"production\""));
-    let r = stage.run(&["--config", path_str(&cfg), "rollback", "--to", "x/y:z"]);
+    let r = stage.rollback().config(&cfg).to("x/y:z").run();
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("--approved-by"), "{}", r.all());
 }
@@ -152,8 +154,8 @@ fn a_second_rollback_waits_for_the_lock_holder() {
     let good = good_image();
     let next = testsvc_image("dhi-test/authsvc:next", &["FAULT_LATENCY_MS=1"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good).code, 0);
-    assert_eq!(stage.deploy(&next).code, 0);
+    assert_eq!(stage.deploy(&good).run().code, 0);
+    assert_eq!(stage.deploy(&next).run().code, 0);
     // Two rollbacks at once: one proceeds, the other is refused naming the first.
     let a = stage
         .command(&["rollback", "--to", &good])
@@ -181,5 +183,104 @@ fn a_second_rollback_waits_for_the_lock_holder() {
         "{}",
         refused.all()
     );
+    assert_eq!(stage.inspect()["Config"]["Image"], good.as_str());
+}
+
+#[test]
+fn a_rollback_writes_an_incident_report_and_notifies() {
+    let good = good_image();
+    let next = testsvc_image("dhi-test/authsvc:next", &["FAULT_LATENCY_MS=1"]);
+    let rec = Recorder::start();
+    let stage = Stage::new();
+    let cfg = stage.write_config(|t| {
+        t.replace(
+            "webhook_url = \"\"",
+            &format!("webhook_url = \"http://127.0.0.1:{}/hook\"", rec.port),
+        )
+        .replace("github_repo = \"\"", "github_repo = \"acme/auth\"")
+        .replace(
+            "github_api = \"https://api.github.com\"",
+            &format!("github_api = \"http://127.0.0.1:{}\"", rec.port),
+        )
+    });
+    assert_eq!(stage.deploy(&good).config(&cfg).run().code, 0);
+    assert_eq!(stage.deploy(&next).config(&cfg).run().code, 0);
+    let c = path_str(&cfg);
+    let token = "ghp_supersecrettoken123";
+    let r: Run = stage
+        .command(&[
+            "--config",
+            c,
+            "-vv",
+            "rollback",
+            "--reason",
+            "p99 over budget",
+            "--output",
+            "json",
+        ])
+        .env("GITHUB_TOKEN", token)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        !r.stdout.contains(token) && !r.stderr.contains(token),
+        "the token leaked"
+    );
+    let j = r.json();
+    let report = j["incident"]["report"].as_str().unwrap().to_string();
+    let md = std::fs::read_to_string(stage.dir.path().join(&report)).unwrap();
+    assert!(
+        md.contains("# Incident: rollback")
+            && md.contains("p99 over budget")
+            && md.contains("## Timeline")
+            && md.contains("## Container log excerpt"),
+        "{md}"
+    );
+
+    let seen = rec.seen.lock().unwrap().clone();
+    let hook = seen
+        .iter()
+        .find(|(l, _, _)| l.starts_with("POST /hook"))
+        .expect("webhook called");
+    let payload: serde_json::Value = serde_json::from_str(&hook.2).unwrap();
+    assert!(
+        payload["text"].as_str().unwrap().contains("rollback of")
+            && payload["dhi_stage"]["event"] == "rollback",
+        "{payload}"
+    );
+    let issue = seen
+        .iter()
+        .find(|(l, _, _)| l.starts_with("POST /repos/acme/auth/issues"))
+        .expect("GitHub issue opened");
+    assert!(issue
+        .1
+        .to_ascii_lowercase()
+        .contains(&format!("authorization: bearer {token}")));
+    let body: serde_json::Value = serde_json::from_str(&issue.2).unwrap();
+    assert_eq!(
+        body["labels"],
+        serde_json::json!(["incident", "rollback", "dhi-migration"])
+    );
+    assert_eq!(body["body"].as_str().unwrap(), md);
+}
+
+#[test]
+fn a_notification_endpoint_that_is_down_does_not_change_the_rollback() {
+    let good = good_image();
+    let next = testsvc_image("dhi-test/authsvc:next", &["FAULT_LATENCY_MS=1"]);
+    let stage = Stage::new();
+    let dead = free_port();
+    let cfg = stage.write_config(|t| {
+        t.replace(
+            "webhook_url = \"\"",
+            &format!("webhook_url = \"http://127.0.0.1:{dead}/hook\""),
+        )
+    });
+    assert_eq!(stage.deploy(&good).config(&cfg).run().code, 0);
+    assert_eq!(stage.deploy(&next).config(&cfg).run().code, 0);
+    let r = stage.rollback().config(&cfg).run();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("notify webhook: FAILED"), "{}", r.all());
     assert_eq!(stage.inspect()["Config"]["Image"], good.as_str());
 }

@@ -12,7 +12,7 @@ fn a_ten_minute_healthy_soak_with_a_restart_fires_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&good_image()).code, 0);
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let cfg = short_window_config(&stage, |t| {
         // The runbook's own windows for the health rules (a probe that lands in the
         // restart's gap is one failure among hundreds), short ones for the rest so that

@@ -6,7 +6,7 @@ use common::*;
 fn status_reports_health_metrics_resources_and_recent_errors() {
     let image = testsvc_image("dhi-test/authsvc:errors", &["FAULT_ERROR_RATE=0.5"]);
     let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     for _ in 0..10 {
         http("POST", &format!("{}/auth/login", stage.base_url()));
     }

@@ -193,7 +193,7 @@ fn an_unhardened_container_fails_the_runtime_checks() {
     }
     // The same image deployed hardened passes them.
     let _ = docker(&["rm", "-f", &stage.name]);
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let failed = failed_checks(&validate(&stage, &image, &[]));
     assert_eq!(failed, vec![6], "only provenance is missing");
 }
@@ -551,7 +551,7 @@ fn push_attaches_the_sbom_as_a_sidecar_tag() {
 fn a_critical_cve_recorded_for_the_deployed_image_is_an_immediate_trigger() {
     let stage = Stage::new();
     let image = good_image();
-    assert_eq!(stage.deploy(&image).code, 0);
+    assert_eq!(stage.deploy(&image).run().code, 0);
     let report = stage.dir.path().join("trivy.json");
     std::fs::write(&report, r#"{"Results":[{"Vulnerabilities":[{"VulnerabilityID":"CVE-2026-9999","PkgName":"bun","InstalledVersion":"1.3.0","Severity":"CRITICAL"}]}]}"#).unwrap();
     assert_eq!(

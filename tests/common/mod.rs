@@ -3,6 +3,7 @@
 //! containers are removed when it ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod recorder;
 pub mod scrape;
 
 use std::net::TcpListener;
@@ -226,8 +227,35 @@ impl Stage {
             .into()
     }
 
-    pub fn deploy(&self, image: &str) -> Run {
-        self.run(&["deploy", "--image", image, "--output", "json"])
+    /// A dhi-stage call to build up: `stage.call("status").json().run()`.
+    pub fn call(&self, command: &str) -> Call<'_> {
+        Call {
+            stage: self,
+            global: Vec::new(),
+            args: vec![command.to_string()],
+        }
+    }
+
+    /// Steps 3-4: `stage.deploy(img).wait("5s").run()` (JSON output, as CI reads it).
+    pub fn deploy(&self, image: &str) -> Call<'_> {
+        self.call("deploy").arg("--image").arg(image).json()
+    }
+
+    /// The rollback procedure: `stage.rollback().reason("trigger").to(img).run()`.
+    pub fn rollback(&self) -> Call<'_> {
+        self.call("rollback")
+    }
+
+    /// The promotion gate over days 1..=through.
+    pub fn gate(&self, through: u32) -> Call<'_> {
+        self.call("gate")
+            .arg("--through-day")
+            .arg(&through.to_string())
+    }
+
+    /// The daily report for day `n`.
+    pub fn report(&self, day: u32) -> Call<'_> {
+        self.call("report").arg("--day").arg(&day.to_string())
     }
 
     pub fn inspect(&self) -> serde_json::Value {
@@ -254,6 +282,68 @@ impl Stage {
         let p = self.dir.path().join("custom.toml");
         std::fs::write(&p, edit(text)).unwrap();
         p
+    }
+}
+
+/// One dhi-stage command line being built; `run()` runs it, `spawn()` starts it.
+pub struct Call<'a> {
+    stage: &'a Stage,
+    /// Options that go before the subcommand (`--config`).
+    global: Vec<String>,
+    args: Vec<String>,
+}
+
+impl<'a> Call<'a> {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn json(self) -> Self {
+        self.arg("--output").arg("json")
+    }
+
+    pub fn config(mut self, path: &Path) -> Self {
+        self.global.push("--config".into());
+        self.global.push(path_str(path).into());
+        self
+    }
+
+    pub fn reason(self, why: &str) -> Self {
+        self.arg("--reason").arg(why)
+    }
+
+    pub fn to(self, image: &str) -> Self {
+        self.arg("--to").arg(image)
+    }
+
+    pub fn wait(self, d: &str) -> Self {
+        self.arg("--wait").arg(d)
+    }
+
+    pub fn port(self, p: u16) -> Self {
+        self.arg("--port").arg(&p.to_string())
+    }
+
+    pub fn line(&self) -> Vec<String> {
+        self.global.iter().chain(&self.args).cloned().collect()
+    }
+
+    pub fn run(self) -> Run {
+        let line = self.line();
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        self.stage.run(&args)
+    }
+
+    pub fn spawn(self) -> std::process::Child {
+        let line = self.line();
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        self.stage.spawn(&args)
     }
 }
 
