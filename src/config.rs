@@ -138,8 +138,11 @@ pub struct MonitoringConfig {
     pub period_days: u32,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub memory_sample_interval: Duration,
+    /// Read by nothing: memory is sampled every tick (the runbook's `docker stats` loop every
+    /// 300 s is the floor, not the cadence). Still accepted, with a warning, so an older
+    /// config keeps loading.
+    #[serde(default, with = "humantime_serde")]
+    pub memory_sample_interval: Option<Duration>,
     pub targets: Targets,
     pub rollback_triggers: Vec<TriggerRule>,
     pub immediate_triggers: Vec<TriggerRule>,
@@ -736,6 +739,9 @@ impl Config {
                     r.name, r.threshold
                 )
             })
+            .chain(self.monitoring.memory_sample_interval.map(|_| {
+                "monitoring.memory_sample_interval is ignored: memory is sampled on every monitor tick".to_string()
+            }))
             .collect()
     }
 

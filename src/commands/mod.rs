@@ -5,6 +5,7 @@
 mod build;
 mod deploy;
 mod gate;
+mod generate;
 mod load;
 mod monitor;
 mod preflight;
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, TargetArgs};
 use crate::config::{self, Config, Overrides};
@@ -63,24 +63,8 @@ impl Ctx {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     match &cli.command {
-        Command::Completions { shell } => {
-            let mut buf = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "dhi-stage", &mut buf);
-            return Ok(Outcome::new(
-                Code::Ok,
-                serde_json::json!({"completions": String::from_utf8_lossy(&buf)}),
-                String::from_utf8_lossy(&buf),
-            ));
-        }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
-            return Ok(Outcome::new(
-                Code::Ok,
-                serde_json::json!({"man": String::from_utf8_lossy(&buf)}),
-                String::from_utf8_lossy(&buf),
-            ));
-        }
+        Command::Completions { shell } => return Ok(generate::completions(*shell)),
+        Command::Man => return generate::man(),
         _ => {}
     }
     let explicit = cli.config.is_some();

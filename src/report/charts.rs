@@ -96,6 +96,7 @@ fn threshold_lines(s: &mut String, lines: &[Line], py: &dyn Fn(f64) -> f64) {
 pub fn line_chart(
     title: &str,
     y_unit: &str,
+    origin_ms: i64,
     series: &[Series],
     lines: &[Line],
     band: Option<&Band>,
@@ -143,9 +144,18 @@ pub fn line_chart(
         H / 2.0,
         esc(y_unit)
     );
+    for (x, label) in hour_ticks(origin_ms, x_max) {
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="{T}" x2="{x}" y2="{b}" stroke="#eee"/><text x="{x}" y="{ty}" text-anchor="middle">{label}</text>"##,
+            x = px(x),
+            b = H - B,
+            ty = H - B + 16.0
+        );
+    }
     let _ = write!(
         s,
-        r##"<text x="{}" y="{}" text-anchor="middle">minutes since the day's first sample (0 to {x_max:.0})</text>"##,
+        r##"<text x="{}" y="{}" text-anchor="middle">time of day (UTC)</text>"##,
         (L + W - R) / 2.0,
         H - 36.0
     );
@@ -168,6 +178,30 @@ pub fn line_chart(
     }
     s += "</svg>\n";
     s
+}
+
+/// Ticks on whole hours of the day (UTC) for an axis in minutes since `origin_ms`: every
+/// 1, 2, 3, 4, 6 or 12 hours, whichever keeps it to eight or fewer; (minutes, "HH:00").
+pub fn hour_ticks(origin_ms: i64, span_min: f64) -> Vec<(f64, String)> {
+    let span_h = span_min / 60.0;
+    let step_h = [1, 2, 3, 4, 6, 12]
+        .into_iter()
+        .find(|s| span_h / f64::from(*s) <= 8.0)
+        .unwrap_or(24);
+    let step_ms = i64::from(step_h) * 3_600_000;
+    let mut t = origin_ms.div_euclid(step_ms) * step_ms;
+    if t < origin_ms {
+        t += step_ms;
+    }
+    let mut out = Vec::new();
+    while (t - origin_ms) as f64 / 60_000.0 <= span_min {
+        let label = chrono::DateTime::from_timestamp_millis(t)
+            .map(|d| d.format("%H:%M").to_string())
+            .unwrap_or_default();
+        out.push(((t - origin_ms) as f64 / 60_000.0, label));
+        t += step_ms;
+    }
+    out
 }
 
 /// The report's three charts: (file name, title, SVG).
@@ -204,6 +238,7 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
     let memory = line_chart(
         &format!("Memory, day {}", d.day),
         "MiB (as docker stats shows)",
+        t0,
         &[Series {
             name: "memory".into(),
             color: "#1565c0",
@@ -222,6 +257,7 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
     let latency = line_chart(
         &format!("Latency (per interval, service histogram), day {}", d.day),
         "ms",
+        t0,
         &[
             Series {
                 name: "P95".into(),
@@ -253,6 +289,7 @@ pub fn day_charts(d: &DayData, cfg: &Config) -> Vec<(String, String, String)> {
     let health = line_chart(
         &format!("Health check success and error rate, day {}", d.day),
         "%",
+        t0,
         &[
             Series {
                 name: "health success % (running)".into(),
@@ -415,6 +452,22 @@ pub fn week_chart(
 #[cfg(test)]
 mod tests {
     use super::nice_ticks;
+
+    #[test]
+    fn the_time_axis_is_in_whole_hours_of_the_day() {
+        // 09:40 UTC, a 10-hour day: ticks at 10:00, 12:00, ... every 2 h.
+        let origin = chrono::DateTime::parse_from_rfc3339("2026-11-28T09:40:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let ticks = super::hour_ticks(origin, 600.0);
+        let labels: Vec<&str> = ticks.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, ["10:00", "12:00", "14:00", "16:00", "18:00"]);
+        assert_eq!(ticks[0].0, 20.0);
+        // A whole day from midnight: every 3 h, eight intervals.
+        let day = super::hour_ticks(origin - origin.rem_euclid(86_400_000), 1440.0);
+        assert_eq!(day.len(), 9);
+        assert_eq!(day[1].1, "03:00");
+    }
 
     #[test]
     fn ticks_are_round_and_cover_the_data() {

@@ -168,6 +168,8 @@ pub struct Verdict {
     pub through_day: u32,
     pub criteria: Vec<Criterion>,
     pub failed: usize,
+    /// The runbook's production image (`[image] name:production_tag`), what a pass promotes to.
+    pub production_image: String,
 }
 
 /// The verdict over days 1..=through, with the attestation file (`--attestations`, else
@@ -188,6 +190,7 @@ pub fn verdict(
         through_day: through,
         failed: j.criteria.iter().filter(|c| !c.met).count(),
         criteria: j.criteria,
+        production_image: format!("{}:{}", cfg.image.name, cfg.image.production_tag),
     })
 }
 
@@ -229,7 +232,10 @@ impl Render for Verdict {
         text + &format!(
             "\nverdict: {}",
             if self.ok {
-                "PROMOTE: all criteria met".to_string()
+                format!(
+                    "PROMOTE: all criteria met; build and tag the production image {}",
+                    self.production_image
+                )
             } else {
                 format!(
                     "DO NOT PROMOTE: {} of {} criteria not met",
