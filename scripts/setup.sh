@@ -3,7 +3,7 @@
 # a Docker Engine, a plain local registry on 127.0.0.1:${DHI_REGISTRY_PORT:-5000} and
 # one that demands credentials on 127.0.0.1:${DHI_AUTH_REGISTRY_PORT:-5001} (user
 # dhi / password dhi-secret), and redis-server on 127.0.0.1:${DHI_REDIS_PORT:-6399}.
-# Also installs openssl, chromium and socat, which tests use. Idempotent: what answers is left alone.
+# Also installs openssl, chromium, socat and stunnel, which tests use. Idempotent: what answers is left alone.
 set -euo pipefail
 
 REG_PORT="${DHI_REGISTRY_PORT:-5000}"
@@ -21,6 +21,8 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 # socat: the fault tests put a proxy in front of the engine's socket and cut it.
 command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
+# stunnel: the remote-engine tests expose the engine over mutual TLS.
+command -v stunnel >/dev/null 2>&1 || need_pkgs+=(stunnel4)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -53,6 +53,14 @@ pub struct Cli {
     /// Log line format on stderr
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The Docker Engine, as docker -H: unix:///path or tcp://host:port [default: --context,
+    /// DOCKER_HOST (TLS with DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), the current docker context]
+    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
+    /// A docker context by name (`docker context ls`), as docker --context (named apart from
+    /// `build --context DIR`, the build context) [default: DOCKER_CONTEXT, the current context]
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "host")]
+    pub docker_context: Option<String>,
     /// How long deploy/rollback wait for another holder of the state lock (0 = fail at once)
     #[arg(long, global = true, value_parser = duration, default_value = "0s", value_name = "DURATION")]
     pub lock_wait: Duration,

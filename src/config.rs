@@ -678,6 +678,25 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// With a remote engine, the service's published port is on the engine's host: a base
+    /// URL on a loopback name follows it there (an explicit --base-url is left alone).
+    pub fn follow_engine_host(&mut self, engine_host: &str) {
+        for local in ["://127.0.0.1:", "://localhost:", "://[::1]:"] {
+            if self.verify.base_url.contains(local) {
+                let host = if engine_host.contains(':') {
+                    format!("[{engine_host}]")
+                } else {
+                    engine_host.to_string()
+                };
+                self.verify.base_url =
+                    self.verify
+                        .base_url
+                        .replacen(local, &format!("://{host}:"), 1);
+                return;
+            }
+        }
+    }
+
     pub fn apply(&mut self, o: &Overrides) -> Result<()> {
         if let Some(name) = &o.container {
             if name.is_empty() {

@@ -26,6 +26,9 @@ pub struct Status {
     pub metrics: Option<Snapshot>,
     pub container: Option<Container>,
     pub rollback_target: Option<RollbackTarget>,
+    /// Why the engine could not be asked (exit 1), when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
     #[serde(skip)]
     code: Code,
     #[serde(skip)]
@@ -72,9 +75,11 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         Err(e) => (None, e.clone()),
     };
     let mut code = Code::of_check(h.healthy);
+    let mut engine_error = None;
     let (container, container_error) = match Engine::connect().await {
         Err(e) => {
             code = Code::Operational;
+            engine_error = Some(format!("{e:#}"));
             (None, Some(format!("unavailable ({e:#})")))
         }
         Ok(engine) => match container(&engine, &name).await? {
@@ -101,6 +106,7 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         metrics: snapshot,
         container,
         rollback_target,
+        engine_error,
         code,
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         metrics_error,
@@ -114,7 +120,8 @@ async fn container(engine: &Engine, name: &str) -> Result<Option<Container>> {
     };
     let state = c.state.clone().unwrap_or_default();
     let running = state.running.unwrap_or(false);
-    let pid = state.pid.filter(|p| *p > 0);
+    // A remote engine's pid names some other process here.
+    let pid = state.pid.filter(|p| *p > 0 && engine.is_local());
     let since = chrono::Utc::now().timestamp() - 3600;
     let (res, logs) = tokio::join!(
         resources(engine, name, running, pid),

@@ -1,8 +1,8 @@
-//! One adapter per subcommand: arguments and config in, a typed outcome out. The work lives
-//! in `engine`, `probe`, `store` and friends; nothing here talks to Docker directly except
-//! through `Engine`.
+//! One adapter per subcommand: arguments and config in, one call into the domain, a typed
+//! outcome out (`Outcome::of`). The dispatcher below loads the config and picks the engine.
 
 mod build;
+mod ctx;
 mod deploy;
 mod gate;
 mod generate;
@@ -17,49 +17,14 @@ mod synth;
 mod validate;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, TargetArgs};
-use crate::config::{self, Config, Overrides};
+pub use self::ctx::{image_or, Ctx};
+use crate::cli::{Cli, Command};
+use crate::config;
 use crate::exit::{failure, Code};
-use crate::output::{Format, Outcome};
-use crate::probe::reference::ImageRef;
-
-/// What every command gets: the resolved config and the global flags.
-#[derive(Clone)]
-pub struct Ctx {
-    pub config: Config,
-    pub state_dir: PathBuf,
-    pub format: Format,
-    pub quiet: bool,
-    pub lock_wait: Duration,
-}
-
-impl Ctx {
-    pub fn store(&self) -> Result<crate::store::Store> {
-        crate::store::Store::open(&self.state_dir)
-    }
-
-    /// Applies per-command target overrides (container name, port, base URL).
-    pub fn with_target(mut self, t: &TargetArgs) -> Result<Ctx> {
-        let o = Overrides {
-            container: t.name.clone(),
-            port: t.port,
-            base_url: t.base_url.clone(),
-            ..Default::default()
-        };
-        self.config
-            .apply(&o)
-            .map_err(|e| failure(Code::Usage, e.to_string()))?;
-        Ok(self)
-    }
-
-    pub fn progress(&self) -> crate::output::Progress {
-        crate::output::Progress::new(self.quiet || self.format == Format::Json)
-    }
-}
+use crate::output::Outcome;
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     match &cli.command {
@@ -67,6 +32,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Man => return generate::man(),
         _ => {}
     }
+    crate::engine::endpoint::choose(cli.host.clone(), cli.docker_context.clone());
+    // A --host, context or DOCKER_HOST that names no engine is bad input, said before any work.
+    crate::engine::endpoint::current().map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
     let explicit = cli.config.is_some();
     let path = cli
         .config
@@ -78,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         config.env_file = env_file.clone();
     }
     tracing::info!(config = %source, "configuration loaded");
+    ctx::follow_engine(&mut config);
     let ctx = Ctx {
         config,
         state_dir: cli.state_dir.clone(),
@@ -99,14 +68,5 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Gate(a) => gate::run(ctx, a).await,
         Command::SynthWeek(a) => synth::run(ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
-    }
-}
-
-/// The image named on the command line (clap has checked it), else the configured default,
-/// checked here: a bad `[image]` value in the config is a usage error too.
-pub fn image_or(arg: Option<ImageRef>, default: impl FnOnce() -> String) -> Result<ImageRef> {
-    match arg {
-        Some(image) => Ok(image),
-        None => ImageRef::parse(&default()).map_err(|e| failure(Code::Usage, e)),
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod context;
+pub mod endpoint;
 pub mod kubernetes;
 pub mod spec;
 pub mod stats;
@@ -23,6 +24,8 @@ use bollard::query_parameters::{
     TagImageOptionsBuilder,
 };
 use bollard::Docker;
+
+use self::endpoint::Endpoint;
 use futures_util::StreamExt;
 
 /// Short calls (inspect, start, rename) must answer within this.
@@ -33,6 +36,9 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(1800);
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// Reached through a local socket: its containers' processes and cgroup files are ours
+    /// to read. A remote engine's pids mean nothing here.
+    local: bool,
 }
 
 /// How to get an engine, printed whenever none answers.
@@ -65,6 +71,56 @@ pub fn docker_message(e: &bollard::errors::Error) -> String {
     }
 }
 
+/// The error and its sources in one line: a TLS failure sits several sources down.
+fn docker_message_chain(e: &bollard::errors::Error) -> String {
+    let mut text = docker_message(e);
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text += &format!(": {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What a TLS failure means, in the operator's words, ahead of rustls' own.
+fn tls_words(e: &str) -> String {
+    let l = e.to_ascii_lowercase();
+    let why = if l.contains("unknownissuer")
+        || l.contains("unknown issuer")
+        || l.contains("badsignature")
+    {
+        "the engine's certificate is not signed by the CA in ca.pem (wrong CA?)"
+    } else if l.contains("certificateexpired")
+        || l.contains("certificate expired")
+        || l.contains("expired")
+    {
+        if l.contains("alert") {
+            "the engine refused our client certificate as expired (cert.pem)"
+        } else {
+            "the engine's certificate has expired"
+        }
+    } else if l.contains("certificaterequired")
+        || l.contains("certificate required")
+        || l.contains("handshakefailure")
+    {
+        "the engine requires a client certificate it accepts (cert.pem/key.pem)"
+    } else if l.contains("unknownca")
+        || l.contains("unknown ca")
+        || l.contains("badcertificate")
+        || l.contains("bad certificate")
+    {
+        "the engine does not accept our client certificate (not signed by its CA)"
+    } else if l.contains("notvalidforname") || l.contains("not valid for name") {
+        "the engine's certificate does not name this host"
+    } else {
+        return e.to_string();
+    };
+    format!("TLS: {why} ({e})")
+}
+
 /// The registry digest (`sha256:...`) an image carries once pushed or pulled, if any.
 pub fn repo_digest(image: &ImageInspect) -> Option<String> {
     image
@@ -81,21 +137,47 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
 }
 
 impl Engine {
-    /// Connects as `docker` does (DOCKER_HOST with unix:// or tcp://, else the local socket)
-    /// and negotiates the API version, so older engines (20.10 speaks 1.41) work.
+    /// Connects to the engine the docker CLI would use (`endpoint`: --host, --context,
+    /// DOCKER_HOST with TLS, the current context, the local socket) and negotiates the API
+    /// version, so older engines (20.10 speaks 1.41) work.
     pub async fn connect() -> Result<Engine> {
-        let host =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let fail = |e: String| anyhow!("no Docker Engine answers at {host}: {e}; {START_HINT}");
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| fail(e.to_string()))?
-            .with_timeout(STREAM_TIMEOUT);
+        let endpoint = endpoint::current()?;
+        Engine::connect_to(&endpoint).await
+    }
+
+    pub async fn connect_to(ep: &Endpoint) -> Result<Engine> {
+        let host = &ep.host;
+        let hint = if ep.source == "default" {
+            START_HINT.to_string()
+        } else {
+            format!("the engine came from {}", ep.source)
+        };
+        let fail = |e: String| anyhow!("no Docker Engine answers at {host}: {e}; {hint}");
+        let secs = STREAM_TIMEOUT.as_secs();
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match &ep.tls {
+            Some(t) => {
+                ep.check_tls_files()?;
+                Docker::connect_with_ssl(host, &t.key, &t.cert, &t.ca, secs, version)
+            }
+            None if host.starts_with("tcp://") => Docker::connect_with_http(host, secs, version),
+            None => Docker::connect_with_unix(host, secs, version),
+        }
+        .map_err(|e| fail(e.to_string()))?
+        .with_timeout(STREAM_TIMEOUT);
         // Negotiating the API version is the one round trip that proves the engine answers.
         match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
-            Ok(Ok(docker)) => Ok(Engine { docker }),
-            Ok(Err(e)) => Err(fail(docker_message(&e))),
+            Ok(Ok(docker)) => Ok(Engine {
+                docker,
+                local: host.starts_with("unix://"),
+            }),
+            Ok(Err(e)) => Err(fail(tls_words(&docker_message_chain(&e)))),
             Err(_) => Err(fail("no answer within 10s".into())),
         }
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     pub async fn server_version(&self) -> Result<String> {
