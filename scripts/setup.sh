@@ -3,7 +3,7 @@
 # a Docker Engine, a plain local registry on 127.0.0.1:${DHI_REGISTRY_PORT:-5000} and
 # one that demands credentials on 127.0.0.1:${DHI_AUTH_REGISTRY_PORT:-5001} (user
 # dhi / password dhi-secret), and redis-server on 127.0.0.1:${DHI_REDIS_PORT:-6399}.
-# Also installs openssl, chromium, socat and stunnel, which tests use. Idempotent: what answers is left alone.
+# Also installs openssl, chromium, socat, stunnel and prometheus, which tests use. Idempotent: what answers is left alone.
 set -euo pipefail
 
 REG_PORT="${DHI_REGISTRY_PORT:-5000}"
@@ -23,6 +23,8 @@ command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 # stunnel: the remote-engine tests expose the engine over mutual TLS.
 command -v stunnel >/dev/null 2>&1 || need_pkgs+=(stunnel4)
+# prometheus: the PromQL metrics source is tested against a real server (started by the tests).
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

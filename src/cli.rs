@@ -271,6 +271,13 @@ pub struct MonitorArgs {
     /// staging (fixed interval) or production (the runbook's first-24-hours cadence)
     #[arg(long, value_name = "PROFILE", value_parser = ["staging", "production"])]
     pub profile: Option<String>,
+    /// Where error rate and latency are read: the service's /metrics, or Prometheus through
+    /// PromQL [default: from config, scrape; --prometheus-url implies prometheus]
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub metrics_source: Option<crate::config::MetricsSource>,
+    /// The Prometheus server [default: from config, [monitoring.prometheus] url]
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }

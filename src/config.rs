@@ -151,6 +151,82 @@ pub struct MonitoringConfig {
     /// intervals) is *blind*: `monitor` exits 6 and notifies, so cron and CI can alert.
     #[serde(with = "humantime_serde", default = "default_blind_margin")]
     pub blind_margin: Duration,
+    /// Where the scrape-based rules read from: the service's own /metrics (`scrape`), or a
+    /// Prometheus server through PromQL (`prometheus`), which judges a fleet as one service.
+    #[serde(default)]
+    pub metrics_source: MetricsSource,
+    #[serde(default)]
+    pub prometheus: PrometheusConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsSource {
+    #[default]
+    Scrape,
+    Prometheus,
+}
+
+/// `[monitoring.prometheus]`: the server, its credentials (named by environment variable,
+/// never written in the file), and one PromQL template per metric. In a template `$selector`
+/// is replaced by `selector` and `$rate` by the rate window.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub rate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Environment variable holding a bearer token.
+    pub bearer_token_env: String,
+    pub username: String,
+    /// Environment variable holding the basic-auth password.
+    pub password_env: String,
+    pub queries: PromQueries,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromQueries {
+    pub error_rate_pct: String,
+    pub p95_latency_ms: String,
+    pub p99_latency_ms: String,
+    /// Empty: memory comes from the engine, as with the direct scrape.
+    pub memory_mib: String,
+    /// Empty: restarts come from the engine.
+    pub restarts: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: String::new(),
+            selector: r#"job="authentication-service""#.into(),
+            rate_window: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            bearer_token_env: String::new(),
+            username: String::new(),
+            password_env: String::new(),
+            queries: PromQueries::default(),
+        }
+    }
+}
+
+impl Default for PromQueries {
+    fn default() -> Self {
+        let q = |p: &str| {
+            format!("1000 * histogram_quantile({p}, sum by (le) (rate(http_request_duration_seconds_bucket{{$selector}}[$rate])))")
+        };
+        PromQueries {
+            error_rate_pct: r#"100 * sum(rate(http_requests_total{$selector,status=~"5.."}[$rate])) / sum(rate(http_requests_total{$selector}[$rate]))"#.into(),
+            p95_latency_ms: q("0.95"),
+            p99_latency_ms: q("0.99"),
+            memory_mib: String::new(),
+            restarts: String::new(),
+        }
+    }
 }
 
 fn default_blind_margin() -> Duration {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, MetricsSource};
 use crate::engine::Engine;
 use crate::exit::{failure, Code};
 use crate::monitor::period::{Period, Role};
@@ -35,6 +35,8 @@ pub struct Request {
     pub once: bool,
     pub duration: Option<Duration>,
     pub auto_rollback: bool,
+    pub metrics_source: Option<MetricsSource>,
+    pub prometheus_url: Option<String>,
 }
 
 /// `monitor`'s outcome: exit 0 all clear, 4 a trigger fired (rolled back with
@@ -43,6 +45,8 @@ pub struct Request {
 pub struct Watched {
     pub ok: bool,
     pub target: String,
+    /// Where error rate and latency were read: scrape or prometheus.
+    pub metrics_source: MetricsSource,
     pub container: Option<String>,
     pub day: Option<u32>,
     pub role: Role,
@@ -123,6 +127,7 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         role: Some(role.as_str().to_string()),
         image_ref: identity.image_ref.clone(),
         image_id: identity.image_id.clone(),
+        prometheus: prometheus_source(cfg, r)?,
     };
     let requested_day = r.day;
     let resolve = move |store: &crate::store::Store| {
@@ -192,6 +197,11 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     let mut w = Watched {
         ok: summary.fired.is_empty() && !blind_now,
         target: cfg.verify.base_url.clone(),
+        metrics_source: if sampler.prometheus.is_some() {
+            MetricsSource::Prometheus
+        } else {
+            MetricsSource::Scrape
+        },
         container,
         day,
         role,
@@ -321,6 +331,22 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     }
     write_page();
     Ok(w)
+}
+
+/// The PromQL source when asked for (`--metrics-source prometheus`, `--prometheus-url`, or
+/// the config's `metrics_source`); a bad URL or an unset credential variable is usage.
+fn prometheus_source(cfg: &Config, r: &Request) -> Result<Option<monitor::promql::Source>> {
+    let source = match (r.metrics_source, &r.prometheus_url) {
+        (Some(s), _) => s,
+        (None, Some(_)) => MetricsSource::Prometheus,
+        (None, None) => cfg.monitoring.metrics_source,
+    };
+    if source == MetricsSource::Scrape {
+        return Ok(None);
+    }
+    monitor::promql::Source::new(&cfg.monitoring.prometheus, r.prometheus_url.as_deref())
+        .map(Some)
+        .map_err(|e| failure(Code::Usage, format!("{e:#}")))
 }
 
 /// The sampling plan: `--interval`, else the production cadence with `--profile production`,

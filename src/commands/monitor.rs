@@ -19,6 +19,8 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         once: a.once,
         duration: a.duration,
         auto_rollback: a.auto_rollback,
+        metrics_source: a.metrics_source,
+        prometheus_url: a.prometheus_url,
     };
     let ctx = ctx.with_target(&a.target)?;
     let live = !ctx.quiet && ctx.format == Format::Text;

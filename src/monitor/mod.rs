@@ -4,6 +4,7 @@
 
 pub mod digest;
 pub mod period;
+pub mod promql;
 pub mod rules;
 pub mod sample;
 
@@ -200,7 +201,28 @@ pub async fn run(
         };
         let cves =
             store.critical_cves(sampler.image_id.as_deref(), sampler.image_ref.as_deref())?;
-        let results = evaluate_all(cfg, &history, sample.ts_ms, cves);
+        let mut results = evaluate_all(cfg, &history, sample.ts_ms, cves);
+        if let Some(p) = &sampler.prometheus {
+            let rules: Vec<(&crate::config::TriggerRule, Severity)> = cfg
+                .rollback_triggers
+                .iter()
+                .map(|r| (r, Severity::Rollback))
+                .chain(
+                    cfg.immediate_triggers
+                        .iter()
+                        .map(|r| (r, Severity::Immediate)),
+                )
+                .collect();
+            p.judge(&mut results, &rules, sample.ts_ms, interval).await;
+        }
+        // The tick's line shows what the rules read: PromQL's values with that source.
+        let latest = |m: Metric| match &sampler.prometheus {
+            Some(_) => results
+                .iter()
+                .find(|r| r.metric == m && r.severity == Severity::Rollback)
+                .and_then(|r| r.value),
+            None => rules::latest_interval(&history, m),
+        };
         let margin = plan.blind_margin.max(interval * 2);
         let blind = blindness(store, sampler, &results, cfg, sample.ts_ms, margin)?;
         for b in &blind {
@@ -214,9 +236,9 @@ pub async fn run(
         }
         let tick = Tick {
             n,
-            error_rate_pct: rules::latest_interval(&history, Metric::ErrorRatePct),
-            p95_ms: rules::latest_interval(&history, Metric::P95LatencyMs),
-            p99_ms: rules::latest_interval(&history, Metric::P99LatencyMs),
+            error_rate_pct: latest(Metric::ErrorRatePct),
+            p95_ms: latest(Metric::P95LatencyMs),
+            p99_ms: latest(Metric::P99LatencyMs),
             scrape_failures_in_a_row: history
                 .iter()
                 .rev()

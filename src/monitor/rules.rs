@@ -522,29 +522,34 @@ pub fn evaluate(
                         .skip(1)
                         .collect();
                     r.value = vals.last().and_then(|(_, v)| *v);
-                    let known: Vec<f64> = vals.iter().filter_map(|(_, v)| *v).collect();
-                    r.verdict = if known.is_empty() {
-                        inconclusive(
-                            "no traffic in the window (or no numeric counters) to compute it from"
-                                .into(),
-                        )
-                    } else if known.len() == vals.len()
-                        && known.iter().all(|v| breaches(rule.op, *v, rule.threshold))
-                    {
-                        Verdict::Fired
-                    } else if known.iter().all(|v| breaches(rule.op, *v, rule.threshold)) {
-                        inconclusive(
-                            "breached whenever measured, but some intervals had no traffic".into(),
-                        )
-                    } else {
-                        Verdict::Clear
-                    };
+                    r.verdict = sustained(rule, &vals);
                     r.evidence = vals;
                 }
             }
         }
     }
     r
+}
+
+/// "Sustained for the window": every interval of a covered window breaches. An interval
+/// without a value (no traffic: 0/0) cannot breach, so a window of only those is inconclusive,
+/// never clear. Shared by the direct scrape and the Prometheus source.
+pub fn sustained(rule: &TriggerRule, vals: &[(i64, Option<f64>)]) -> Verdict {
+    let known: Vec<f64> = vals.iter().filter_map(|(_, v)| *v).collect();
+    let all_breach = known.iter().all(|v| breaches(rule.op, *v, rule.threshold));
+    if known.is_empty() {
+        Verdict::Inconclusive {
+            reason: "no traffic in the window (or no numeric counters) to compute it from".into(),
+        }
+    } else if all_breach && known.len() == vals.len() {
+        Verdict::Fired
+    } else if all_breach {
+        Verdict::Inconclusive {
+            reason: "breached whenever measured, but some intervals had no traffic".into(),
+        }
+    } else {
+        Verdict::Clear
+    }
 }
 
 /// Why the latest samples have no container readings.

@@ -46,6 +46,8 @@ pub struct Sampler<'a> {
     /// The deployed image, whose recorded CVE scan feeds the CRITICAL CVE trigger.
     pub image_ref: Option<String>,
     pub image_id: Option<String>,
+    /// `--metrics-source prometheus`: the scrape-based rules are judged through PromQL.
+    pub prometheus: Option<super::promql::Source>,
 }
 
 /// A scrape larger than this is refused as a whole (a cut exposition would read as a

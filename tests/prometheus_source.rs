@@ -1,0 +1,273 @@
+//! Prometheus as the metrics source, against a real Prometheus scraping the test service:
+//! on the same injected faults the PromQL path and the direct scrape reach the same verdicts,
+//! and the error rate and P99 they report agree (0.5 percentage points; one histogram
+//! bucket); a query without data is inconclusive and ends blind (exit 6), never clear; basic
+//! auth and bearer tokens reach the server and never the output.
+mod common;
+use common::prometheus::Prometheus;
+use common::recorder::Recorder;
+use common::*;
+
+use std::time::Duration;
+
+/// testsvc's histogram bounds, in ms.
+const BUCKETS_MS: [f64; 14] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 2500.0,
+];
+
+fn bucket_of(ms: f64) -> usize {
+    BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(BUCKETS_MS.len())
+}
+
+/// The short-window config with the Prometheus section filled in.
+fn config(stage: &Stage, prometheus: &str, edit: impl Fn(&mut toml::Table)) -> std::path::PathBuf {
+    let url = prometheus.to_string();
+    short_window_config(stage, move |t| {
+        let m = t["monitoring"].as_table_mut().unwrap();
+        let mut p = toml::Table::new();
+        p.insert("url".into(), url.clone().into());
+        // Three 1 s scrapes per rate: short windows need short rates.
+        p.insert("rate_window".into(), "3s".into());
+        m.insert("prometheus".into(), p.into());
+        edit(t);
+    })
+}
+
+fn monitor(stage: &Stage, cfg: &std::path::Path, extra: &[&str]) -> Run {
+    stage
+        .call("monitor")
+        .config(cfg)
+        .args(&["--duration", "45s"])
+        .args(extra)
+        .json()
+        .run()
+}
+
+fn fired_value(r: &Run, name: &str, severity: &str) -> f64 {
+    let j = r.json();
+    let f = j["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name && f["severity"] == severity)
+        .unwrap_or_else(|| panic!("{name} ({severity}) did not fire: {}", r.all()))
+        .clone();
+    f["value"].as_f64().unwrap()
+}
+
+fn wait_for_series(p: &Prometheus, metric: &str) {
+    let url = format!("{}/api/v1/query?query={metric}", p.url());
+    let found = wait_for(
+        || http_get(&url).is_some_and(|b| b.contains("\"value\"")),
+        Duration::from_secs(20),
+    );
+    assert!(found, "prometheus never scraped {metric}: {}", p.log());
+}
+
+#[test]
+fn the_promql_path_and_the_direct_scrape_agree_on_an_error_rate_fault() {
+    let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).run().code, 0);
+    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
+    let _traffic = Traffic::start(&stage.base_url());
+    wait_for_series(&prom, "http_requests_total");
+    let cfg = config(&stage, &prom.url(), |_| {});
+
+    let direct = monitor(&stage, &cfg, &[]);
+    assert_eq!(direct.code, 4, "{}", direct.all());
+    let promql = monitor(&stage, &cfg, &["--metrics-source", "prometheus"]);
+    assert_eq!(promql.code, 4, "{}", promql.all());
+    let j = promql.json();
+    assert_eq!(j["metrics_source"], "prometheus");
+    for severity in ["rollback", "immediate"] {
+        let (d, p) = (
+            fired_value(&direct, "error_rate", severity),
+            fired_value(&promql, "error_rate", severity),
+        );
+        println!(
+            "error_rate ({severity}): direct scrape {d:.3}%, PromQL {p:.3}%, difference {:.3} pp",
+            (d - p).abs()
+        );
+        assert!((d - p).abs() <= 0.5, "direct {d}% vs PromQL {p}%");
+    }
+    let rule = j["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "error_rate")
+        .unwrap()
+        .clone();
+    assert!(
+        rule["condition"].as_str().unwrap().contains("(Prometheus)"),
+        "{rule}"
+    );
+    assert!(rule["evidence"].as_array().unwrap().len() >= 4, "{rule}");
+}
+
+#[test]
+fn the_promql_path_and_the_direct_scrape_agree_on_p99_within_one_bucket() {
+    let image = testsvc_image("dhi-test/authsvc:slow-600", &["FAULT_LATENCY_MS=600"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).run().code, 0);
+    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
+    let _traffic = Traffic::start(&stage.base_url());
+    wait_for_series(&prom, "http_request_duration_seconds_bucket");
+    let cfg = config(&stage, &prom.url(), |_| {});
+    let direct = monitor(&stage, &cfg, &[]);
+    assert_eq!(direct.code, 4, "{}", direct.all());
+    let promql = monitor(&stage, &cfg, &["--prometheus-url", &prom.url()]);
+    assert_eq!(promql.code, 4, "{}", promql.all());
+    let (d, p) = (
+        fired_value(&direct, "p99_latency", "rollback"),
+        fired_value(&promql, "p99_latency", "rollback"),
+    );
+    println!(
+        "p99_latency: direct scrape {d:.1} ms (bucket {}), PromQL {p:.1} ms (bucket {})",
+        bucket_of(d),
+        bucket_of(p)
+    );
+    assert!(
+        bucket_of(d).abs_diff(bucket_of(p)) <= 1,
+        "direct {d} ms vs PromQL {p} ms are more than one bucket apart"
+    );
+}
+
+#[test]
+fn a_query_without_data_is_inconclusive_and_ends_blind() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
+    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
+    let _traffic = Traffic::start(&stage.base_url());
+    let cfg = config(&stage, &prom.url(), |t| {
+        let m = t["monitoring"].as_table_mut().unwrap();
+        m.insert("blind_margin".into(), "2s".into());
+        // A selector that matches no series: a fleet renamed, a job label mistyped.
+        m["prometheus"]
+            .as_table_mut()
+            .unwrap()
+            .insert("selector".into(), "job=\"no-such-job\"".into());
+    });
+    let r = stage
+        .call("monitor")
+        .config(&cfg)
+        .args(&["--duration", "20s", "--metrics-source", "prometheus"])
+        .json()
+        .run();
+    assert_eq!(r.code, 6, "blind, not ok: {}", r.all());
+    let j = r.json();
+    let error_rate = j["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "error_rate")
+        .unwrap()
+        .clone();
+    assert_eq!(error_rate["verdict"], "inconclusive", "{error_rate}");
+    assert!(
+        error_rate["reason"].as_str().unwrap().contains("no data"),
+        "{error_rate}"
+    );
+    assert!(
+        j["blind"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == "error_rate"),
+        "{j}"
+    );
+    println!(
+        "no data: error_rate inconclusive ({}), monitor exit 6",
+        error_rate["reason"]
+    );
+}
+
+#[test]
+fn basic_auth_and_bearer_tokens_reach_prometheus_and_never_the_output() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
+    let password = "prom-Pa55-canary-7731";
+    let hash = std::process::Command::new("htpasswd")
+        .args(["-nbB", "ops", password])
+        .output()
+        .expect("htpasswd (apache2-utils, installed by scripts/setup.sh)");
+    let hash = String::from_utf8_lossy(&hash.stdout)
+        .trim()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let prom = Prometheus::start(
+        &[format!("127.0.0.1:{}", stage.port)],
+        Some(&format!("basic_auth_users:\n  ops: {hash}\n")),
+    );
+    let with_auth = |user: &str| {
+        let user = user.to_string();
+        config(&stage, &prom.url(), move |t| {
+            let p = t["monitoring"]["prometheus"].as_table_mut().unwrap();
+            p.insert("username".into(), user.clone().into());
+            p.insert("password_env".into(), "DHI_TEST_PROM_PASSWORD".into());
+        })
+    };
+    let once = |cfg: &std::path::Path, secret: &str| -> Run {
+        let line = stage
+            .call("monitor")
+            .config(cfg)
+            .args(&["--once", "--metrics-source", "prometheus", "-vv"])
+            .json()
+            .line();
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        stage
+            .command(&args)
+            .env("DHI_TEST_PROM_PASSWORD", secret)
+            .env("DHI_TEST_PROM_TOKEN", secret)
+            .output()
+            .unwrap()
+            .into()
+    };
+    // The right password: the query is answered (no 401 in any verdict).
+    let r = once(&with_auth("ops"), password);
+    assert!(
+        !r.all().contains(password),
+        "the password leaked: {}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("HTTP 401"), "{}", r.all());
+    // A wrong one: every PromQL rule is inconclusive, saying 401, and still no secret.
+    let r = once(&with_auth("ops"), "wrong-Pa55-canary-9914");
+    assert!(!r.all().contains("wrong-Pa55-canary-9914"), "{}", r.all());
+    let j = r.json();
+    let reason = j["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "error_rate")
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("401"), "{reason}");
+
+    // A bearer token, seen by a recording endpoint standing in for a proxy in front of
+    // Prometheus; the answer is not the API's JSON, which is said, and the token is not.
+    let rec = Recorder::start();
+    let token = "prom-token-canary-5520";
+    let cfg = config(&stage, &format!("http://127.0.0.1:{}", rec.port), |t| {
+        let p = t["monitoring"]["prometheus"].as_table_mut().unwrap();
+        p.insert("bearer_token_env".into(), "DHI_TEST_PROM_TOKEN".into());
+    });
+    let r = once(&cfg, token);
+    assert!(!r.all().contains(token), "the token leaked: {}", r.all());
+    assert!(r.stdout.contains("not the Prometheus API"), "{}", r.all());
+    let seen = rec.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(_, head, _)| head
+            .to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {token}"))),
+        "{seen:?}"
+    );
+    println!("prometheus auth: basic auth answered, a wrong password said 401, the bearer token reached the endpoint; 0 secrets in any output");
+}
