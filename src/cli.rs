@@ -206,6 +206,13 @@ pub struct ValidateArgs {
     pub max_size: Option<f64>,
 }
 
+/// Where the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Platform {
+    Docker,
+    Kubernetes,
+}
+
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// Image to deploy [default: <registry>/authentication-service:staging-dhi-<today>]
@@ -222,6 +229,14 @@ pub struct DeployArgs {
     /// With --dry-run: print the runbook's Kubernetes Deployment for the image instead
     #[arg(long, requires = "dry_run")]
     pub kubernetes: bool,
+    /// Where to deploy: the Docker Engine, or the cluster of the current kubeconfig
+    #[arg(
+        long = "target",
+        value_enum,
+        default_value = "docker",
+        value_name = "PLATFORM"
+    )]
+    pub platform: Platform,
     /// Leave a failed new container in place instead of restoring the previous one
     #[arg(long)]
     pub no_rollback: bool,
@@ -244,6 +259,9 @@ pub struct RollbackArgs {
     /// Roll back, then restore forward, and record it as a drill
     #[arg(long)]
     pub drill: bool,
+    /// Where to roll back: the Docker Engine, or the cluster (`kubectl rollout undo`)
+    #[arg(long = "target", value_enum, default_value = "docker", value_name = "PLATFORM", conflicts_with_all = ["drill", "to"])]
+    pub platform: Platform,
     #[command(flatten)]
     pub target: TargetArgs,
     /// How long to wait for the restored container to be healthy [default: from config]

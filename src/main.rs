@@ -2,6 +2,8 @@
 //! status. Results go to stdout (text or exactly one JSON document); logs go to stderr.
 
 mod cli;
+#[cfg(feature = "kubernetes")]
+mod cluster;
 mod commands;
 mod config;
 mod engine;

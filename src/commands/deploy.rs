@@ -1,10 +1,11 @@
-//! `deploy`: Steps 3-4 (`rollout::deploy`); `--dry-run` prints the container spec, with
-//! `--kubernetes` the runbook's Deployment, and changes nothing.
+//! `deploy`: Steps 3-4 (`rollout::deploy`, or `rollout::kubernetes` with
+//! `--target kubernetes`); `--dry-run` prints the container spec, with `--kubernetes` the
+//! runbook's Deployment, and changes nothing.
 
 use anyhow::Result;
 
 use super::Ctx;
-use crate::cli::DeployArgs;
+use crate::cli::{DeployArgs, Platform};
 use crate::exit::Code;
 use crate::output::Outcome;
 use crate::rollout::deploy::{self, Request};
@@ -15,7 +16,8 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let cfg = &ctx.config;
     let image =
         super::image_or(a.image, || cfg.staging_ref(chrono::Utc::now().date_naive()))?.to_string();
-    if a.kubernetes {
+    let kubernetes = a.platform == Platform::Kubernetes;
+    if a.dry_run && (a.kubernetes || kubernetes) {
         let manifest = crate::engine::kubernetes::deployment(cfg, &image);
         let text = serde_json::to_string_pretty(&manifest)?;
         return Ok(Outcome::new(Code::Ok, manifest, text));
@@ -23,18 +25,23 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     if a.dry_run {
         return Ok(Outcome::of(&deploy::dry_run(cfg, &image)?));
     }
-    let request = Request {
-        image,
-        wait: a.wait,
-        no_rollback: a.no_rollback,
-        allow_insecure: a.allow_insecure,
-    };
     let context = Context {
         config: cfg,
         state_dir: &ctx.state_dir,
         lock_wait: ctx.lock_wait,
     };
     let progress = ctx.progress();
+    if kubernetes {
+        let deployed = super::kubernetes::deploy(&context, &image, &|l| progress.line(l)).await;
+        progress.finish();
+        return deployed;
+    }
+    let request = Request {
+        image,
+        wait: a.wait,
+        no_rollback: a.no_rollback,
+        allow_insecure: a.allow_insecure,
+    };
     let deployed = deploy::deploy(&context, &request, &|l| progress.line(l)).await;
     progress.finish();
     Ok(Outcome::of(&deployed?))

@@ -6,6 +6,7 @@ mod ctx;
 mod deploy;
 mod gate;
 mod generate;
+mod kubernetes;
 mod load;
 mod monitor;
 mod preflight;

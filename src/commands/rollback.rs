@@ -1,25 +1,35 @@
-//! `rollback`: the runbook's rollback procedure (`rollout::rollback`), by an operator.
+//! `rollback`: the runbook's rollback procedure (`rollout::rollback`), by an operator; with
+//! `--target kubernetes`, `kubectl rollout undo` (`rollout::kubernetes`) under the same
+//! approval rule.
 
 use anyhow::Result;
 
 use super::Ctx;
-use crate::cli::RollbackArgs;
+use crate::cli::{Platform, RollbackArgs};
 use crate::output::Outcome;
-use crate::rollout::rollback::{self, Approval, Request};
+use crate::rollout::rollback::{self, Approval, Context, Request};
 
 pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
     let ctx = ctx.with_target(&a.target)?;
-    let request = Request {
-        to: a.to,
-        reason: a.reason,
-        approval: Approval::Operator(a.approved_by),
-        drill: a.drill,
-        wait: a.wait,
-    };
-    let context = rollback::Context {
+    let context = Context {
         config: &ctx.config,
         state_dir: &ctx.state_dir,
         lock_wait: ctx.lock_wait,
+    };
+    let approval = Approval::Operator(a.approved_by);
+    if a.platform == Platform::Kubernetes {
+        let progress = ctx.progress();
+        let out =
+            super::kubernetes::rollback(&context, &approval, a.reason, &|l| progress.line(l)).await;
+        progress.finish();
+        return out;
+    }
+    let request = Request {
+        to: a.to,
+        reason: a.reason,
+        approval,
+        drill: a.drill,
+        wait: a.wait,
     };
     Ok(Outcome::of(&rollback::rollback(&context, &request).await?))
 }

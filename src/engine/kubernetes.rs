@@ -3,16 +3,33 @@
 //! capabilities dropped, the requests/limits, both probes and the two size-limited emptyDirs.
 //! Pure; `deploy --dry-run --kubernetes` prints it as JSON, which kubectl accepts.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::security::hardening;
 
-fn quantity_mi(bytes: u64) -> String {
-    format!("{}Mi", bytes >> 20)
+fn quantity_mi(bytes: u64) -> Quantity {
+    Quantity(format!("{}Mi", bytes >> 20))
 }
 
+/// The Deployment as JSON, for `deploy --dry-run --kubernetes` (kubectl accepts it).
 pub fn deployment(cfg: &Config, image: &str) -> Value {
+    serde_json::to_value(typed(cfg, image)).unwrap_or(Value::Null)
+}
+
+/// The runbook's Deployment as the API's own types.
+pub fn typed(cfg: &Config, image: &str) -> Deployment {
     let k = &cfg.kubernetes;
     let c = &cfg.container;
     let v = &cfg.verify;
@@ -22,51 +39,158 @@ pub fn deployment(cfg: &Config, image: &str) -> Value {
         gid: Some(65532),
     });
     let (uid, gid) = (i64::from(user.uid), i64::from(user.gid.unwrap_or(user.uid)));
-    let labels = json!({"app": k.app_label, "version": k.version_label});
-    let probe = |delay: std::time::Duration, period: std::time::Duration| json!({"httpGet": {"path": v.health_path, "port": c.container_port}, "initialDelaySeconds": delay.as_secs(), "periodSeconds": period.as_secs()});
+    let labels = labels(cfg);
+    let port = i32::from(c.container_port);
+    let probe = |delay: std::time::Duration, period: std::time::Duration| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(v.health_path.clone()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(delay.as_secs() as i32),
+        period_seconds: Some(period.as_secs() as i32),
+        ..Default::default()
+    };
     // A mount's volume is named after its last path segment: /tmp -> tmp, /app/profiles -> profiles.
     let volume_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": k.deployment, "namespace": k.namespace},
-        "spec": {
-            "replicas": k.replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": {
-                        "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid, "runAsNonRoot": true,
-                        "seccompProfile": {"type": "RuntimeDefault"}
-                    },
-                    "containers": [{
-                        "name": k.app_label,
-                        "image": image,
-                        "ports": [{"containerPort": c.container_port}],
-                        "env": k.env.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>(),
-                        "envFrom": [{"configMapRef": {"name": k.config_map}}, {"secretRef": {"name": k.secret}}],
-                        "resources": {
-                            "requests": {"memory": quantity_mi(c.memory_request.bytes), "cpu": format!("{}m", c.cpu_request.millicores)},
-                            "limits": {"memory": quantity_mi(c.memory_limit.bytes), "cpu": format!("{}m", c.cpu_limit.millicores)}
-                        },
-                        "livenessProbe": probe(v.liveness_initial_delay, v.liveness_period),
-                        "readinessProbe": probe(v.readiness_initial_delay, v.readiness_period),
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": c.read_only,
-                            "capabilities": {"drop": c.cap_drop}
-                        },
-                        "volumeMounts": c.tmpfs.iter().map(|t| json!({"name": volume_name(&t.path), "mountPath": t.path})).collect::<Vec<_>>()
-                    }],
-                    "volumes": c.tmpfs.iter().map(|t| {
-                        let size = crate::config::ByteSize::parse(&t.size).map(|b| quantity_mi(b.bytes)).unwrap_or_else(|_| t.size.clone());
-                        json!({"name": volume_name(&t.path), "emptyDir": {"sizeLimit": size}})
-                    }).collect::<Vec<_>>()
-                }
-            }
-        }
-    })
+    let resources = |memory: u64, millicores: u64| {
+        BTreeMap::from([
+            ("memory".to_string(), quantity_mi(memory)),
+            ("cpu".to_string(), Quantity(format!("{millicores}m"))),
+        ])
+    };
+    let container = Container {
+        name: k.app_label.clone(),
+        image: Some(image.to_string()),
+        ports: Some(vec![ContainerPort {
+            container_port: port,
+            ..Default::default()
+        }]),
+        env: Some(
+            k.env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        env_from: Some(vec![
+            EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: k.config_map.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: k.secret.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources(c.memory_request.bytes, c.cpu_request.millicores)),
+            limits: Some(resources(c.memory_limit.bytes, c.cpu_limit.millicores)),
+            ..Default::default()
+        }),
+        liveness_probe: Some(probe(v.liveness_initial_delay, v.liveness_period)),
+        readiness_probe: Some(probe(v.readiness_initial_delay, v.readiness_period)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(c.read_only),
+            capabilities: Some(Capabilities {
+                drop: Some(c.cap_drop.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(
+            c.tmpfs
+                .iter()
+                .map(|t| VolumeMount {
+                    name: volume_name(&t.path),
+                    mount_path: t.path.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let volumes = c
+        .tmpfs
+        .iter()
+        .map(|t| Volume {
+            name: volume_name(&t.path),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(
+                    crate::config::ByteSize::parse(&t.size)
+                        .map(|b| quantity_mi(b.bytes))
+                        .unwrap_or_else(|_| Quantity(t.size.clone())),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(k.deployment.clone()),
+            namespace: Some(k.namespace.clone()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(k.replicas as i32),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(uid),
+                        run_as_group: Some(gid),
+                        fs_group: Some(gid),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pods' labels, which are also the Deployment's selector.
+pub fn labels(cfg: &Config) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), cfg.kubernetes.app_label.clone()),
+        ("version".to_string(), cfg.kubernetes.version_label.clone()),
+    ])
+}
+
+/// `app=...,version=...`, the selector as a list call takes it.
+pub fn selector(cfg: &Config) -> String {
+    labels(cfg)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

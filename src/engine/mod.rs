@@ -147,10 +147,11 @@ impl Engine {
 
     pub async fn connect_to(ep: &Endpoint) -> Result<Engine> {
         let host = &ep.host;
-        let hint = if ep.source == "default" {
-            START_HINT.to_string()
-        } else {
-            format!("the engine came from {}", ep.source)
+        // A local socket that does not answer is an engine to start; a remote one, a place to look.
+        let hint = match (host.starts_with("unix://"), ep.source.as_str()) {
+            (true, "default") => START_HINT.to_string(),
+            (true, source) => format!("{START_HINT} (the engine came from {source})"),
+            (false, source) => format!("the engine came from {source}"),
         };
         let fail = |e: String| anyhow!("no Docker Engine answers at {host}: {e}; {hint}");
         let secs = STREAM_TIMEOUT.as_secs();

@@ -6,6 +6,7 @@
 //! wait is a poll against a deadline, never a fixed sleep, because rollback time is measured.
 
 pub mod deploy;
+pub mod kubernetes;
 pub mod rollback;
 
 use std::time::{Duration, Instant};
@@ -514,7 +515,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(check: &str, ok: Option<bool>, detail: impl Into<String>) -> Check {
+    pub fn new(check: &str, ok: Option<bool>, detail: impl Into<String>) -> Check {
         Check {
             check: check.into(),
             ok,

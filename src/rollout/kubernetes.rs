@@ -1,0 +1,541 @@
+//! The runbook's Kubernetes path: apply the Deployment (server-side), wait as `kubectl rollout
+//! status` waits, verify the pods' security context and image from the API; and
+//! `kubectl rollout undo`: the previous ReplicaSet's pod template by revision, waited for and
+//! timed from decision to ready against the runbook's 60 s target. The decisions (is the
+//! rollout done, which revision is previous, are the pods hardened) are pure functions here,
+//! tested with objects in the shape the API server returns; `cluster` does the calls.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use serde::Serialize;
+
+use super::{render_checks, Check};
+use crate::config::Config;
+use crate::exit::Code;
+use crate::output::Render;
+
+/// The annotation the deployment controller numbers revisions with.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Where a rollout is, in `kubectl rollout status`'s terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum Progress {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+/// kubectl's rollout status over a Deployment as read back from the API.
+pub fn rollout_status(d: &Deployment) -> Progress {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(status) = &d.status else {
+        return Progress::Waiting("waiting for the deployment status".into());
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Progress::Waiting("waiting for the deployment spec update to be observed".into());
+    }
+    let progressing = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing");
+    if let Some(c) = progressing {
+        if c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return Progress::Failed(format!(
+                "deployment exceeded its progress deadline: {}",
+                c.message.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        return Progress::Waiting(format!(
+            "{updated} out of {want} new replicas have been updated"
+        ));
+    }
+    if total > updated {
+        return Progress::Waiting(format!(
+            "{} old replicas are pending termination",
+            total - updated
+        ));
+    }
+    if available < updated {
+        return Progress::Waiting(format!(
+            "{available} of {updated} updated replicas are available"
+        ));
+    }
+    Progress::Done
+}
+
+fn revision(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<i64> {
+    meta.annotations.as_ref()?.get(REVISION)?.parse().ok()
+}
+
+/// What `kubectl rollout undo` restores: the pod template of the newest ReplicaSet owned by
+/// the Deployment with a revision below the current one, without the controller's
+/// `pod-template-hash` label. (revision, its image, the template.)
+pub fn previous_template(
+    d: &Deployment,
+    replica_sets: &[ReplicaSet],
+) -> Result<(i64, String, PodTemplateSpec), String> {
+    let current = revision(&d.metadata)
+        .ok_or("the deployment has no revision annotation yet: nothing to undo")?;
+    let uid = d.metadata.uid.as_deref();
+    let owned = |rs: &&ReplicaSet| {
+        rs.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Deployment" && (Some(o.uid.as_str()) == uid || uid.is_none()))
+    };
+    let (rev, rs) = replica_sets
+        .iter()
+        .filter(owned)
+        .filter_map(|rs| revision(&rs.metadata).map(|r| (r, rs)))
+        .filter(|(r, _)| *r < current)
+        .max_by_key(|(r, _)| *r)
+        .ok_or(format!(
+            "no earlier revision than {current} is kept (revisionHistoryLimit?): nothing to undo"
+        ))?;
+    let mut template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .ok_or(format!("revision {rev} has no pod template"))?;
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove("pod-template-hash");
+    }
+    let image = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    Ok((rev, image, template))
+}
+
+/// Step 4 from the API: every pod running `image` is ready, non-root (65532), read-only,
+/// without privilege escalation, with all capabilities dropped, and runs the image's digest
+/// when the reference pins one.
+pub fn verify_pods(pods: &[Pod], image: &str, cfg: &Config) -> Vec<Check> {
+    let expected_uid = i64::from(cfg.security.expected_uid);
+    let digest = image.split_once('@').map(|(_, d)| d.to_string());
+    let mut checks = Vec::new();
+    let ours: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.as_deref())
+                == Some(image)
+        })
+        .collect();
+    if ours.is_empty() {
+        checks.push(Check::new(
+            "pods",
+            Some(false),
+            format!("no pod runs {image}"),
+        ));
+        return checks;
+    }
+    for p in ours {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        let pod_sc = spec.security_context.clone().unwrap_or_default();
+        let c = spec.containers.first().cloned().unwrap_or_default();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        checks.push(Check::new(
+            &format!("{name} ready"),
+            Some(ready),
+            status.phase.clone().unwrap_or_default(),
+        ));
+        let uid = sc.run_as_user.or(pod_sc.run_as_user);
+        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
+        checks.push(Check::new(
+            &format!("{name} runAsNonRoot, uid {expected_uid}"),
+            Some(non_root && uid == Some(expected_uid)),
+            format!("runAsNonRoot {non_root}, runAsUser {uid:?}"),
+        ));
+        let caps = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default();
+        let hardened = sc.read_only_root_filesystem == Some(true)
+            && sc.allow_privilege_escalation == Some(false)
+            && crate::security::hardening::drops_all_capabilities(&caps);
+        checks.push(Check::new(
+            &format!("{name} read-only, no escalation, cap drop ALL"),
+            Some(hardened),
+            format!(
+                "readOnlyRootFilesystem {:?}, allowPrivilegeEscalation {:?}, drop {caps:?}",
+                sc.read_only_root_filesystem, sc.allow_privilege_escalation
+            ),
+        ));
+        let image_id = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .next()
+            .map(|s| s.image_id.clone())
+            .unwrap_or_default();
+        let digest_ok = match &digest {
+            Some(d) => Some(image_id.ends_with(d.as_str())),
+            None => (!image_id.is_empty()).then_some(true),
+        };
+        checks.push(Check::new(
+            &format!("{name} image digest"),
+            digest_ok,
+            image_id,
+        ));
+    }
+    checks
+}
+
+/// `deploy --target kubernetes`'s outcome.
+#[derive(Debug, Serialize)]
+pub struct KubeDeployed {
+    pub ok: bool,
+    pub target: &'static str,
+    pub server: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub image: String,
+    pub revision: Option<i64>,
+    pub rollout: Progress,
+    pub rollout_ms: u64,
+    pub checks: Vec<Check>,
+}
+
+impl Render for KubeDeployed {
+    fn code(&self) -> Code {
+        Code::of_check(self.ok)
+    }
+
+    fn text(&self) -> String {
+        let mut t = format!(
+            "deploy {} to deployment/{} in {} ({})\n  rollout: {} after {}\n",
+            self.image,
+            self.deployment,
+            self.namespace,
+            self.server,
+            progress_words(&self.rollout),
+            crate::output::fmt_duration(Duration::from_millis(self.rollout_ms))
+        );
+        if !self.checks.is_empty() {
+            t += &format!(
+                "verification (Step 4, from the API):\n{}\n",
+                render_checks(&self.checks)
+            );
+        }
+        t + &format!(
+            "revision {}: {}",
+            self.revision.map(|r| r.to_string()).unwrap_or("-".into()),
+            if self.ok {
+                "rolled out and verified"
+            } else {
+                "NOT rolled out and verified"
+            }
+        )
+    }
+}
+
+/// `rollback --target kubernetes`'s outcome.
+#[derive(Debug, Serialize)]
+pub struct KubeRolledBack {
+    pub ok: bool,
+    pub target: &'static str,
+    pub deployment: String,
+    pub from_revision: Option<i64>,
+    pub to_revision: i64,
+    pub to_image: String,
+    pub reason: Option<String>,
+    pub approved_by: Option<String>,
+    pub rollout: Progress,
+    pub decision_to_ready_ms: u64,
+    pub target_ms: u64,
+    pub within_target: bool,
+}
+
+impl Render for KubeRolledBack {
+    fn code(&self) -> Code {
+        if self.ok {
+            Code::Ok
+        } else {
+            Code::RollbackFailed
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "rollout undo of deployment/{}: revision {} -> {} ({})\n  rollout: {}\n  decision-to-ready {}ms; runbook target < {} ({})",
+            self.deployment,
+            self.from_revision.map(|r| r.to_string()).unwrap_or("-".into()),
+            self.to_revision,
+            self.to_image,
+            progress_words(&self.rollout),
+            self.decision_to_ready_ms,
+            humantime::format_duration(Duration::from_millis(self.target_ms)),
+            if self.within_target { "met" } else { "MISSED" }
+        )
+    }
+}
+
+fn progress_words(p: &Progress) -> String {
+    match p {
+        Progress::Done => "successfully rolled out".into(),
+        Progress::Waiting(w) => format!("NOT finished: {w}"),
+        Progress::Failed(f) => format!("FAILED: {f}"),
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+pub use self::live::{deploy, rollback};
+
+#[cfg(feature = "kubernetes")]
+mod live {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::exit::failure;
+    use crate::rollout::rollback::{approved, Approval, Context};
+    use crate::store::events::RollbackDetail;
+    use crate::store::{EventKind, Store};
+
+    /// Waits as `kubectl rollout status` does: until done, failed (the progress deadline), or
+    /// `limit` passes (then the last waiting state is the outcome).
+    async fn wait(
+        cluster: &Cluster,
+        name: &str,
+        limit: Duration,
+        poll: Duration,
+        progress: &dyn Fn(&str),
+    ) -> anyhow::Result<(Progress, Deployment)> {
+        let started = Instant::now();
+        loop {
+            let d = cluster.deployment(name).await?;
+            let p = rollout_status(&d);
+            match &p {
+                Progress::Waiting(w) if started.elapsed() < limit => progress(w),
+                _ => return Ok((p, d)),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    fn limit(d: &Deployment) -> Duration {
+        // The controller's own deadline (600 s unless set), and a little for it to say so.
+        let deadline = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .unwrap_or(600);
+        Duration::from_secs(deadline.max(1) as u64 + 30)
+    }
+
+    pub async fn deploy(
+        ctx: &Context<'_>,
+        image: &str,
+        progress: &dyn Fn(&str),
+    ) -> anyhow::Result<KubeDeployed> {
+        let cfg = ctx.config;
+        let k = &cfg.kubernetes;
+        let manifest = crate::engine::kubernetes::typed(cfg, image);
+        let cluster = Cluster::connect(&k.namespace).await?;
+        let started = Instant::now();
+        progress(&format!(
+            "applying deployment/{} ({})",
+            k.deployment, cluster.server
+        ));
+        let applied = cluster.apply(&manifest).await?;
+        let (rollout, d) = wait(
+            &cluster,
+            &k.deployment,
+            limit(&applied),
+            cfg.verify.poll_interval,
+            progress,
+        )
+        .await?;
+        let rollout_ms = started.elapsed().as_millis() as u64;
+        let checks = if rollout == Progress::Done {
+            let pods = cluster
+                .pods(&crate::engine::kubernetes::selector(cfg))
+                .await?;
+            verify_pods(&pods, image, cfg)
+        } else {
+            Vec::new()
+        };
+        let ok = rollout == Progress::Done && super::super::checks_pass(&checks);
+        let out = KubeDeployed {
+            ok,
+            target: "kubernetes",
+            server: cluster.server.clone(),
+            namespace: k.namespace.clone(),
+            deployment: k.deployment.clone(),
+            image: image.to_string(),
+            revision: revision(&d.metadata),
+            rollout,
+            rollout_ms,
+            checks,
+        };
+        Store::open(ctx.state_dir)?.event(EventKind::Deploy, None, &serde_json::json!({
+            "target": "kubernetes", "deployment": out.deployment, "namespace": out.namespace,
+            "image": out.image, "revision": out.revision, "ok": out.ok, "rollout_ms": out.rollout_ms,
+        }))?;
+        Ok(out)
+    }
+
+    pub async fn rollback(
+        ctx: &Context<'_>,
+        approval: &Approval,
+        reason: Option<String>,
+        progress: &dyn Fn(&str),
+    ) -> anyhow::Result<KubeRolledBack> {
+        let decision = Instant::now();
+        let cfg = ctx.config;
+        // The same rule as the Docker path: production needs a named approver.
+        approved(cfg.environment, approval).map_err(|e| failure(Code::Usage, e))?;
+        let k = &cfg.kubernetes;
+        let cluster = Cluster::connect(&k.namespace).await?;
+        let current = cluster.deployment(&k.deployment).await?;
+        let rss = cluster
+            .replica_sets(&crate::engine::kubernetes::selector(cfg))
+            .await?;
+        let (to_revision, to_image, template) = previous_template(&current, &rss).map_err(|e| {
+            failure(
+                Code::RollbackFailed,
+                format!("deployment/{}: {e}", k.deployment),
+            )
+        })?;
+        progress(&format!(
+            "deployment/{}: back to revision {to_revision} ({to_image})",
+            k.deployment
+        ));
+        let patched = cluster.set_template(&k.deployment, &template).await?;
+        let (rollout, _) = wait(
+            &cluster,
+            &k.deployment,
+            limit(&patched),
+            cfg.verify.poll_interval,
+            progress,
+        )
+        .await?;
+        let ms = decision.elapsed().as_millis() as u64;
+        let target_ms = cfg.rollback.kubernetes_target.as_millis() as u64;
+        let out = KubeRolledBack {
+            ok: rollout == Progress::Done,
+            target: "kubernetes",
+            deployment: k.deployment.clone(),
+            from_revision: revision(&current.metadata),
+            to_revision,
+            to_image: to_image.clone(),
+            reason: reason.clone(),
+            approved_by: approval.recorded(),
+            rollout,
+            decision_to_ready_ms: ms,
+            target_ms,
+            within_target: ms <= target_ms,
+        };
+        Store::open(ctx.state_dir)?.event(
+            EventKind::Rollback,
+            None,
+            &RollbackDetail {
+                kind: Some("kubernetes".into()),
+                to: Some(to_image),
+                reason,
+                approved_by: out.approved_by.clone(),
+                restored: out.ok,
+                decision_to_healthy_ms: out.ok.then_some(ms),
+                target_ms: Some(target_ms),
+                ..Default::default()
+            },
+        )?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(v: serde_json::Value) -> Deployment {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn rollout_status_reads_the_deployment_as_kubectl_does() {
+        let d = |gen: i64, observed: i64, updated: i32, total: i32, available: i32| {
+            from(serde_json::json!({
+                "metadata": {"name": "d", "generation": gen},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "updatedReplicas": updated,
+                           "replicas": total, "availableReplicas": available}
+            }))
+        };
+        assert!(
+            matches!(rollout_status(&d(3, 2, 2, 2, 2)), Progress::Waiting(w) if w.contains("spec update"))
+        );
+        assert!(
+            matches!(rollout_status(&d(3, 3, 1, 3, 2)), Progress::Waiting(w) if w.contains("1 out of 2 new replicas"))
+        );
+        assert!(
+            matches!(rollout_status(&d(3, 3, 2, 3, 2)), Progress::Waiting(w) if w.contains("1 old replicas"))
+        );
+        assert!(
+            matches!(rollout_status(&d(3, 3, 2, 2, 1)), Progress::Waiting(w) if w.contains("1 of 2 updated replicas"))
+        );
+        assert_eq!(rollout_status(&d(3, 3, 2, 2, 2)), Progress::Done);
+        let stuck = from(serde_json::json!({
+            "metadata": {"name": "d", "generation": 3},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 3, "updatedReplicas": 1, "replicas": 3, "availableReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                "message": "ReplicaSet \"d-7c9\" has timed out progressing."}]}
+        }));
+        assert!(matches!(rollout_status(&stuck), Progress::Failed(f) if f.contains("timed out")));
+    }
+
+    #[test]
+    fn undo_picks_the_newest_earlier_revision_without_the_hash_label() {
+        let d = from(serde_json::json!({
+            "metadata": {"name": "d", "uid": "u1", "annotations": {REVISION: "3"}},
+            "spec": {"selector": {}, "template": {}}
+        }));
+        let rs = |rev: &str, image: &str, owner: &str| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("d-{rev}"), "annotations": {REVISION: rev},
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": owner}]},
+                "spec": {"selector": {}, "template": {
+                    "metadata": {"labels": {"app": "a", "pod-template-hash": format!("h{rev}")}},
+                    "spec": {"containers": [{"name": "a", "image": image}]}}}
+            }))
+            .unwrap()
+        };
+        let sets = [
+            rs("1", "reg/a:v1", "u1"),
+            rs("3", "reg/a:v3", "u1"),
+            rs("2", "reg/a:v2", "u1"),
+            rs("9", "x:9", "other"),
+        ];
+        let (rev, image, t) = previous_template(&d, &sets).unwrap();
+        assert_eq!((rev, image.as_str()), (2, "reg/a:v2"));
+        let labels = t.metadata.unwrap().labels.unwrap();
+        assert!(!labels.contains_key("pod-template-hash"));
+        assert_eq!(labels["app"], "a");
+        assert!(previous_template(&d, &sets[1..2])
+            .unwrap_err()
+            .contains("no earlier revision"));
+    }
+}

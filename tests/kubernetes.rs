@@ -1,0 +1,259 @@
+//! `deploy --target kubernetes` and `rollback --target kubernetes` with kube's real client
+//! against recorded API exchanges (responses in the shape a v1.33 API server returns, kept in
+//! tests/fixtures/kube/), served on loopback and found through KUBECONFIG. No Kubernetes API
+//! server runs on these machines: this proves the client's requests and its reading of the
+//! answers, not a live cluster's behaviour.
+mod common;
+use common::kube_api::{fixture, FakeApi};
+use common::*;
+
+const DEPLOYMENT: &str =
+    "/apis/apps/v1/namespaces/staging/deployments/authentication-service-staging-dhi";
+const PODS: &str = "/api/v1/namespaces/staging/pods";
+const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/staging/replicasets";
+const NEW: &str = "registry.example.com/authentication-service:staging-dhi-20261128";
+const OLD: &str = "registry.example.com/authentication-service:staging-dhi-20261121";
+const TOKEN: &str = "kube-token-canary-4471";
+
+fn ok(name: &str) -> (u16, String) {
+    (200, fixture(name))
+}
+
+fn run(stage: &Stage, api: &FakeApi, args: &[&str], config: Option<&std::path::Path>) -> Run {
+    let kubeconfig = api.kubeconfig(stage.dir.path(), TOKEN);
+    let mut line: Vec<String> = Vec::new();
+    if let Some(c) = config {
+        line.extend(["--config".to_string(), path_str(c).to_string()]);
+    }
+    line.extend(args.iter().map(|s| s.to_string()));
+    line.extend(["--output".into(), "json".into()]);
+    let args: Vec<&str> = line.iter().map(String::as_str).collect();
+    let r: Run = stage
+        .command(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap()
+        .into();
+    assert!(
+        !r.all().contains(TOKEN),
+        "the cluster token leaked: {}",
+        r.all()
+    );
+    r
+}
+
+#[test]
+fn deploy_applies_server_side_waits_like_rollout_status_and_verifies_the_pods() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
+    api.route(
+        "GET",
+        DEPLOYMENT,
+        &[ok("deploy-progressing.json"), ok("deploy-complete.json")],
+    );
+    api.route("GET", PODS, &[ok("pods.json")]);
+    let r = run(
+        &stage,
+        &api,
+        &["deploy", "--target", "kubernetes", "--image", NEW],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["rollout"]["state"], "done", "{j}");
+    assert_eq!(j["revision"], 4);
+    let checks = j["checks"].as_array().unwrap();
+    // Two pods run the new image (the third runs the old one and is not judged), four checks each.
+    assert_eq!(checks.len(), 8, "{j}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{j}");
+
+    let patches = api.requests("PATCH");
+    assert_eq!(patches.len(), 1);
+    let (target, head, body) = &patches[0];
+    assert!(
+        target.contains("fieldManager=dhi-stage") && target.contains("force=true"),
+        "{target}"
+    );
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/apply-patch+yaml"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("authorization: bearer {TOKEN}")),
+        "{head}"
+    );
+    let applied: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(applied["kind"], "Deployment");
+    let pod = &applied["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], NEW);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    // The wait read the deployment until it was done: progressing, then complete.
+    assert_eq!(
+        api.requests("GET")
+            .iter()
+            .filter(|(t, ..)| t.starts_with(DEPLOYMENT))
+            .count(),
+        2
+    );
+    let (pods_target, ..) = api
+        .requests("GET")
+        .into_iter()
+        .find(|(t, ..)| t.starts_with(PODS))
+        .unwrap();
+    assert!(
+        pods_target.contains("labelSelector=app%3Dauthentication-service%2Cversion%3Ddhi"),
+        "{pods_target}"
+    );
+    println!(
+        "kubernetes deploy: 1 apply, 2 status reads, 1 pod list, {} checks passed",
+        checks.len()
+    );
+}
+
+#[test]
+fn a_rollout_past_its_progress_deadline_fails_saying_so() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
+    api.route("GET", DEPLOYMENT, &[ok("deploy-stuck.json")]);
+    let r = run(
+        &stage,
+        &api,
+        &["deploy", "--target", "kubernetes", "--image", NEW],
+        None,
+    );
+    assert_eq!(r.code, 3, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["rollout"]["state"], "failed");
+    assert!(
+        j["rollout"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("progress deadline"),
+        "{j}"
+    );
+    assert!(
+        api.requests("GET")
+            .iter()
+            .all(|(t, ..)| !t.starts_with(PODS)),
+        "no verification of a failed rollout"
+    );
+}
+
+#[test]
+fn the_api_servers_refusal_is_said_in_its_words() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("PATCH", DEPLOYMENT, &[(403, fixture("forbidden.json"))]);
+    let r = run(
+        &stage,
+        &api,
+        &["deploy", "--target", "kubernetes", "--image", NEW],
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("cannot patch resource \"deployments\"") && r.stderr.contains("HTTP 403"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route(
+        "GET",
+        DEPLOYMENT,
+        &[
+            ok("deploy-complete.json"),
+            ok("undo-progressing.json"),
+            ok("undo-complete.json"),
+        ],
+    );
+    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
+    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
+    let r = run(
+        &stage,
+        &api,
+        &[
+            "rollback",
+            "--target",
+            "kubernetes",
+            "--reason",
+            "p99 over budget",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!(
+        (j["from_revision"].as_i64(), j["to_revision"].as_i64()),
+        (Some(4), Some(3)),
+        "{j}"
+    );
+    assert_eq!(j["to_image"], OLD);
+    assert_eq!(j["target_ms"], 60_000);
+    assert_eq!(j["within_target"], true);
+    let ms = j["decision_to_ready_ms"].as_u64().unwrap();
+
+    let patches = api.requests("PATCH");
+    assert_eq!(patches.len(), 1);
+    let (_, head, body) = &patches[0];
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/strategic-merge-patch+json"),
+        "{head}"
+    );
+    let patch: serde_json::Value = serde_json::from_str(body).unwrap();
+    let template = &patch["spec"]["template"];
+    assert_eq!(template["spec"]["containers"][0]["image"], OLD);
+    assert!(
+        template["metadata"]["labels"]
+            .get("pod-template-hash")
+            .is_none(),
+        "{template}"
+    );
+    let ev = stage.events("rollback");
+    assert_eq!(ev.last().unwrap()["kind"], "kubernetes");
+    assert_eq!(ev.last().unwrap()["reason"], "p99 over budget");
+    println!("kubernetes undo: revision 4 -> 3 in {ms} ms (target 60 s)");
+}
+
+#[test]
+fn a_production_rollback_without_approval_changes_nothing() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("GET", DEPLOYMENT, &[ok("deploy-complete.json")]);
+    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
+    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
+    let cfg = stage
+        .write_config(|t| t.replace("environment = \"staging\"", "environment = \"production\""));
+    let r = run(
+        &stage,
+        &api,
+        &["rollback", "--target", "kubernetes"],
+        Some(&cfg),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("--approved-by"), "{}", r.all());
+    assert!(
+        api.seen.lock().unwrap().is_empty(),
+        "nothing reached the API server"
+    );
+    let r = run(
+        &stage,
+        &api,
+        &["rollback", "--target", "kubernetes", "--approved-by", "cto"],
+        Some(&cfg),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["approved_by"], "cto");
+}
