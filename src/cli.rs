@@ -87,7 +87,7 @@ pub enum Command {
     /// Steps 3-4: replace the staging container with the hardened one, wait for health, verify
     Deploy(DeployArgs),
     /// Quick health check: health, metrics summary, resources, restarts, recent errors
-    Status(TargetArgs),
+    Status(StatusArgs),
     /// 7-day monitoring: sample health, metrics and stats; evaluate every rollback trigger
     Monitor(MonitorArgs),
     /// K6-equivalent smoke and load runs against the service
@@ -204,6 +204,21 @@ pub struct ValidateArgs {
     /// Size limit in MB (10^6 bytes) [default: from config, 58]
     #[arg(long, value_name = "MB")]
     pub max_size: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Where the service runs: the Docker Engine, or the cluster (the Deployment's rollout and
+    /// every pod's readiness and restarts)
+    #[arg(
+        long = "target",
+        value_enum,
+        default_value = "docker",
+        value_name = "PLATFORM"
+    )]
+    pub platform: Platform,
 }
 
 /// Where the service runs.

@@ -224,7 +224,11 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     let ev = stage.events("rollback");
     assert_eq!(ev.last().unwrap()["kind"], "kubernetes");
     assert_eq!(ev.last().unwrap()["reason"], "p99 over budget");
-    println!("kubernetes undo: revision 4 -> 3 in {ms} ms (target 60 s)");
+    record_reliability(
+        "kubernetes-undo.txt",
+        &format!("kubernetes rollout undo (recorded API exchanges, no live cluster): revision 4 -> 3, decision to ready {ms} ms (target 60 s); the kubeconfig token in no output\n"),
+        false,
+    );
 }
 
 #[test]
@@ -256,4 +260,25 @@ fn a_production_rollback_without_approval_changes_nothing() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.json()["approved_by"], "cto");
+}
+
+#[test]
+fn status_reads_the_rollout_and_every_pods_readiness_and_restarts() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("GET", DEPLOYMENT, &[ok("deploy-progressing.json")]);
+    api.route("GET", PODS, &[ok("pods.json")]);
+    let r = run(&stage, &api, &["status", "--target", "kubernetes"], None);
+    // Mid-rollout (1 of 2 updated) is not ok: exit 3, saying why.
+    assert_eq!(r.code, 3, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["rollout"]["state"], "waiting", "{j}");
+    let pods = j["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 3);
+    assert!(
+        pods.iter()
+            .all(|p| p["ready"] == true && p["restarts"] == 0),
+        "{j}"
+    );
+    assert_eq!(pods[2]["image"], OLD);
 }

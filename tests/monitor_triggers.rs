@@ -28,23 +28,6 @@ fn monitor(stage: &Stage, cfg: &std::path::Path, extra: &[&str]) -> (Run, Vec<St
     (r, fired)
 }
 
-/// The exact (name, severity) pairs that fired, sorted: extra or missing triggers fail.
-fn fired_exactly(r: &Run) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = r.json()["fired"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap().to_string(),
-                f["severity"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = p
         .iter()

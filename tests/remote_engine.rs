@@ -324,7 +324,11 @@ fn a_wrong_ca_a_missing_client_cert_and_an_expired_cert_each_say_which() {
             dir.file_name().unwrap().to_string_lossy()
         );
     }
-    println!("remote engine: {said} of 3 TLS failures named what was wrong");
+    record_reliability(
+        "remote-engine-tls.txt",
+        &format!("remote engine over mutual TLS: {said} of 3 certificate faults (wrong CA, missing client cert, expired client cert) failed with exit 1 naming which\n"),
+        false,
+    );
 }
 
 #[test]

@@ -23,6 +23,16 @@ pub async fn rollback(
     Ok(Outcome::of(&out))
 }
 
+#[cfg(feature = "kubernetes")]
+pub async fn status(cfg: &crate::config::Config) -> Result<Outcome> {
+    Ok(Outcome::of(&crate::rollout::kubernetes::status(cfg).await?))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+pub async fn status(_: &crate::config::Config) -> Result<Outcome> {
+    Err(missing())
+}
+
 #[cfg(not(feature = "kubernetes"))]
 fn missing() -> anyhow::Error {
     crate::exit::failure(

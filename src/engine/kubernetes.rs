@@ -185,6 +185,7 @@ pub fn labels(cfg: &Config) -> BTreeMap<String, String> {
 }
 
 /// `app=...,version=...`, the selector as a list call takes it.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub fn selector(cfg: &Config) -> String {
     labels(cfg)
         .iter()

@@ -4,6 +4,8 @@
 //! timed from decision to ready against the runbook's 60 s target. The decisions (is the
 //! rollout done, which revision is previous, are the pods hardened) are pure functions here,
 //! tested with objects in the shape the API server returns; `cluster` does the calls.
+// Without the `kubernetes` feature only the pure parts are built, and nothing calls them.
+#![cfg_attr(not(feature = "kubernetes"), allow(dead_code, unused_imports))]
 
 use std::time::{Duration, Instant};
 
@@ -294,6 +296,79 @@ impl Render for KubeRolledBack {
     }
 }
 
+/// One pod as `status --target kubernetes` shows it.
+#[derive(Debug, Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub image: String,
+    pub image_id: String,
+}
+
+pub fn pod_view(p: &Pod) -> PodView {
+    let status = p.status.clone().unwrap_or_default();
+    let containers = status.container_statuses.clone().unwrap_or_default();
+    PodView {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        phase: status.phase.clone().unwrap_or_default(),
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        restarts: containers.iter().map(|c| c.restart_count).sum(),
+        image: containers
+            .first()
+            .map(|c| c.image.clone())
+            .unwrap_or_default(),
+        image_id: containers
+            .first()
+            .map(|c| c.image_id.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// `status --target kubernetes`'s outcome: exit 0 when the rollout is done and every pod is
+/// ready, 3 otherwise.
+#[derive(Debug, Serialize)]
+pub struct KubeStatus {
+    pub ok: bool,
+    pub deployment: String,
+    pub namespace: String,
+    pub revision: Option<i64>,
+    pub rollout: Progress,
+    pub pods: Vec<PodView>,
+}
+
+impl Render for KubeStatus {
+    fn code(&self) -> Code {
+        Code::of_check(self.ok)
+    }
+
+    fn text(&self) -> String {
+        let mut t = format!(
+            "=== deployment/{} in {} (revision {}) ===\nrollout: {}\n",
+            self.deployment,
+            self.namespace,
+            self.revision.map(|r| r.to_string()).unwrap_or("-".into()),
+            progress_words(&self.rollout)
+        );
+        for p in &self.pods {
+            t += &format!(
+                "  {:<48} {:<8} {:<9} restarts {:<3} {}\n",
+                p.name,
+                p.phase,
+                if p.ready { "ready" } else { "NOT ready" },
+                p.restarts,
+                p.image
+            );
+        }
+        t
+    }
+}
+
 fn progress_words(p: &Progress) -> String {
     match p {
         Progress::Done => "successfully rolled out".into(),
@@ -303,7 +378,7 @@ fn progress_words(p: &Progress) -> String {
 }
 
 #[cfg(feature = "kubernetes")]
-pub use self::live::{deploy, rollback};
+pub use self::live::{deploy, rollback, status};
 
 #[cfg(feature = "kubernetes")]
 mod live {
@@ -395,6 +470,27 @@ mod live {
             "image": out.image, "revision": out.revision, "ok": out.ok, "rollout_ms": out.rollout_ms,
         }))?;
         Ok(out)
+    }
+
+    pub async fn status(cfg: &Config) -> anyhow::Result<KubeStatus> {
+        let k = &cfg.kubernetes;
+        let cluster = Cluster::connect(&k.namespace).await?;
+        let d = cluster.deployment(&k.deployment).await?;
+        let pods: Vec<PodView> = cluster
+            .pods(&crate::engine::kubernetes::selector(cfg))
+            .await?
+            .iter()
+            .map(pod_view)
+            .collect();
+        let rollout = rollout_status(&d);
+        Ok(KubeStatus {
+            ok: rollout == Progress::Done && !pods.is_empty() && pods.iter().all(|p| p.ready),
+            deployment: k.deployment.clone(),
+            namespace: k.namespace.clone(),
+            revision: revision(&d.metadata),
+            rollout,
+            pods,
+        })
     }
 
     pub async fn rollback(

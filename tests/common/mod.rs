@@ -287,6 +287,23 @@ impl Stage {
     }
 }
 
+/// The exact (name, severity) pairs that fired, sorted: extra or missing triggers fail.
+pub fn fired_exactly(r: &Run) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r.json()["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// One dhi-stage command line being built; `run()` runs it, `spawn()` starts it.
 pub struct Call<'a> {
     stage: &'a Stage,
