@@ -311,6 +311,15 @@ pub struct MonitorArgs {
     /// The Prometheus server [default: from config, [monitoring.prometheus] url]
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
+    /// Where the service runs: with kubernetes, restarts and readiness come from every pod of
+    /// the Deployment (the cluster of the current kubeconfig) instead of one container
+    #[arg(
+        long = "target",
+        value_enum,
+        default_value = "docker",
+        value_name = "PLATFORM"
+    )]
+    pub platform: Platform,
     #[command(flatten)]
     pub target: TargetArgs,
 }

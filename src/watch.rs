@@ -37,6 +37,8 @@ pub struct Request {
     pub auto_rollback: bool,
     pub metrics_source: Option<MetricsSource>,
     pub prometheus_url: Option<String>,
+    /// `--target kubernetes`: restarts and readiness from the Deployment's pods.
+    pub kubernetes: bool,
 }
 
 /// `monitor`'s outcome: exit 0 all clear, 4 a trigger fired (rolled back with
@@ -91,7 +93,16 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     let mut store = crate::store::Store::open(ctx.state_dir)?;
     let active = store.active_deployment(&cfg.container.name)?;
     // A service this tool did not deploy: --base-url alone means no container to read.
-    let container = (r.explicit_name || !r.explicit_url).then(|| cfg.container.name.clone());
+    // On Kubernetes the pods are read instead of a container, and no engine is asked.
+    let container =
+        (!r.kubernetes && (r.explicit_name || !r.explicit_url)).then(|| cfg.container.name.clone());
+    #[cfg(not(feature = "kubernetes"))]
+    if r.kubernetes {
+        return Err(failure(
+            Code::Usage,
+            "this dhi-stage was built without the `kubernetes` feature: rebuild with default features for --target kubernetes",
+        ));
+    }
     // An engine that does not answer is a reading the monitor lacks, not a reason to stop
     // watching: health and metrics are still sampled, and the gap is reported (blindness).
     let (engine, engine_unavailable) = match &container {
@@ -128,6 +139,14 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         image_ref: identity.image_ref.clone(),
         image_id: identity.image_id.clone(),
         prometheus: prometheus_source(cfg, r)?,
+        #[cfg(feature = "kubernetes")]
+        pods: match r.kubernetes {
+            true => Some((
+                crate::cluster::Cluster::connect(&cfg.kubernetes.namespace).await?,
+                crate::engine::kubernetes::selector(cfg),
+            )),
+            false => None,
+        },
     };
     let requested_day = r.day;
     let resolve = move |store: &crate::store::Store| {

@@ -282,3 +282,46 @@ fn status_reads_the_rollout_and_every_pods_readiness_and_restarts() {
     );
     assert_eq!(pods[2]["image"], OLD);
 }
+
+#[test]
+fn the_monitor_reads_restarts_and_readiness_from_every_pod() {
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
+    let api = FakeApi::start();
+    // Restarts 1, 2 and 0 across the three pods: the fleet restarted 3 times.
+    let pods = fixture("pods.json")
+        .replacen("\"restartCount\": 0", "\"restartCount\": 1", 1)
+        .replacen("\"restartCount\": 0", "\"restartCount\": 2", 1);
+    api.route("GET", PODS, &[(200, pods)]);
+    let r = run(
+        &stage,
+        &api,
+        &[
+            "monitor",
+            "--once",
+            "--target",
+            "kubernetes",
+            "--base-url",
+            &stage.base_url(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let s = &r.json()["last_sample"];
+    assert_eq!(s["restart_count"], 3, "{s}");
+    assert_eq!(
+        s["health_detail"]["pods"],
+        serde_json::json!({"ready": 3, "total": 3}),
+        "{s}"
+    );
+    assert_eq!(s["health_ok"], true, "the service itself was probed: {s}");
+    let (target, ..) = api
+        .requests("GET")
+        .into_iter()
+        .find(|(t, ..)| t.starts_with(PODS))
+        .unwrap();
+    assert!(
+        target.contains("labelSelector=app%3Dauthentication-service%2Cversion%3Ddhi"),
+        "{target}"
+    );
+}

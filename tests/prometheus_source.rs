@@ -304,3 +304,60 @@ fn basic_auth_and_bearer_tokens_reach_prometheus_and_never_the_output() {
         false,
     );
 }
+
+#[test]
+fn the_daily_report_and_the_gate_read_the_same_source() {
+    let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).run().code, 0);
+    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
+    let _traffic = Traffic::start(&stage.base_url());
+    wait_for_series(&prom, "http_requests_total");
+    // Ten seconds of day 1 sampled directly, then reported from both sources.
+    let scrape_cfg = config(&stage, &prom.url(), |_| {});
+    let r = stage
+        .call("monitor")
+        .config(&scrape_cfg)
+        .args(&["--duration", "10s", "--day", "1"])
+        .run();
+    assert!(r.code == 0 || r.code == 4, "{}", r.all());
+    let day = |cfg: &std::path::Path| {
+        let r = stage.report(1).config(cfg).json().run();
+        assert!(r.code == 0 || r.code == 3, "{}", r.all());
+        r.json()["metrics"].clone()
+    };
+    let scrape = day(&scrape_cfg);
+    // (The same file, rewritten: the scrape report above was made before.)
+    let prom_cfg = config(&stage, &prom.url(), |t| {
+        t["monitoring"]
+            .as_table_mut()
+            .unwrap()
+            .insert("metrics_source".into(), "prometheus".into());
+    });
+    let promql = day(&prom_cfg);
+    assert_eq!(promql["metrics_source"], "prometheus", "{promql}");
+    assert!(scrape.get("metrics_source").is_none(), "{scrape}");
+    let (s, p) = (
+        scrape["error_rate_pct"].as_f64().unwrap(),
+        promql["error_rate_pct"].as_f64().unwrap(),
+    );
+    println!("day 1 error rate: stored scrapes {s:.3}%, Prometheus {p:.3}%");
+    assert!((s - p).abs() <= 0.5, "scrape {s}% vs PromQL {p}%");
+    // The gate reads the same figure: its error-rate evidence is PromQL's value.
+    let g = stage.gate(1).config(&prom_cfg).json().run();
+    assert_eq!(g.code, 3, "{}", g.all());
+    let c = g.json()["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"].as_str().unwrap().starts_with("Error rate"))
+        .unwrap()
+        .clone();
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{p:.4}%")),
+        "{c} (PromQL said {p:.4}%)"
+    );
+}

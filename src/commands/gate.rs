@@ -14,7 +14,8 @@ pub async fn run(ctx: Ctx, a: GateArgs) -> Result<Outcome> {
         &ctx.config,
         a.through_day,
         a.attestations.as_deref(),
-    )?;
+    )
+    .await?;
     gate::notify(&ctx.config.notify, &verdict).await;
     Ok(Outcome::of(&verdict))
 }

@@ -21,6 +21,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         auto_rollback: a.auto_rollback,
         metrics_source: a.metrics_source,
         prometheus_url: a.prometheus_url,
+        kubernetes: a.platform == crate::cli::Platform::Kubernetes,
     };
     let ctx = ctx.with_target(&a.target)?;
     let live = !ctx.quiet && ctx.format == Format::Text;

@@ -23,5 +23,5 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
         signed_by: a.signed_by,
         attestations: a.attestations,
     };
-    Ok(Outcome::of(&daily::daily(cfg, &store, &request)?))
+    Ok(Outcome::of(&daily::daily(cfg, &store, &request).await?))
 }

@@ -194,6 +194,40 @@ pub fn selector(cfg: &Config) -> String {
         .join(",")
 }
 
+/// One pod as `status --target kubernetes` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub image: String,
+    pub image_id: String,
+}
+
+pub fn pod_view(p: &k8s_openapi::api::core::v1::Pod) -> PodView {
+    let status = p.status.clone().unwrap_or_default();
+    let containers = status.container_statuses.clone().unwrap_or_default();
+    PodView {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        phase: status.phase.clone().unwrap_or_default(),
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        restarts: containers.iter().map(|c| c.restart_count).sum(),
+        image: containers
+            .first()
+            .map(|c| c.image.clone())
+            .unwrap_or_default(),
+        image_id: containers
+            .first()
+            .map(|c| c.image_id.clone())
+            .unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

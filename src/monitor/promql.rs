@@ -270,6 +270,43 @@ impl Source {
     }
 }
 
+/// A whole day's error rate and latency from Prometheus, for the report and the gate: the
+/// same templates with the rate window stretched over the span (the ratio of two rates over
+/// a span is the ratio of their increases). None where Prometheus has no data.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SpanValues {
+    pub error_rate_pct: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Why a value is missing, when a query failed.
+    pub error: Option<String>,
+}
+
+impl Source {
+    pub async fn span(&self, from_ms: i64, to_ms: i64) -> SpanValues {
+        let secs = ((to_ms - from_ms) / 1000).max(1);
+        let mut out = SpanValues::default();
+        for (metric, slot) in [
+            (Metric::ErrorRatePct, &mut out.error_rate_pct),
+            (Metric::P95LatencyMs, &mut out.p95_ms),
+            (Metric::P99LatencyMs, &mut out.p99_ms),
+        ] {
+            let Some(q) = self.query_for(metric) else {
+                continue;
+            };
+            let q = q.replace(
+                &format!("[{}]", promql_duration(self.cfg.rate_window)),
+                &format!("[{secs}s]"),
+            );
+            match self.instant(&q, to_ms).await {
+                Ok(v) => *slot = v.and_then(|(_, v)| v),
+                Err(e) => out.error = Some(e),
+            }
+        }
+        out
+    }
+}
+
 /// The result's one series; several mean the template does not aggregate (`sum ...`).
 fn one_series(data: &Value) -> Result<Option<Value>, String> {
     let result = data["result"]

@@ -48,6 +48,10 @@ pub struct Sampler<'a> {
     pub image_id: Option<String>,
     /// `--metrics-source prometheus`: the scrape-based rules are judged through PromQL.
     pub prometheus: Option<super::promql::Source>,
+    /// `--target kubernetes`: restarts and readiness from every pod of the Deployment
+    /// (selector), instead of one container's.
+    #[cfg(feature = "kubernetes")]
+    pub pods: Option<(crate::cluster::Cluster, String)>,
 }
 
 /// A scrape larger than this is refused as a whole (a cut exposition would read as a
@@ -88,6 +92,10 @@ impl Sampler<'_> {
         // The engine is read alongside, so every reading of a sample lies within the same
         // short span after its timestamp rather than one after the other.
         let container = async {
+            #[cfg(feature = "kubernetes")]
+            if let Some((cluster, selector)) = &self.pods {
+                return pods_part(cluster, selector, &mut s).await;
+            }
             let Some(name) = &self.container else { return };
             match self.engine {
                 Some(engine) => self.container_part(engine, name, cursor, &mut s).await,
@@ -120,14 +128,38 @@ impl Sampler<'_> {
         s.health_ok = h.healthy;
         s.health_http_status = h.http_status;
         s.health_latency_ms = Some(h.latency_ms);
+        let pods = s.health_detail.get("pods").cloned();
         s.health_detail =
             json!({"status": h.status, "dependencies": h.dependencies, "error": h.error});
+        if let Some(p) = pods {
+            s.health_detail["pods"] = p;
+        }
         s.metrics = snapshot;
         s.scrape_error = scrape_error;
         s.parse_errors = parse_errors;
         s
     }
+}
 
+/// Every pod of the Deployment: restarts summed (the restarts rule counts the fleet's), and
+/// how many are ready, kept with the health detail.
+#[cfg(feature = "kubernetes")]
+async fn pods_part(cluster: &crate::cluster::Cluster, selector: &str, s: &mut Sample) {
+    match cluster.pods(selector).await {
+        Ok(pods) => {
+            let views: Vec<_> = pods
+                .iter()
+                .map(crate::engine::kubernetes::pod_view)
+                .collect();
+            s.restart_count = Some(views.iter().map(|p| i64::from(p.restarts)).sum());
+            let ready = views.iter().filter(|p| p.ready).count();
+            s.health_detail = json!({"pods": {"ready": ready, "total": views.len()}});
+        }
+        Err(e) => s.engine_error = Some(format!("{e:#}")),
+    }
+}
+
+impl Sampler<'_> {
     async fn container_part(
         &self,
         engine: &Engine,

@@ -44,7 +44,7 @@ pub struct Daily {
     pub week_page_error: Option<String>,
 }
 
-pub fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
+pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
     let day = match r.day {
         Some(0) => return Err(failure(Code::Usage, "--day counts from 1")),
         Some(d) => d,
@@ -82,11 +82,22 @@ pub fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
 
     let data = super::gather(store, cfg, day)?;
     let growth = cfg.memory_growth_threshold();
-    let m = super::metrics(&data, growth);
+    let mut m = super::metrics(&data, growth);
+    // With Prometheus as the source, the gate and this day read the same figures from it.
+    // The gate below reads days 1..=day once the period is over; the day alone before.
+    let first = if day >= cfg.monitoring.period_days {
+        1
+    } else {
+        day
+    };
+    let prom = super::prometheus_days(store, cfg, first..=day).await?;
+    if let Some(v) = prom.get(&day) {
+        super::apply_prometheus(&mut m, v);
+    }
     let gate_passes = if day >= cfg.monitoring.period_days {
         let attestations =
             super::gate::read_attestations(None).map_err(|e| failure(Code::Usage, e))?;
-        super::gate::judge(store, cfg, day, &attestations)?.passes
+        super::gate::judge(store, cfg, day, &attestations, &prom)?.passes
     } else {
         false
     };

@@ -110,6 +110,7 @@ pub fn judge(
     cfg: &Config,
     through: u32,
     attestations: &toml::Table,
+    prom: &super::PromDays,
 ) -> Result<Judged> {
     let growth = cfg.memory_growth_threshold();
     super::digest::prefetch(store, 1..=through);
@@ -119,7 +120,10 @@ pub fn judge(
         if data.digest.samples == 0 && data.load_runs.is_empty() && data.e2e.is_none() {
             continue;
         }
-        let m = super::metrics(&data, growth);
+        let mut m = super::metrics(&data, growth);
+        if let Some(v) = prom.get(&d) {
+            super::apply_prometheus(&mut m, v);
+        }
         days.push((data, m));
     }
     let deployed: Vec<String> = {
@@ -174,7 +178,7 @@ pub struct Verdict {
 
 /// The verdict over days 1..=through, with the attestation file (`--attestations`, else
 /// `config/attestations.toml` when it exists).
-pub fn verdict(
+pub async fn verdict(
     store: &Store,
     cfg: &Config,
     through: u32,
@@ -184,7 +188,8 @@ pub fn verdict(
         return Err(failure(Code::Usage, "--through-day counts from 1"));
     }
     let attestations = read_attestations(attestations).map_err(|e| failure(Code::Usage, e))?;
-    let j = judge(store, cfg, through, &attestations)?;
+    let prom = super::prometheus_days(store, cfg, 1..=through).await?;
+    let j = judge(store, cfg, through, &attestations, &prom)?;
     Ok(Verdict {
         ok: j.passes,
         through_day: through,

@@ -78,6 +78,44 @@ pub struct DayMetrics {
     pub memory_slope_mb_per_min: Option<f64>,
     pub memory_trend: Option<String>,
     pub restarts: Option<i64>,
+    /// "prometheus" when error rate and latency came from PromQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_source: Option<String>,
+}
+
+/// Per day, the error rate and latency Prometheus gives (`metrics_source = "prometheus"`);
+/// empty with the direct scrape.
+pub type PromDays = std::collections::BTreeMap<u32, crate::monitor::promql::SpanValues>;
+
+/// The days' PromQL figures when the config reads metrics from Prometheus: each day over the
+/// span of its samples. Async, so the report and the gate ask before their pure work.
+pub async fn prometheus_days(
+    store: &Store,
+    cfg: &Config,
+    days: std::ops::RangeInclusive<u32>,
+) -> Result<PromDays> {
+    let mut out = PromDays::new();
+    if cfg.monitoring.metrics_source != crate::config::MetricsSource::Prometheus {
+        return Ok(out);
+    }
+    let source = crate::monitor::promql::Source::new(&cfg.monitoring.prometheus, None)
+        .map_err(|e| crate::exit::failure(crate::exit::Code::Usage, format!("{e:#}")))?;
+    for day in days {
+        let d = digest::of_day(store, day)?;
+        if let (Some(from), Some(to)) = (d.first_ms, d.last_ms) {
+            out.insert(day, source.span(from, to).await);
+        }
+    }
+    Ok(out)
+}
+
+/// The day's error rate and P95/P99 from Prometheus instead of the stored scrapes; a value
+/// Prometheus does not have stays unknown (no data), never the scrape's.
+pub fn apply_prometheus(m: &mut DayMetrics, v: &crate::monitor::promql::SpanValues) {
+    m.error_rate_pct = v.error_rate_pct;
+    m.p95_ms_metrics = v.p95_ms;
+    m.p99_ms_metrics = v.p99_ms;
+    m.metrics_source = Some("prometheus".into());
 }
 
 /// A security score as (score, of) and the CVE scan's detail.
@@ -278,6 +316,7 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         memory_slope_mb_per_min: trend.map(|t| t.0),
         memory_trend: word,
         restarts: g.restarts(),
+        metrics_source: None,
     }
 }
 

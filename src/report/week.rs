@@ -134,7 +134,7 @@ pub fn gather(
         passes,
         criteria,
         days,
-    } = gate::judge(store, cfg, through, attestations)?;
+    } = gate::judge(store, cfg, through, attestations, &Default::default())?;
     let digest = period.image.as_ref().and_then(|img| {
         deployments
             .iter()

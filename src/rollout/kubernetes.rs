@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{render_checks, Check};
 use crate::config::Config;
+pub use crate::engine::kubernetes::{pod_view, PodView};
 use crate::exit::Code;
 use crate::output::Render;
 
@@ -293,40 +294,6 @@ impl Render for KubeRolledBack {
             humantime::format_duration(Duration::from_millis(self.target_ms)),
             if self.within_target { "met" } else { "MISSED" }
         )
-    }
-}
-
-/// One pod as `status --target kubernetes` shows it.
-#[derive(Debug, Serialize)]
-pub struct PodView {
-    pub name: String,
-    pub phase: String,
-    pub ready: bool,
-    pub restarts: i32,
-    pub image: String,
-    pub image_id: String,
-}
-
-pub fn pod_view(p: &Pod) -> PodView {
-    let status = p.status.clone().unwrap_or_default();
-    let containers = status.container_statuses.clone().unwrap_or_default();
-    PodView {
-        name: p.metadata.name.clone().unwrap_or_default(),
-        phase: status.phase.clone().unwrap_or_default(),
-        ready: status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-        restarts: containers.iter().map(|c| c.restart_count).sum(),
-        image: containers
-            .first()
-            .map(|c| c.image.clone())
-            .unwrap_or_default(),
-        image_id: containers
-            .first()
-            .map(|c| c.image_id.clone())
-            .unwrap_or_default(),
     }
 }
 
