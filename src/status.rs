@@ -36,9 +36,6 @@ pub struct Status {
     /// Why there is no metrics summary.
     #[serde(skip)]
     metrics_error: String,
-    /// Why there is no container section: the engine, or no such container.
-    #[serde(skip)]
-    container_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,26 +71,15 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         Ok((c, _)) => (None, format!("HTTP {c}")),
         Err(e) => (None, e.clone()),
     };
-    let mut code = Code::of_check(h.healthy);
-    let mut engine_error = None;
-    let (container, container_error) = match Engine::connect().await {
-        Err(e) => {
-            code = Code::Operational;
-            engine_error = Some(format!("{e:#}"));
-            (None, Some(format!("unavailable ({e:#})")))
-        }
-        Ok(engine) => match container(&engine, &name).await? {
-            None => {
-                code = Code::CheckFailed;
-                (None, Some(format!("no container named {name}")))
-            }
-            Some(c) => {
-                if !c.running {
-                    code = Code::CheckFailed;
-                }
-                (Some(c), None)
-            }
-        },
+    let (container, engine_error) = match Engine::connect().await {
+        Err(e) => (None, Some(format!("{e:#}"))),
+        Ok(engine) => (container(&engine, &name).await?, None),
+    };
+    let code = match (&engine_error, &container) {
+        (Some(_), _) => Code::Operational,
+        (None, None) => Code::CheckFailed,
+        (None, Some(c)) if !c.running => Code::CheckFailed,
+        _ => Code::of_check(h.healthy),
     };
     let rollback_target = crate::store::Store::open(state_dir)
         .and_then(|store| crate::rollout::rollback_target(&store, cfg))
@@ -110,7 +96,6 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         code,
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         metrics_error,
-        container_error,
     })
 }
 
@@ -224,8 +209,10 @@ impl Render for Status {
             }
             None => text += &format!("metrics: unavailable ({})\n", self.metrics_error),
         }
-        if let Some(why) = &self.container_error {
-            text += &format!("container: {why}\n");
+        match (&self.engine_error, &self.container) {
+            (Some(e), _) => text += &format!("container: unavailable ({e})\n"),
+            (None, None) => text += &format!("container: no container named {}\n", self.name),
+            _ => {}
         }
         if let Some(c) = &self.container {
             text += &format!(

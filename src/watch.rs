@@ -100,7 +100,7 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     if r.kubernetes {
         return Err(failure(
             Code::Usage,
-            "this dhi-stage was built without the `kubernetes` feature: rebuild with default features for --target kubernetes",
+            crate::rollout::kubernetes::WITHOUT_FEATURE,
         ));
     }
     // An engine that does not answer is a reading the monitor lacks, not a reason to stop

@@ -74,6 +74,18 @@ fn window_mean(r: &Run, name: &str, severity: &str) -> f64 {
     vals.iter().sum::<f64>() / vals.len() as f64
 }
 
+/// The test service built with `fault`, deployed, scraped by a Prometheus of its own and
+/// under traffic, once Prometheus holds `series`.
+fn faulty_service(tag: &str, fault: &str, series: &str) -> (Stage, Prometheus, Traffic) {
+    let image = testsvc_image(&format!("dhi-test/authsvc:{tag}"), &[fault]);
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&image).run().code, 0);
+    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
+    let traffic = Traffic::start(&stage.base_url());
+    wait_for_series(&prom, series);
+    (stage, prom, traffic)
+}
+
 fn wait_for_series(p: &Prometheus, metric: &str) {
     let url = format!("{}/api/v1/query?query={metric}", p.url());
     let found = wait_for(
@@ -85,12 +97,11 @@ fn wait_for_series(p: &Prometheus, metric: &str) {
 
 #[test]
 fn the_promql_path_and_the_direct_scrape_agree_on_an_error_rate_fault() {
-    let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
-    let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).run().code, 0);
-    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
-    let _traffic = Traffic::start(&stage.base_url());
-    wait_for_series(&prom, "http_requests_total");
+    let (stage, prom, _traffic) = faulty_service(
+        "errors-5pct",
+        "FAULT_ERROR_RATE=0.05",
+        "http_requests_total",
+    );
     // A 10 s window: enough requests that whole-request rounding stays under 0.2 pp.
     let cfg = config(&stage, &prom.url(), |t| set_window(t, "error_rate", "10s"));
 
@@ -134,12 +145,11 @@ fn the_promql_path_and_the_direct_scrape_agree_on_an_error_rate_fault() {
 
 #[test]
 fn the_promql_path_and_the_direct_scrape_agree_on_p99_within_one_bucket() {
-    let image = testsvc_image("dhi-test/authsvc:slow-600", &["FAULT_LATENCY_MS=600"]);
-    let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).run().code, 0);
-    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
-    let _traffic = Traffic::start(&stage.base_url());
-    wait_for_series(&prom, "http_request_duration_seconds_bucket");
+    let (stage, prom, _traffic) = faulty_service(
+        "slow-600",
+        "FAULT_LATENCY_MS=600",
+        "http_request_duration_seconds_bucket",
+    );
     let cfg = config(&stage, &prom.url(), |_| {});
     let direct = monitor(&stage, &cfg, &[]);
     assert_eq!(direct.code, 4, "{}", direct.all());
@@ -307,12 +317,11 @@ fn basic_auth_and_bearer_tokens_reach_prometheus_and_never_the_output() {
 
 #[test]
 fn the_daily_report_and_the_gate_read_the_same_source() {
-    let image = testsvc_image("dhi-test/authsvc:errors-5pct", &["FAULT_ERROR_RATE=0.05"]);
-    let stage = Stage::new();
-    assert_eq!(stage.deploy(&image).run().code, 0);
-    let prom = Prometheus::start(&[format!("127.0.0.1:{}", stage.port)], None);
-    let _traffic = Traffic::start(&stage.base_url());
-    wait_for_series(&prom, "http_requests_total");
+    let (stage, prom, _traffic) = faulty_service(
+        "errors-5pct",
+        "FAULT_ERROR_RATE=0.05",
+        "http_requests_total",
+    );
     // Ten seconds of day 1 sampled directly, then reported from both sources.
     let scrape_cfg = config(&stage, &prom.url(), |_| {});
     let r = stage

@@ -44,6 +44,15 @@ impl Ctx {
         Ok(self)
     }
 
+    /// What the rollout procedures need of it: the config, the state dir, the lock wait.
+    pub fn rollout(&self) -> crate::rollout::rollback::Context<'_> {
+        crate::rollout::rollback::Context {
+            config: &self.config,
+            state_dir: &self.state_dir,
+            lock_wait: self.lock_wait,
+        }
+    }
+
     pub fn progress(&self) -> crate::output::Progress {
         crate::output::Progress::new(self.quiet || self.format == Format::Json)
     }

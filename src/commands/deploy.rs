@@ -9,7 +9,6 @@ use crate::cli::{DeployArgs, Platform};
 use crate::exit::Code;
 use crate::output::Outcome;
 use crate::rollout::deploy::{self, Request};
-use crate::rollout::rollback::Context;
 
 pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     let ctx = ctx.with_target(&a.target)?;
@@ -25,11 +24,7 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     if a.dry_run {
         return Ok(Outcome::of(&deploy::dry_run(cfg, &image)?));
     }
-    let context = Context {
-        config: cfg,
-        state_dir: &ctx.state_dir,
-        lock_wait: ctx.lock_wait,
-    };
+    let context = ctx.rollout();
     let progress = ctx.progress();
     if kubernetes {
         let deployed = super::kubernetes::deploy(&context, &image, &|l| progress.line(l)).await;

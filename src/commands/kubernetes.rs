@@ -37,7 +37,7 @@ pub async fn status(_: &crate::config::Config) -> Result<Outcome> {
 fn missing() -> anyhow::Error {
     crate::exit::failure(
         crate::exit::Code::Usage,
-        "this dhi-stage was built without the `kubernetes` feature: rebuild with default features for --target kubernetes",
+        crate::rollout::kubernetes::WITHOUT_FEATURE,
     )
 }
 

@@ -33,9 +33,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Man => return generate::man(),
         _ => {}
     }
-    crate::engine::endpoint::choose(cli.host.clone(), cli.docker_context.clone());
     // A --host, context or DOCKER_HOST that names no engine is bad input, said before any work.
-    crate::engine::endpoint::current().map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
+    crate::engine::endpoint::choose(cli.host.as_deref(), cli.docker_context.as_deref())
+        .map_err(|e| failure(Code::Usage, format!("{e:#}")))?;
     let explicit = cli.config.is_some();
     let path = cli
         .config

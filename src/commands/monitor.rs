@@ -6,7 +6,6 @@ use anyhow::Result;
 use super::Ctx;
 use crate::cli::MonitorArgs;
 use crate::output::{Format, Outcome};
-use crate::rollout::rollback::Context;
 use crate::watch::{self, Request};
 
 pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
@@ -25,11 +24,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     };
     let ctx = ctx.with_target(&a.target)?;
     let live = !ctx.quiet && ctx.format == Format::Text;
-    let context = Context {
-        config: &ctx.config,
-        state_dir: &ctx.state_dir,
-        lock_wait: ctx.lock_wait,
-    };
+    let context = ctx.rollout();
     let watched = watch::watch(&context, &request, &|t| {
         if live {
             eprintln!("{}", watch::tick_line(t));

@@ -7,15 +7,11 @@ use anyhow::Result;
 use super::Ctx;
 use crate::cli::{Platform, RollbackArgs};
 use crate::output::Outcome;
-use crate::rollout::rollback::{self, Approval, Context, Request};
+use crate::rollout::rollback::{self, Approval, Request};
 
 pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
     let ctx = ctx.with_target(&a.target)?;
-    let context = Context {
-        config: &ctx.config,
-        state_dir: &ctx.state_dir,
-        lock_wait: ctx.lock_wait,
-    };
+    let context = ctx.rollout();
     let approval = Approval::Operator(a.approved_by);
     if a.platform == Platform::Kubernetes {
         let progress = ctx.progress();

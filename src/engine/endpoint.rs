@@ -31,22 +31,29 @@ pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// `DOCKER_TLS_VERIFY` unset with a cert path, or a context's SkipTLSVerify: the docker
-    /// CLI then does not verify the server. dhi-stage refuses that (see `resolve`).
+    /// CLI then does not verify the server. dhi-stage refuses that (see `check_tls_files`).
     pub verify: bool,
 }
 
-/// What the command line said (`--host`, `--context`), set once at start.
-static CHOICE: OnceLock<(Option<String>, Option<String>)> = OnceLock::new();
+/// The engine of this process, resolved once: neither the command line nor the environment
+/// changes while it runs, so every connect reuses it instead of re-reading config.json.
+static CHOSEN: OnceLock<Result<Endpoint, String>> = OnceLock::new();
 
-pub fn choose(host: Option<String>, context: Option<String>) {
-    let _ = CHOICE.set((host, context));
+/// Resolves the engine from the command line's choice (`--host`, `--docker-context`) over
+/// the environment; the first call decides for the process.
+pub fn choose(host: Option<&str>, context: Option<&str>) -> Result<Endpoint> {
+    CHOSEN
+        .get_or_init(|| {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            resolve(host, context, &env).map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
-/// The endpoint for this process: the command line's choice over the environment.
+/// The endpoint for this process (the environment's alone when nothing was chosen).
 pub fn current() -> Result<Endpoint> {
-    let (host, context) = CHOICE.get().cloned().unwrap_or_default();
-    let env: HashMap<String, String> = std::env::vars().collect();
-    resolve(host.as_deref(), context.as_deref(), &env)
+    choose(None, None)
 }
 
 fn docker_config_dir(env: &HashMap<String, String>) -> PathBuf {

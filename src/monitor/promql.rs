@@ -76,6 +76,12 @@ impl Source {
     /// The PromQL for a metric, or None when this source does not answer it (health, CVEs,
     /// memory growth, or a metric whose template is empty).
     pub fn query_for(&self, metric: Metric) -> Option<String> {
+        self.query_over(metric, self.cfg.rate_window)
+    }
+
+    /// The same with `$rate` set to `rate`: a whole day's span for the report and the gate
+    /// (the ratio of two rates over a span is the ratio of their increases).
+    fn query_over(&self, metric: Metric, rate: Duration) -> Option<String> {
         let q = &self.cfg.queries;
         let template = match metric {
             Metric::ErrorRatePct => &q.error_rate_pct,
@@ -88,7 +94,7 @@ impl Source {
         (!template.trim().is_empty()).then(|| {
             template
                 .replace("$selector", &self.cfg.selector)
-                .replace("$rate", &promql_duration(self.cfg.rate_window))
+                .replace("$rate", &promql_duration(rate))
         })
     }
 
@@ -284,20 +290,16 @@ pub struct SpanValues {
 
 impl Source {
     pub async fn span(&self, from_ms: i64, to_ms: i64) -> SpanValues {
-        let secs = ((to_ms - from_ms) / 1000).max(1);
+        let span = Duration::from_millis((to_ms - from_ms).max(0) as u64);
         let mut out = SpanValues::default();
         for (metric, slot) in [
             (Metric::ErrorRatePct, &mut out.error_rate_pct),
             (Metric::P95LatencyMs, &mut out.p95_ms),
             (Metric::P99LatencyMs, &mut out.p99_ms),
         ] {
-            let Some(q) = self.query_for(metric) else {
+            let Some(q) = self.query_over(metric, span) else {
                 continue;
             };
-            let q = q.replace(
-                &format!("[{}]", promql_duration(self.cfg.rate_window)),
-                &format!("[{secs}s]"),
-            );
             match self.instant(&q, to_ms).await {
                 Ok(v) => *slot = v.and_then(|(_, v)| v),
                 Err(e) => out.error = Some(e),

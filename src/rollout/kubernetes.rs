@@ -19,6 +19,11 @@ pub use crate::engine::kubernetes::{pod_view, PodView};
 use crate::exit::Code;
 use crate::output::Render;
 
+/// What `--target kubernetes` says in a build without the `kubernetes` feature.
+#[cfg(not(feature = "kubernetes"))]
+pub const WITHOUT_FEATURE: &str =
+    "this dhi-stage was built without the `kubernetes` feature: rebuild with default features for --target kubernetes";
+
 /// The annotation the deployment controller numbers revisions with.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
@@ -149,22 +154,19 @@ pub fn verify_pods(pods: &[Pod], image: &str, cfg: &Config) -> Vec<Check> {
         return checks;
     }
     for p in ours {
-        let name = p.metadata.name.clone().unwrap_or_default();
+        // Readiness, phase and image id read as `status` shows them.
+        let PodView {
+            name,
+            phase,
+            ready,
+            image_id,
+            ..
+        } = pod_view(p);
         let spec = p.spec.clone().unwrap_or_default();
         let pod_sc = spec.security_context.clone().unwrap_or_default();
         let c = spec.containers.first().cloned().unwrap_or_default();
         let sc = c.security_context.clone().unwrap_or_default();
-        let status = p.status.clone().unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        checks.push(Check::new(
-            &format!("{name} ready"),
-            Some(ready),
-            status.phase.clone().unwrap_or_default(),
-        ));
+        checks.push(Check::new(&format!("{name} ready"), Some(ready), phase));
         let uid = sc.run_as_user.or(pod_sc.run_as_user);
         let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
         checks.push(Check::new(
@@ -188,13 +190,6 @@ pub fn verify_pods(pods: &[Pod], image: &str, cfg: &Config) -> Vec<Check> {
                 sc.read_only_root_filesystem, sc.allow_privilege_escalation
             ),
         ));
-        let image_id = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .next()
-            .map(|s| s.image_id.clone())
-            .unwrap_or_default();
         let digest_ok = match &digest {
             Some(d) => Some(image_id.ends_with(d.as_str())),
             None => (!image_id.is_empty()).then_some(true),

@@ -4,7 +4,7 @@
 //! the client sent. The client under test is kube's real one, found through KUBECONFIG.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -81,33 +81,8 @@ fn serve(mut conn: std::net::TcpStream, routes: &Mutex<Routes>, seen: &Mutex<Vec
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok();
     loop {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 8192];
-        let (head, body) = loop {
-            let n = conn.read(&mut tmp).unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..pos]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                while buf.len() < pos + 4 + len {
-                    let n = conn.read(&mut tmp).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                }
-                break (head, String::from_utf8_lossy(&buf[pos + 4..]).to_string());
-            }
+        let Some((head, body)) = super::read_request(&mut conn) else {
+            return;
         };
         let first = head.lines().next().unwrap_or("").to_string();
         let mut parts = first.split_whitespace();

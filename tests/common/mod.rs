@@ -391,6 +391,40 @@ pub fn docker_inspect(name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
 }
 
+/// One HTTP/1.1 request off a connection: (head, body), the body by its Content-Length;
+/// None when the peer closes before a whole head arrived. For the stand-in servers.
+pub fn read_request(conn: &mut std::net::TcpStream) -> Option<(String, String)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    loop {
+        let n = conn.read(&mut tmp).unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < pos + 4 + len {
+                let n = conn.read(&mut tmp).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            return Some((head, String::from_utf8_lossy(&buf[pos + 4..]).to_string()));
+        }
+    }
+}
+
 /// A plain HTTP/1.1 GET over a TCP socket to loopback; the body, or None on any failure.
 pub fn http_get(url: &str) -> Option<String> {
     http("GET", url)

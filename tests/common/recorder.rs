@@ -1,6 +1,6 @@
 //! A webhook/GitHub endpoint on loopback that records what it is sent.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 /// An HTTP server on loopback that records every request (method, path, headers, body).
@@ -20,34 +20,9 @@ impl Recorder {
                 let mut conn = conn;
                 conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
                     .ok();
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 8192];
-                // Read headers, then Content-Length bytes of body.
-                let (head, body) = loop {
-                    let n = conn.read(&mut tmp).unwrap_or(0);
-                    if n == 0 {
-                        break (String::from_utf8_lossy(&buf).to_string(), String::new());
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..pos]).to_string();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < pos + 4 + len {
-                            let n = conn.read(&mut tmp).unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            buf.extend_from_slice(&tmp[..n]);
-                        }
-                        break (head, String::from_utf8_lossy(&buf[pos + 4..]).to_string());
-                    }
+                // A connection closed before a whole request carries nothing to record.
+                let Some((head, body)) = super::read_request(&mut conn) else {
+                    continue;
                 };
                 let first = head.lines().next().unwrap_or("").to_string();
                 s2.lock().unwrap().push((first, head, body));
