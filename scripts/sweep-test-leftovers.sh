@@ -6,7 +6,9 @@
 #     builder cache in seconds;
 #   - tags the tests pushed to the local test registries: they end in the test process's
 #     id and a counter (`push-4711-3`, `push-4711-3.sbom`), so an operator's own tags are
-#     left alone.
+#     left alone;
+#   - every tag of a stage's own image repository (`dhi-test-4711-3`, tests/common `Stage`),
+#     in the engine and in the registries.
 # Prints what it removed; idempotent; safe beside another run in progress.
 set -euo pipefail
 REG_PORT="${DHI_REGISTRY_PORT:-5000}"
@@ -44,6 +46,11 @@ while read -r ref; do
   alive "$pid" || pushed+=("$ref")
 done < <(docker images --format '{{.Repository}}:{{.Tag}}' \
   | grep -E "^127\.0\.0\.1:($REG_PORT|$AUTH_REG_PORT)/.*:.*-[0-9]+-[0-9]+(\.sbom)?$" || true)
+while read -r ref; do
+  [[ -z $ref ]] && continue
+  pid=$(sed -E 's/^(.*\/)?dhi-test-([0-9]+)-[0-9]+:.*/\2/' <<<"$ref")
+  alive "$pid" || pushed+=("$ref")
+done < <(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(.*/)?dhi-test-[0-9]+-[0-9]+:' || true)
 if ((${#pushed[@]})); then
   echo "sweep: removing ${#pushed[@]} local tag(s) of pushed test images" >&2
   docker rmi -f "${pushed[@]}" >/dev/null 2>&1 || true
@@ -55,6 +62,7 @@ import base64, json, re, sys, urllib.error, urllib.request
 
 import os
 test_tag = re.compile(r".*-([0-9]+)-[0-9]+(\.sbom)?$")
+stage_repo = re.compile(r"^dhi-test-([0-9]+)-[0-9]+$")
 accept = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -80,8 +88,9 @@ for port, auth in ((sys.argv[1], None), (sys.argv[2], ("dhi", "dhi-secret"))):
             tags = json.load(call(f"/{repo}/tags/list")).get("tags") or []
         except Exception:
             continue
+        own = stage_repo.match(repo)
         for tag in tags:
-            m = test_tag.match(tag)
+            m = own if own and not os.path.isdir(f"/proc/{own.group(1)}") else test_tag.match(tag)
             if not m or os.path.isdir(f"/proc/{m.group(1)}"):
                 continue
             try:

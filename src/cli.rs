@@ -21,8 +21,8 @@ fn duration(s: &str) -> Result<Duration, String> {
     about = "Take the hardened authentication-service image through staging, the way the DHI staging runbook says",
     long_about = "Take the hardened authentication-service image through staging, the way the DHI staging runbook says:\n\
 build, push, validate, deploy hardened, monitor for seven days against the runbook's thresholds, roll back \
-when a trigger fires, and write the daily report and the promotion verdict.\n\n\
-Exit status: 0 ok, 1 operational error, 2 usage, 3 a check or criterion failed, 4 a rollback trigger fired, 5 a rollback failed.",
+when a trigger fires, and write the daily report and the promotion verdict.",
+    after_help = crate::exit::summary(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -353,6 +353,8 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Day of the 7-day period [default: the latest day with samples]
     #[arg(long)]
     pub day: Option<u32>,
@@ -397,6 +399,8 @@ pub struct SynthWeekArgs {
 
 #[derive(Debug, Args)]
 pub struct GateArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Evaluate days 1 through this day
     #[arg(long, default_value_t = 7)]
     pub through_day: u32,

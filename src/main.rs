@@ -22,6 +22,7 @@ mod redact;
 mod report;
 mod rollout;
 mod security;
+mod service;
 mod status;
 mod store;
 mod synth;

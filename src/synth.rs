@@ -142,6 +142,8 @@ pub fn write_week(store: &mut Store, cfg: &Config, o: &Options) -> Result<Writte
             container_name: name.clone(),
             previous_id: previous,
             insecure: false,
+            host_port: Some(cfg.container.host_port),
+            base_url: Some(cfg.verify.base_url.clone()),
         })?;
         store.set_container(id, &format!("{id:064x}"))?;
         let healthy = when + chrono::Duration::milliseconds(1_100);

@@ -564,7 +564,12 @@ pub fn tick_line(t: &Tick) -> String {
     );
     if t.scrape_failures_in_a_row > 0 {
         line += &format!(
-            " | METRICS FAILED x{} ({})",
+            " | METRICS FAILED x{}{} ({})",
+            if t.scrape_failures_at_least {
+                "≥"
+            } else {
+                ""
+            },
             t.scrape_failures_in_a_row,
             s.scrape_error.as_deref().unwrap_or("counters not numeric")
         );

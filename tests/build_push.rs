@@ -114,10 +114,7 @@ fn push_records_the_digest_and_the_image_pulls_back_by_digest() {
         digest.starts_with("sha256:") && digest.len() == 71,
         "{digest}"
     );
-    assert_eq!(
-        j["reference"],
-        format!("{reg}/authentication-service:{tag}")
-    );
+    assert_eq!(j["reference"], format!("{reg}/{}:{tag}", stage.repo));
 
     let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
     let stored: String = db
@@ -130,7 +127,7 @@ fn push_records_the_digest_and_the_image_pulls_back_by_digest() {
     assert_eq!(stored, digest);
 
     // Pull it back by digest from the registry, after dropping the local tag.
-    let pinned = format!("{reg}/authentication-service@{digest}");
+    let pinned = format!("{reg}/{}@{digest}", stage.repo);
     let _ = docker(&["rmi", j["reference"].as_str().unwrap()]);
     let pull = docker(&["pull", &pinned]);
     assert_eq!(pull.code, 0, "{}", pull.all());
@@ -162,7 +159,7 @@ fn push_default_tag_is_staging_dhi_utc_date() {
     assert!(
         dates
             .iter()
-            .any(|d| got == format!("{reg}/authentication-service:staging-dhi-{d}")),
+            .any(|d| got == format!("{reg}/{}:staging-dhi-{d}", stage.repo)),
         "{got} is not staging-dhi-<UTC date> ({dates:?})"
     );
 }

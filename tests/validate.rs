@@ -531,7 +531,7 @@ fn push_attaches_the_sbom_as_a_sidecar_tag() {
     ]);
     assert_eq!(r.code, 0, "{}", r.all());
     let sidecar = r.json()["sbom"]["reference"].as_str().unwrap().to_string();
-    assert_eq!(sidecar, format!("{reg}/authentication-service:{tag}.sbom"));
+    assert_eq!(sidecar, format!("{reg}/{}:{tag}.sbom", stage.repo));
     // Pull it back from the registry and read the document out of it.
     let _ = docker(&["rmi", &sidecar]);
     assert_eq!(docker(&["pull", &sidecar]).code, 0);

@@ -9,8 +9,9 @@ use anyhow::Result;
 use crate::cli::TargetArgs;
 use crate::config::{Config, Overrides};
 use crate::exit::{failure, Code};
-use crate::output::Format;
+use crate::output::{Format, Outcome};
 use crate::probe::reference::ImageRef;
+use crate::service::{Named, Service};
 
 /// What every command gets: the resolved config and the global flags.
 #[derive(Clone)]
@@ -29,19 +30,73 @@ impl Ctx {
 
     /// Applies per-command target overrides (container name, port, base URL).
     pub fn with_target(mut self, t: &TargetArgs) -> Result<Ctx> {
+        self.apply(
+            t.name.clone(),
+            t.port,
+            t.base_url.clone(),
+            t.base_url.is_some(),
+        )?;
+        Ok(self)
+    }
+
+    /// The target overrides on the config (checked: a bad one is a usage error); a URL not
+    /// named by the operator follows a remote engine's host.
+    fn apply(
+        &mut self,
+        container: Option<String>,
+        port: Option<u16>,
+        base_url: Option<String>,
+        url_named: bool,
+    ) -> Result<()> {
         let o = Overrides {
-            container: t.name.clone(),
-            port: t.port,
-            base_url: t.base_url.clone(),
+            container,
+            port,
+            base_url,
             ..Default::default()
         };
         self.config
             .apply(&o)
             .map_err(|e| failure(Code::Usage, e.to_string()))?;
-        if t.base_url.is_none() {
+        if !url_named {
             follow_engine(&mut self.config);
         }
-        Ok(self)
+        Ok(())
+    }
+
+    /// Acts on what was deployed: the state's active deployment (of the named container, or
+    /// the latest) fills in what `t` leaves unnamed; the configuration when nothing is
+    /// recorded. Says which service on stderr (unless -q); `with_service` puts it in JSON.
+    pub fn acting_on(mut self, t: &TargetArgs) -> Result<(Ctx, Service)> {
+        let named = Named {
+            name: t.name.clone(),
+            port: t.port,
+            base_url: t.base_url.clone(),
+        };
+        let recorded = self.recorded(named.name.as_deref())?;
+        let service = crate::service::resolve(&self.config, &named, recorded.as_ref());
+        self.apply(
+            Some(service.name.clone()),
+            Some(service.port),
+            Some(service.base_url.clone()),
+            named.base_url.is_some(),
+        )?;
+        if !self.quiet {
+            eprintln!("{}", service.line());
+        }
+        Ok((self, service))
+    }
+
+    /// The active deployment of `name`, or the latest active one; none without a state store
+    /// (reading must not create one).
+    fn recorded(&self, name: Option<&str>) -> Result<Option<crate::store::Deployment>> {
+        if !self.state_dir.join("state.db").exists() {
+            return Ok(None);
+        }
+        let store = self.store()?;
+        match name {
+            Some(n) => store.active_deployment(n),
+            None => store.latest_active_deployment(),
+        }
     }
 
     /// What the rollout procedures need of it: the config, the state dir, the lock wait.
@@ -74,4 +129,12 @@ pub fn image_or(arg: Option<ImageRef>, default: impl FnOnce() -> String) -> Resu
         Some(image) => Ok(image),
         None => ImageRef::parse(&default()).map_err(|e| failure(Code::Usage, e)),
     }
+}
+
+/// The outcome with the service it acted on, as `service` in the JSON document.
+pub fn with_service(mut outcome: Outcome, service: &Service) -> Outcome {
+    if let (Some(map), Ok(v)) = (outcome.json.as_object_mut(), serde_json::to_value(service)) {
+        map.insert("service".into(), v);
+    }
+    outcome
 }

@@ -8,6 +8,7 @@ use crate::output::Outcome;
 use crate::report::gate;
 
 pub async fn run(ctx: Ctx, a: GateArgs) -> Result<Outcome> {
+    let (ctx, service) = ctx.acting_on(&a.target)?;
     let store = ctx.store()?;
     let verdict = gate::verdict(
         &store,
@@ -17,5 +18,5 @@ pub async fn run(ctx: Ctx, a: GateArgs) -> Result<Outcome> {
     )
     .await?;
     gate::notify(&ctx.config.notify, &verdict).await;
-    Ok(Outcome::of(&verdict))
+    Ok(super::ctx::with_service(Outcome::of(&verdict), &service))
 }

@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Push(a) => push::run(ctx, a).await,
         Command::Deploy(a) => deploy::run(ctx, a).await,
         Command::Rollback(a) => rollback::run(ctx, a).await,
-        Command::Status(a) => status::run(ctx.with_target(&a.target)?, a.platform).await,
+        Command::Status(a) => status::run(ctx, a).await,
         Command::Validate(a) => validate::run(ctx, a).await,
         Command::Preflight(a) => preflight::run(ctx.with_target(&a)?).await,
         Command::Monitor(a) => monitor::run(ctx, a).await,

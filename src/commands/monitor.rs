@@ -22,7 +22,13 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         prometheus_url: a.prometheus_url,
         kubernetes: a.platform == crate::cli::Platform::Kubernetes,
     };
-    let ctx = ctx.with_target(&a.target)?;
+    // On Kubernetes the Deployment is named by [kubernetes]; on an engine, what was deployed.
+    let (ctx, service) = if request.kubernetes {
+        (ctx.with_target(&a.target)?, None)
+    } else {
+        let (ctx, service) = ctx.acting_on(&a.target)?;
+        (ctx, Some(service))
+    };
     let live = !ctx.quiet && ctx.format == Format::Text;
     let context = ctx.rollout();
     let watched = watch::watch(&context, &request, &|t| {
@@ -31,5 +37,9 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         }
     })
     .await?;
-    Ok(Outcome::of(&watched))
+    let outcome = Outcome::of(&watched);
+    Ok(match &service {
+        Some(s) => super::ctx::with_service(outcome, s),
+        None => outcome,
+    })
 }

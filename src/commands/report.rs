@@ -8,11 +8,12 @@ use crate::output::Outcome;
 use crate::report::daily::{self, Request};
 
 pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
+    let (ctx, service) = ctx.acting_on(&a.target)?;
     let cfg = &ctx.config;
     let store = ctx.store()?;
     if a.week {
         let page = daily::week_page(cfg, &store, a.out.as_deref(), a.attestations.as_deref())?;
-        return Ok(Outcome::of(&page));
+        return Ok(super::ctx::with_service(Outcome::of(&page), &service));
     }
     let request = Request {
         day: a.day,
@@ -23,5 +24,6 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
         signed_by: a.signed_by,
         attestations: a.attestations,
     };
-    Ok(Outcome::of(&daily::daily(cfg, &store, &request).await?))
+    let report = daily::daily(cfg, &store, &request).await?;
+    Ok(super::ctx::with_service(Outcome::of(&report), &service))
 }

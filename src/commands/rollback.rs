@@ -10,16 +10,20 @@ use crate::output::Outcome;
 use crate::rollout::rollback::{self, Approval, Request};
 
 pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
-    let ctx = ctx.with_target(&a.target)?;
-    let context = ctx.rollout();
     let approval = Approval::Operator(a.approved_by);
     if a.platform == Platform::Kubernetes {
+        // The Deployment is named by [kubernetes], not by a recorded container.
+        let ctx = ctx.with_target(&a.target)?;
+        let context = ctx.rollout();
         let progress = ctx.progress();
         let out =
             super::kubernetes::rollback(&context, &approval, a.reason, &|l| progress.line(l)).await;
         progress.finish();
         return out;
     }
+    // A rollback restores on the name and port of the container it replaces.
+    let (ctx, service) = ctx.acting_on(&a.target)?;
+    let context = ctx.rollout();
     let request = Request {
         to: a.to,
         reason: a.reason,
@@ -27,5 +31,6 @@ pub async fn run(ctx: Ctx, a: RollbackArgs) -> Result<Outcome> {
         drill: a.drill,
         wait: a.wait,
     };
-    Ok(Outcome::of(&rollback::rollback(&context, &request).await?))
+    let rolled = rollback::rollback(&context, &request).await?;
+    Ok(super::ctx::with_service(Outcome::of(&rolled), &service))
 }

@@ -4,13 +4,14 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::cli::Platform;
+use crate::cli::{Platform, StatusArgs};
 use crate::output::Outcome;
 
-pub async fn run(ctx: Ctx, platform: Platform) -> Result<Outcome> {
-    if platform == Platform::Kubernetes {
-        return super::kubernetes::status(&ctx.config).await;
+pub async fn run(ctx: Ctx, a: StatusArgs) -> Result<Outcome> {
+    if a.platform == Platform::Kubernetes {
+        return super::kubernetes::status(&ctx.with_target(&a.target)?.config).await;
     }
+    let (ctx, service) = ctx.acting_on(&a.target)?;
     let status = crate::status::check(&ctx.config, &ctx.state_dir).await?;
-    Ok(Outcome::of(&status))
+    Ok(super::ctx::with_service(Outcome::of(&status), &service))
 }

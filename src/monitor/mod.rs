@@ -27,8 +27,11 @@ pub struct Tick {
     pub error_rate_pct: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
-    /// Scrapes in a row, ending with this one, that gave no usable metrics.
+    /// Scrapes in a row, ending with this one, that gave no usable metrics: counted by the
+    /// loop as they happen, since the history it keeps is slimmed past the scrape window.
     pub scrape_failures_in_a_row: usize,
+    /// The run began before this monitor's first tick and its history: a lower bound.
+    pub scrape_failures_at_least: bool,
     /// Set when an earlier sample is stamped later than this one: the clock stepped back.
     pub clock_stepped_back_ms: Option<i64>,
     pub blind: Vec<BlindRule>,
@@ -131,6 +134,8 @@ pub async fn run(
         .map(|prev| Cursor::resume(&prev))
         .unwrap_or_default();
     let mut n = 0;
+    // (failed scrapes in a row, whether the run reaches back past what this process saw)
+    let mut scrape_run = (0usize, false);
     let mut history: Vec<Sample> = Vec::new();
     let mut newly_blind: Vec<BlindRule> = Vec::new();
     let max_window = cfg
@@ -201,6 +206,7 @@ pub async fn run(
         };
         let cves =
             store.critical_cves(sampler.image_id.as_deref(), sampler.image_ref.as_deref())?;
+        scrape_run = count_failed_scrapes(scrape_run, &sample, &history, n == 1);
         let mut results = evaluate_all(cfg, &history, sample.ts_ms, cves);
         if let Some(p) = &sampler.prometheus {
             let rules: Vec<(&crate::config::TriggerRule, Severity)> = cfg
@@ -239,11 +245,8 @@ pub async fn run(
             error_rate_pct: latest(Metric::ErrorRatePct),
             p95_ms: latest(Metric::P95LatencyMs),
             p99_ms: latest(Metric::P99LatencyMs),
-            scrape_failures_in_a_row: history
-                .iter()
-                .rev()
-                .take_while(|s| s.usable_metrics().is_none())
-                .count(),
+            scrape_failures_in_a_row: scrape_run.0,
+            scrape_failures_at_least: scrape_run.1,
             clock_stepped_back_ms: clock,
             blind: blind.iter().map(|b| b.0.clone()).collect(),
             sample,
@@ -293,6 +296,30 @@ fn scrape_window(cfg: &MonitoringConfig) -> Duration {
 
 /// Past the longest window that reads scrapes (and room for its anchor), a sample of the
 /// history keeps only its readings: an hour-long window at 1 s costs little memory.
+/// The run of failed scrapes after this sample. The first tick continues the run a previous
+/// process left in the store (as far back as its history reaches: then it is a lower bound);
+/// later ticks count, because the history they keep is slimmed and cannot.
+fn count_failed_scrapes(
+    run: (usize, bool),
+    sample: &Sample,
+    history: &[Sample],
+    first: bool,
+) -> (usize, bool) {
+    if sample.usable_metrics().is_some() {
+        return (0, false);
+    }
+    if !first {
+        return (run.0 + 1, run.1);
+    }
+    let failed = history
+        .iter()
+        .rev()
+        .take_while(|s| s.usable_metrics().is_none())
+        .count()
+        .max(1);
+    (failed, history.len() > 1 && failed >= history.len())
+}
+
 fn slim_history(history: &mut [Sample], now_ms: i64, scrape_window: Duration, interval: Duration) {
     let margin = (interval * 2).max(Duration::from_secs(120));
     let slim_before = now_ms - (scrape_window + margin).as_millis() as i64;

@@ -213,6 +213,8 @@ mod tests {
             healthy_at: None,
             finished_at: None,
             verification: None,
+            host_port: None,
+            base_url: None,
         }
     }
 

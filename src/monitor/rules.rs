@@ -327,7 +327,13 @@ fn metrics_gap_reason(samples: &[Sample]) -> String {
         .count();
     match samples.iter().rev().find(|s| s.usable_metrics().is_none()) {
         Some(s) if failed > 0 => format!(
-            "{failed} consecutive scrape(s) without usable metrics ({})",
+            "{}{failed} consecutive scrape(s) without usable metrics ({})",
+            // The slice is the rule's window: a run that fills it began earlier.
+            if failed == samples.len() {
+                "at least "
+            } else {
+                ""
+            },
             s.scrape_error
                 .clone()
                 .unwrap_or_else(|| "a counter is NaN or infinite".into())

@@ -132,6 +132,8 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         container_name: spec.name.clone(),
         previous_id: previous.as_ref().map(|p| p.id),
         insecure: !gaps.is_empty(),
+        host_port: Some(spec.host_port),
+        base_url: Some(cfg.verify.base_url.clone()),
     })?;
     store.event(EventKind::Deploy, Some(id), &json!({"phase": "start", "image": r.image, "insecure_gaps": gaps, "previous_deployment": previous.as_ref().map(|p| p.id)}))?;
 

@@ -412,6 +412,8 @@ async fn restore_to(
         container_name: spec.name.clone(),
         previous_id,
         insecure: false,
+        host_port: Some(spec.host_port),
+        base_url: Some(cfg.verify.base_url.clone()),
     })?;
     let swap = match rollout::swap(engine, spec, cfg.rollback.stop_grace).await {
         Ok(s) => s,

@@ -132,6 +132,15 @@ CREATE TABLE rule_states (
         sql: samples::SCHEMA,
         convert: Some(samples::convert_v2_rows),
     },
+    // Issue P: where a deployment's service answers (its published port and base URL), so
+    // later commands act on what was deployed rather than on the configuration's defaults.
+    Migration {
+        sql: r#"
+ALTER TABLE deployments ADD COLUMN host_port INTEGER;
+ALTER TABLE deployments ADD COLUMN base_url TEXT;
+"#,
+        convert: None,
+    },
 ];
 
 /// How long one rule has been without a verdict (for blindness).
@@ -171,6 +180,10 @@ pub struct Deployment {
     pub healthy_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub verification: Option<Value>,
+    /// The host port the container published (None before issue P's migration).
+    pub host_port: Option<u16>,
+    /// The base URL its /health and /metrics were read from.
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +195,8 @@ pub struct NewDeployment {
     pub container_name: String,
     pub previous_id: Option<i64>,
     pub insecure: bool,
+    pub host_port: Option<u16>,
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -340,9 +355,9 @@ impl Store {
 
     pub fn insert_deployment(&self, d: &NewDeployment) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO deployments(kind, status, image_ref, image_id, digest, container_name, previous_id, insecure, started_at)
-             VALUES (?1,'starting',?2,?3,?4,?5,?6,?7,?8)",
-            params![d.kind, d.image_ref, d.image_id, d.digest, d.container_name, d.previous_id, d.insecure, self.now()],
+            "INSERT INTO deployments(kind, status, image_ref, image_id, digest, container_name, previous_id, insecure, started_at, host_port, base_url)
+             VALUES (?1,'starting',?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            params![d.kind, d.image_ref, d.image_id, d.digest, d.container_name, d.previous_id, d.insecure, self.now(), d.host_port, d.base_url],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -391,6 +406,12 @@ impl Store {
     /// Marks an earlier deployment active again (a rollback restored its container as it was).
     pub fn reactivate(&mut self, id: i64) -> Result<()> {
         self.finish_deployment(id, DeploymentStatus::Active, None)
+    }
+
+    /// The deployment serving now, whatever its container's name: the one a later command
+    /// acts on when the operator names none.
+    pub fn latest_active_deployment(&self) -> Result<Option<Deployment>> {
+        self.query_deployment("WHERE status='active' ORDER BY id DESC LIMIT 1", params![])
     }
 
     pub fn active_deployment(&self, container_name: &str) -> Result<Option<Deployment>> {
@@ -647,7 +668,7 @@ impl Store {
     }
 }
 
-const DEPLOYMENT_COLUMNS: &str = "SELECT id, kind, status, image_ref, image_id, digest, container_id, container_name, previous_id, insecure, started_at, healthy_at, finished_at, verification FROM deployments";
+const DEPLOYMENT_COLUMNS: &str = "SELECT id, kind, status, image_ref, image_id, digest, container_id, container_name, previous_id, insecure, started_at, healthy_at, finished_at, verification, host_port, base_url FROM deployments";
 
 fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     Ok(Deployment {
@@ -667,6 +688,8 @@ fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
         verification: r
             .get::<_, Option<String>>(13)?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        host_port: r.get(14)?,
+        base_url: r.get(15)?,
     })
 }
 
@@ -715,6 +738,8 @@ mod tests {
             image_id: None,
             digest: None,
             insecure: false,
+            host_port: None,
+            base_url: None,
         };
         let a = s.insert_deployment(&d("a", None)).unwrap();
         s.finish_deployment(a, DeploymentStatus::Active, None)

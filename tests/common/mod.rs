@@ -107,6 +107,10 @@ pub fn good_image() -> String {
         .clone()
 }
 
+pub fn shipped_config() -> String {
+    std::fs::read_to_string(root().join("config/staging.toml")).unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -125,11 +129,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// One isolated operator: own state dir, env file, container name and port.
+/// One isolated operator: own state dir, env file, container name, port, and image
+/// repository (so the baseline `<registry>/<repo>:baseline-distroless`, the build tag and
+/// pushed tags are its own: what the main job left in the engine or the registry is never
+/// seen). The config is the shipped one with that repository, given as `DHI_STAGE_CONFIG`.
 pub struct Stage {
     pub dir: tempfile::TempDir,
     pub name: String,
     pub port: u16,
+    /// `[image] name`: the repository every reference this stage makes is in.
+    pub repo: String,
     pub env_file: PathBuf,
     pub extra_env: Vec<(String, String)>,
 }
@@ -177,13 +186,31 @@ impl Stage {
             "NODE_ENV=staging\nPORT=3000\nTELEMETRY_MODE=otlp\nJWT_SECRET=s3cr3t-value\n",
         )
         .unwrap();
-        Stage {
-            name: unique("dhi-test"),
+        let name = unique("dhi-test");
+        let stage = Stage {
+            repo: name.clone(),
+            name,
             port: free_port(),
             env_file,
             dir,
             extra_env: Vec::new(),
-        }
+        };
+        std::fs::write(stage.config_path(), stage.own_repo(shipped_config())).unwrap();
+        stage
+    }
+
+    /// The stage's own config: the shipped one, in the stage's image repository.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("stage.toml")
+    }
+
+    /// `[image] name` set to the stage's repository, unless the text already names another.
+    fn own_repo(&self, text: String) -> String {
+        text.replacen(
+            "name = \"authentication-service\"",
+            &format!("name = \"{}\"", self.repo),
+            1,
+        )
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -203,7 +230,7 @@ impl Stage {
             .env("DHI_STAGE_PORT", self.port.to_string())
             .env_remove("DHI_STAGE_BASE_URL")
             .env_remove("DHI_STAGE_IMAGE")
-            .env_remove("DHI_STAGE_CONFIG")
+            .env("DHI_STAGE_CONFIG", self.config_path())
             .current_dir(self.dir.path());
         for (k, v) in &self.extra_env {
             c.env(k, v);
@@ -279,10 +306,11 @@ impl Stage {
             .collect()
     }
 
+    /// The shipped config edited by `edit`, in the stage's repository unless the edit
+    /// names its own image (`name = "..."` replaced first).
     pub fn write_config(&self, edit: impl Fn(String) -> String) -> PathBuf {
-        let text = std::fs::read_to_string(root().join("config/staging.toml")).unwrap();
         let p = self.dir.path().join("custom.toml");
-        std::fs::write(&p, edit(text)).unwrap();
+        std::fs::write(&p, self.own_repo(edit(shipped_config()))).unwrap();
         p
     }
 }
@@ -468,7 +496,7 @@ pub fn path_str(p: &Path) -> &str {
 /// The shipped config with the runbook's windows shrunk for tests: 5m -> 4s, 1h -> 8s,
 /// 30m (memory growth) -> 1h, 10m -> 60s, a 1 s monitor interval, 1.5 s probe timeout; then `edit`.
 pub fn short_window_config(stage: &Stage, edit: impl Fn(&mut toml::Table)) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("config/staging.toml")).unwrap();
+    let text = std::fs::read_to_string(stage.config_path()).unwrap();
     let mut t: toml::Table = text.parse().unwrap();
     {
         let m = t["monitoring"].as_table_mut().unwrap();
