@@ -10,41 +10,56 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{GetParams, ListParams, ObjectList, Patch, PatchParams};
 use kube::{Client, Config};
+use serde::de::DeserializeOwned;
 
 /// Who owns the fields dhi-stage applies (server-side apply's field manager).
 pub const FIELD_MANAGER: &str = "dhi-stage";
-/// Every call to the API server ends within this.
+/// Every call to the API server ends within this, however slowly its answer drips in
+/// (`read_timeout` is per read: it alone lets a server hold a call for ever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// An answer larger than this is refused: a Deployment or a list of the Deployment's pods
+/// and ReplicaSets is a few hundred KB even at hundreds of replicas.
+pub const MAX_BODY: usize = 16 << 20;
 
 pub struct Cluster {
-    deployments: Api<Deployment>,
-    replica_sets: Api<ReplicaSet>,
-    pods: Api<Pod>,
-    /// The API server, for messages.
+    client: Client,
+    namespace: String,
+    /// The API server, for messages (userinfo and secret query values masked).
     pub server: String,
+    /// How long one call may take in all (a monitor tick bounds its own reading tighter).
+    deadline: Duration,
 }
 
 impl Cluster {
     pub async fn connect(namespace: &str) -> Result<Cluster> {
-        let mut config = Config::infer().await.map_err(|e| {
-            anyhow!(
-                "no Kubernetes cluster configured ({e}); set KUBECONFIG or run inside the cluster"
-            )
-        })?;
+        let mut config = tokio::time::timeout(CALL_TIMEOUT, Config::infer())
+            .await
+            .map_err(|_| anyhow!("reading the Kubernetes configuration took over {}s", CALL_TIMEOUT.as_secs()))?
+            .map_err(|e| {
+                anyhow!(
+                    "no Kubernetes cluster configured ({}); set KUBECONFIG or run inside the cluster",
+                    crate::redact::urls(&e.to_string())
+                )
+            })?;
+        remember_credentials(&config);
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(CALL_TIMEOUT);
         config.write_timeout = Some(CALL_TIMEOUT);
-        let server = config.cluster_url.to_string();
+        let server = crate::redact::urls(&config.cluster_url.to_string());
         let client = Client::try_from(config)
             .with_context(|| format!("cannot build a client for the API server {server}"))?;
         Ok(Cluster {
-            deployments: Api::namespaced(client.clone(), namespace),
-            replica_sets: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client, namespace),
+            client,
+            namespace: namespace.to_string(),
             server,
+            deadline: CALL_TIMEOUT,
         })
+    }
+
+    fn request<K: kube::Resource<DynamicType = ()>>(&self) -> kube::core::Request {
+        kube::core::Request::new(K::url_path(&(), Some(&self.namespace)))
     }
 
     /// Server-side apply, forcing ownership of the fields dhi-stage manages (as
@@ -52,51 +67,140 @@ impl Cluster {
     pub async fn apply(&self, d: &Deployment) -> Result<Deployment> {
         let name = d.metadata.name.clone().unwrap_or_default();
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        self.deployments
-            .patch(&name, &pp, &Patch::Apply(d))
-            .await
-            .map_err(|e| api_error(e, &format!("applying deployment {name}")))
+        let doing = format!("applying deployment {name}");
+        let req = self
+            .request::<Deployment>()
+            .patch(&name, &pp, &Patch::Apply(d));
+        self.call(&doing, req).await
     }
 
     pub async fn deployment(&self, name: &str) -> Result<Deployment> {
-        self.deployments
-            .get(name)
-            .await
-            .map_err(|e| api_error(e, &format!("reading deployment {name}")))
+        let req = self
+            .request::<Deployment>()
+            .get(name, &GetParams::default());
+        self.call(&format!("reading deployment {name}"), req).await
     }
 
     pub async fn replica_sets(&self, selector: &str) -> Result<Vec<ReplicaSet>> {
-        let lp = ListParams::default().labels(selector);
-        Ok(self
-            .replica_sets
-            .list(&lp)
-            .await
-            .map_err(|e| api_error(e, &format!("listing replica sets {selector}")))?
-            .items)
+        let req = self
+            .request::<ReplicaSet>()
+            .list(&ListParams::default().labels(selector));
+        let list: ObjectList<ReplicaSet> = self
+            .call(&format!("listing replica sets {selector}"), req)
+            .await?;
+        Ok(list.items)
     }
 
     pub async fn pods(&self, selector: &str) -> Result<Vec<Pod>> {
-        let lp = ListParams::default().labels(selector);
-        Ok(self
-            .pods
-            .list(&lp)
-            .await
-            .map_err(|e| api_error(e, &format!("listing pods {selector}")))?
-            .items)
+        let req = self
+            .request::<Pod>()
+            .list(&ListParams::default().labels(selector));
+        let list: ObjectList<Pod> = self.call(&format!("listing pods {selector}"), req).await?;
+        Ok(list.items)
     }
 
     /// Replaces the Deployment's pod template with `template` (a strategic merge patch of
-    /// `spec.template`, as `kubectl rollout undo` sends), which starts a new rollout.
+    /// `spec.template`), which starts a new rollout.
     pub async fn set_template(&self, name: &str, template: &PodTemplateSpec) -> Result<Deployment> {
         let patch = serde_json::json!({"spec": {"template": template}});
-        self.deployments
-            .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        let req = self.request::<Deployment>().patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        );
+        self.call(&format!("rolling back deployment {name}"), req)
             .await
-            .map_err(|e| api_error(e, &format!("rolling back deployment {name}")))
+    }
+
+    /// One call: sent, its body read up to `MAX_BODY`, decoded, all within the deadline.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        doing: &str,
+        req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<T> {
+        let req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
+        let exchange = async {
+            let res = self
+                .client
+                .send(req.map(kube::client::Body::from))
+                .await
+                .map_err(|e| api_error(e, doing))?;
+            let status = res.status();
+            let body = read_bounded(res.into_body(), MAX_BODY)
+                .await
+                .map_err(|e| anyhow!("{doing}: {e}"))?;
+            if !status.is_success() {
+                return Err(status_error(doing, status.as_u16(), &body));
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                anyhow!("{doing}: the API server's answer is not the expected object ({e})")
+            })
+        };
+        match tokio::time::timeout(self.deadline, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow!(
+                "{doing}: the API server {} did not answer in full within {}s",
+                self.server,
+                self.deadline.as_secs_f64()
+            )),
+        }
     }
 }
 
-/// The API server's own words (its Status message and code) first.
+/// The kubeconfig's token, password and the server URL's credentials, for `redact::scrub`.
+fn remember_credentials(config: &Config) {
+    use secrecy::ExposeSecret;
+    let a = &config.auth_info;
+    let user = a.username.as_deref();
+    let mut forms = crate::redact::url_credentials(&config.cluster_url.to_string());
+    if let Some(t) = &a.token {
+        forms.extend(crate::redact::credential_forms(None, t.expose_secret()));
+    }
+    if let Some(p) = &a.password {
+        forms.extend(crate::redact::credential_forms(user, p.expose_secret()));
+    }
+    crate::redact::remember(forms);
+}
+
+/// The body, refused (not cut: a cut object would decode as something else) past `max`.
+async fn read_bounded(mut body: kube::client::Body, max: usize) -> Result<Vec<u8>> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| anyhow!("reading the answer: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > max {
+                return Err(anyhow!(
+                    "the answer is larger than {} MiB; refused",
+                    max >> 20
+                ));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf)
+}
+
+/// A refusal in the API server's own words (its Status message, reason and code) when it
+/// sent one, else the start of what it sent.
+fn status_error(doing: &str, code: u16, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<kube::core::Status>(body) {
+        Ok(s) if !s.message.is_empty() => anyhow!(
+            "{doing}: the API server said {} ({}, HTTP {code})",
+            s.message,
+            s.reason
+        ),
+        _ => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+            anyhow!(
+                "{doing}: the API server answered HTTP {code}: {}",
+                text.trim()
+            )
+        }
+    }
+}
+
+/// A failure to send, in words (the API server's own words are read by `status_error`).
 fn api_error(e: kube::Error, doing: &str) -> anyhow::Error {
     match e {
         kube::Error::Api(s) => anyhow!(
@@ -105,6 +209,6 @@ fn api_error(e: kube::Error, doing: &str) -> anyhow::Error {
             s.reason,
             s.code
         ),
-        other => anyhow!("{doing}: {other}"),
+        other => anyhow!("{doing}: {}", crate::redact::urls(&other.to_string())),
     }
 }

@@ -38,9 +38,12 @@ pub fn read_for_container(path: &Path) -> Result<Vec<EnvVar>> {
 pub fn read(path: &Path) -> Result<Vec<EnvVar>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read env file {}", path.display()))?;
-    parse(&bytes, &path.display().to_string(), |k| {
+    let vars = parse(&bytes, &path.display().to_string(), |k| {
         std::env::var(k).ok()
-    })
+    })?;
+    // The service's secrets (JWT_SECRET, *_TOKEN, ...) are masked wherever they come back.
+    crate::redact::remember_env(vars.iter().map(|v| (v.key.as_str(), v.value.as_str())));
+    Ok(vars)
 }
 
 /// Parses env-file bytes; `lookup` resolves bare keys (the caller's environment in real use).

@@ -56,19 +56,22 @@ fn main() {
     let code = match result {
         Ok(outcome) => {
             match format {
-                Format::Json => {
-                    println_safe(&serde_json::to_string_pretty(&outcome.json).unwrap_or_default())
-                }
-                Format::Text => println_safe(outcome.text.trim_end()),
+                // Whatever a source echoed, no credential this process knows is printed.
+                Format::Json => println_safe(&redact::scrub(
+                    &serde_json::to_string_pretty(&outcome.json).unwrap_or_default(),
+                )),
+                Format::Text => println_safe(&redact::scrub(outcome.text.trim_end())),
             }
             outcome.code
         }
         Err(err) => {
             let code = exit::code_of(&err);
             // Printed once, with its cause chain, as ripgrep does.
-            eprintln!("error: {err:#}");
+            let message = redact::scrub(&format!("{err:#}")).into_owned();
+            eprintln!("error: {message}");
             if format == Format::Json {
-                let doc = serde_json::json!({"ok": false, "exit_code": code.as_i32(), "error": format!("{err:#}")});
+                let doc =
+                    serde_json::json!({"ok": false, "exit_code": code.as_i32(), "error": message});
                 println_safe(&serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
             code

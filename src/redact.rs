@@ -3,6 +3,8 @@
 //! `password=`-style pairs and any value the env file holds. Pure string functions, so every
 //! layer can use them and a test can prove them.
 
+pub use std::borrow::Cow;
+
 /// Query keys whose values are credentials (case-insensitive, matched as substrings).
 const SECRET_KEYS: &[&str] = &[
     "token",
@@ -92,6 +94,108 @@ fn is_secret_key(k: &str) -> bool {
     SECRET_KEYS.iter().any(|s| k.contains(s))
 }
 
+/// Every form in which a credential the configuration names can come back in someone's
+/// error page or log: the secret itself, `user:secret`, the base64 of that (an HTTP Basic
+/// header echoed), the base64 of the secret alone, and its percent-encoded form.
+pub fn credential_forms(user: Option<&str>, secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    let mut forms = vec![secret.to_string(), b64(secret)];
+    if let Some(u) = user.filter(|u| !u.is_empty()) {
+        let pair = format!("{u}:{secret}");
+        forms.push(b64(&pair));
+        forms.push(pair);
+    }
+    let encoded: String = secret
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    if encoded != secret {
+        forms.push(encoded);
+    }
+    // The longest first, so a pair is masked whole before its parts.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
+}
+
+/// The credentials a URL carries (its userinfo, secret-looking query values), in every form.
+pub fn url_credentials(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let mut out = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        out.extend(credential_forms(Some(user), pass));
+        if pass.is_empty() {
+            out.extend(credential_forms(None, user));
+        }
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split(['&', '#']) {
+            if let Some((k, v)) = pair.split_once('=') {
+                if is_secret_key(k) {
+                    out.extend(credential_forms(None, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The credentials this process was given (a Prometheus token or password, a kubeconfig's,
+/// a URL's userinfo, the env file's secret-keyed values), in every form: `scrub` masks them
+/// in everything printed (`main`) and stored (`store`), whatever source echoed them.
+static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds credentials to the process's set (shorter than 4 characters: too common to mask).
+pub fn remember(forms: impl IntoIterator<Item = String>) {
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    for f in forms {
+        if f.len() >= 4 && !known.contains(&f) {
+            known.push(f);
+        }
+    }
+    known.sort_by_key(|f| std::cmp::Reverse(f.len()));
+}
+
+/// Remembers the values of an env file whose keys name a secret (`JWT_SECRET`, `*_TOKEN`).
+pub fn remember_env<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    remember(
+        pairs
+            .into_iter()
+            .filter(|(k, _)| is_secret_key(k))
+            .flat_map(|(_, v)| credential_forms(None, v)),
+    );
+}
+
+/// `text` with every remembered credential masked; the text itself when none occurs.
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = Cow::Borrowed(text);
+    for k in known.iter() {
+        if out.contains(k.as_str()) {
+            out = Cow::Owned(out.replace(k.as_str(), MASK));
+        }
+    }
+    out
+}
+
+/// Whether any credential is remembered (the store skips its scrubbing pass otherwise).
+pub fn any_known() -> bool {
+    !KNOWN.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+}
+
 /// A log line as it may be copied into an incident, a webhook or an issue: URLs redacted,
 /// `Bearer <token>`, `key=value`/`key: value` pairs with secret-looking keys, and every
 /// `known` secret (env-file values of 4+ characters) masked.
@@ -154,6 +258,32 @@ pub fn log_line(line: &str, known: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_is_masked_in_every_form_it_comes_back_in() {
+        let forms = credential_forms(Some("ops"), "p@ss word");
+        for f in [
+            "p@ss word",
+            "ops:p@ss word",
+            "b3BzOnBAc3Mgd29yZA==",
+            "p%40ss%20word",
+        ] {
+            assert!(forms.contains(&f.to_string()), "{f} missing from {forms:?}");
+        }
+        let url = url_credentials("https://u:pw123@host/x?token=tk-999&job=a");
+        assert!(
+            url.contains(&"pw123".to_string()) && url.contains(&"tk-999".to_string()),
+            "{url:?}"
+        );
+        assert!(!url.contains(&"a".to_string()));
+        remember(credential_forms(Some("ops"), "zz-secret-41"));
+        let echoed = "Authorization: Basic b3BzOnp6LXNlY3JldC00MQ== and zz-secret-41";
+        let clean = scrub(echoed);
+        assert!(
+            !clean.contains("zz-secret-41") && !clean.contains("b3BzOnp6LXNlY3JldC00MQ=="),
+            "{clean}"
+        );
+    }
 
     #[test]
     fn urls_lose_userinfo_and_secret_query_values() {

@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::engine::logs::{is_error_line, LogLimits, LogScan};
 use crate::engine::stats::{self, Resources};
 use crate::engine::Engine;
 use crate::exit::Code;
@@ -49,8 +50,11 @@ pub struct Container {
     pub memory_bytes: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
     pub cpu_pct: Option<f64>,
-    pub errors_last_hour: usize,
+    pub errors_last_hour: u64,
     pub recent_errors: Vec<String>,
+    /// The log read stopped at its byte or time budget: `errors_last_hour` is a lower bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors_cut: Option<String>,
 }
 
 pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> {
@@ -73,7 +77,13 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
     };
     let (container, engine_error) = match Engine::connect().await {
         Err(e) => (None, Some(format!("{e:#}"))),
-        Ok(engine) => (container(&engine, &name).await?, None),
+        Ok(engine) => {
+            // Lines copied from the logs lose every value the env file holds.
+            let known: Vec<String> = crate::envfile::read(&cfg.env_file)
+                .map(|vars| vars.into_iter().map(|v| v.value).collect())
+                .unwrap_or_default();
+            (container(&engine, &name, &known).await?, None)
+        }
     };
     let code = match (&engine_error, &container) {
         (Some(_), _) => Code::Operational,
@@ -99,7 +109,7 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
     })
 }
 
-async fn container(engine: &Engine, name: &str) -> Result<Option<Container>> {
+async fn container(engine: &Engine, name: &str, known: &[String]) -> Result<Option<Container>> {
     let Some(c) = engine.find_container(name).await? else {
         return Ok(None);
     };
@@ -108,15 +118,17 @@ async fn container(engine: &Engine, name: &str) -> Result<Option<Container>> {
     // A remote engine's pid names some other process here.
     let pid = state.pid.filter(|p| *p > 0 && engine.is_local());
     let since = chrono::Utc::now().timestamp() - 3600;
+    // Counted as they stream, the last 10 kept: the runbook's `docker logs --since 1h | grep
+    // -c error`, bounded (a service whose last hour of logs is gigabytes costs 8 MiB, 10 s).
+    let limits = LogLimits::new(10, std::time::Duration::from_secs(10));
     let (res, logs) = tokio::join!(
         resources(engine, name, running, pid),
-        engine.logs_since(name, since, 10_000)
+        engine.scan_logs(name, since, 0, None, limits, &is_error_line)
     );
-    let errors: Vec<String> = logs
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|l| l.to_ascii_lowercase().contains("error"))
-        .collect();
+    let logs = logs.unwrap_or_else(|e| LogScan {
+        cut: Some(format!("{e:#}")),
+        ..Default::default()
+    });
     Ok(Some(Container {
         id: c.id.clone(),
         image: c.config.as_ref().and_then(|c| c.image.clone()),
@@ -127,8 +139,13 @@ async fn container(engine: &Engine, name: &str) -> Result<Option<Container>> {
         memory_bytes: res.map(|r| r.memory_bytes),
         memory_limit_bytes: res.map(|r| r.memory_limit_bytes),
         cpu_pct: res.and_then(|r| r.cpu_pct),
-        errors_last_hour: errors.len(),
-        recent_errors: errors.iter().rev().take(10).rev().cloned().collect(),
+        errors_last_hour: logs.matched,
+        recent_errors: logs
+            .last
+            .iter()
+            .map(|l| crate::redact::log_line(l, known))
+            .collect(),
+        errors_cut: logs.cut,
     }))
 }
 
@@ -238,10 +255,16 @@ impl Render for Status {
                 }
                 _ => text += "resources: unavailable (container not running)\n",
             }
-            text += &format!(
-                "recent errors (last hour, {} in all, last 10):\n",
-                c.errors_last_hour
-            );
+            text += &match &c.errors_cut {
+                None => format!(
+                    "recent errors (last hour, {} in all, last 10):\n",
+                    c.errors_last_hour
+                ),
+                Some(why) => format!(
+                    "recent errors (last hour, at least {} — {why}; last 10 read):\n",
+                    c.errors_last_hour
+                ),
+            };
             for l in &c.recent_errors {
                 text += &format!("  {l}\n");
             }

@@ -574,6 +574,9 @@ pub fn tick_line(t: &Tick) -> String {
             s.scrape_error.as_deref().unwrap_or("counters not numeric")
         );
     }
+    if let Some(why) = s.health_detail["logs"]["cut"].as_str() {
+        line += &format!(" | log errors counted only in part ({why}): at least the count shown");
+    }
     if s.parse_errors > 0 {
         line += &format!(" | {} unreadable /metrics line(s)", s.parse_errors);
     }

@@ -200,7 +200,7 @@ pub struct PodView {
     pub name: String,
     pub phase: String,
     pub ready: bool,
-    pub restarts: i32,
+    pub restarts: i64,
     pub image: String,
     pub image_id: String,
 }
@@ -216,7 +216,11 @@ pub fn pod_view(p: &k8s_openapi::api::core::v1::Pod) -> PodView {
             .iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True"),
-        restarts: containers.iter().map(|c| c.restart_count).sum(),
+        // Widened and saturating: a server's i32::MAX restarts must not wrap to "clear".
+        restarts: containers
+            .iter()
+            .map(|c| i64::from(c.restart_count.max(0)))
+            .fold(0i64, i64::saturating_add),
         image: containers
             .first()
             .map(|c| c.image.clone())

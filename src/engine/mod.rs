@@ -7,6 +7,7 @@ pub mod auth;
 pub mod context;
 pub mod endpoint;
 pub mod kubernetes;
+pub mod logs;
 pub mod spec;
 pub mod stats;
 
@@ -404,21 +405,6 @@ impl Engine {
         }
     }
 
-    /// Log lines (stdout and stderr) since a Unix time, at most `max_lines` from the end.
-    pub async fn logs_since(
-        &self,
-        name: &str,
-        since_unix: i64,
-        max_lines: usize,
-    ) -> Result<Vec<String>> {
-        Ok(self
-            .logs_with_timestamps(name, since_unix, max_lines)
-            .await?
-            .into_iter()
-            .map(|(_, l)| l)
-            .collect())
-    }
-
     /// Pulls `reference` (e.g. from the local registry) when the engine does not have it.
     pub async fn ensure_image(
         &self,
@@ -520,47 +506,51 @@ impl Engine {
         .await
     }
 
-    /// Log lines since a Unix second with the engine's nanosecond timestamps, so a caller can
-    /// resume exactly where it stopped.
-    pub async fn logs_with_timestamps(
+    /// Reads a container's log lines (stdout and stderr) since a Unix second, counting
+    /// those newer than `after_ns` and those `matches`, within `limits` (bytes and time):
+    /// a stream that does not end is cut, and `LogScan::cut` says the counts are lower
+    /// bounds. `tail` asks the engine for at most that many lines from the end.
+    pub async fn scan_logs(
         &self,
         name: &str,
         since_unix: i64,
-        max_lines: usize,
-    ) -> Result<Vec<(i128, String)>> {
-        let options = LogsOptionsBuilder::default()
+        after_ns: i128,
+        tail: Option<usize>,
+        limits: logs::LogLimits,
+        matches: &dyn Fn(&str) -> bool,
+    ) -> Result<logs::LogScan> {
+        let mut options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
             .timestamps(true)
-            .since(since_unix.clamp(0, i32::MAX as i64) as i32)
-            .tail(&max_lines.to_string())
-            .build();
-        let mut stream = self.docker.logs(name, Some(options));
-        let mut out = Vec::new();
-        let read = async {
-            while let Some(item) = stream.next().await {
-                let chunk = item.map_err(|e| anyhow!(docker_message(&e)))?;
-                for l in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-                    let (ts, text) = l.split_once(' ').unwrap_or((l, ""));
-                    let ns = chrono::DateTime::parse_from_rfc3339(ts)
-                        .ok()
-                        .and_then(|t| t.timestamp_nanos_opt())
-                        .map(i128::from)
-                        .unwrap_or(0);
-                    out.push((ns, text.to_string()));
+            .since(since_unix.clamp(0, i32::MAX as i64) as i32);
+        if let Some(n) = tail {
+            options = options.tail(&n.to_string());
+        }
+        let mut stream = self.docker.logs(name, Some(options.build()));
+        let mut counter = logs::LogCounter::new(limits, after_ns, matches);
+        let deadline = tokio::time::Instant::now() + limits.within;
+        let cut = loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    if !counter.feed(&chunk.into_bytes()) {
+                        break None;
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(anyhow!(docker_message(&e)))
+                        .with_context(|| format!("reading the logs of {name}"))
+                }
+                Ok(None) => break None,
+                Err(_) => {
+                    break Some(format!(
+                        "stopped after {}s of reading logs",
+                        limits.within.as_secs_f64()
+                    ))
                 }
             }
-            Ok::<_, anyhow::Error>(())
         };
-        tokio::time::timeout(CALL_TIMEOUT, read)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "logs of {name} did not arrive within {}s",
-                    CALL_TIMEOUT.as_secs()
-                )
-            })??;
-        Ok(out)
+        Ok(counter.finish(cut))
     }
 
     /// `CreatedBy` of every history entry (the Dockerfile lines, as the engine recorded them).

@@ -176,7 +176,9 @@ pub async fn run(
                 });
             }
         }
-        let sample = sampler.take(&mut cursor).await;
+        let sample = sampler
+            .take(&mut cursor, engine_budget(&plan.cadence))
+            .await;
         store.insert_sample(&sample)?;
         n += 1;
         let interval = plan.cadence.interval_at(sample.ts_ms);
@@ -296,6 +298,14 @@ fn scrape_window(cfg: &MonitoringConfig) -> Duration {
 
 /// Past the longest window that reads scrapes (and room for its anchor), a sample of the
 /// history keeps only its readings: an hour-long window at 1 s costs little memory.
+/// How long a tick's engine (or cluster) reading may take: most of the interval, so a
+/// stalled or dripping engine delays no tick past its next one (1 s at least, so a busy
+/// engine on a 1 s interval still answers).
+fn engine_budget(cadence: &Cadence) -> Duration {
+    let interval = cadence.interval_at(chrono::Utc::now().timestamp_millis());
+    (interval * 4 / 5).max(Duration::from_secs(1))
+}
+
 /// The run of failed scrapes after this sample. The first tick continues the run a previous
 /// process left in the store (as far back as its history reaches: then it is a lower bound);
 /// later ticks count, because the history they keep is slimmed and cannot.

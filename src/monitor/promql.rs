@@ -26,9 +26,14 @@ enum Auth {
 
 pub struct Source {
     client: reqwest::Client,
-    /// Base URL without a trailing slash, as configured.
+    /// The configured URL: its path prefixes the API's, its query rides along on every call.
+    base: reqwest::Url,
+    /// The URL as messages show it (userinfo and secret query values masked).
     url: String,
     auth: Auth,
+    /// Every form of every credential this source sends, masked in whatever it reports
+    /// (an error page may echo the request's Authorization header).
+    known: Vec<String>,
     cfg: PrometheusConfig,
 }
 
@@ -36,13 +41,15 @@ impl Source {
     /// `url` overrides the configured one (`--prometheus-url`). Credentials come from the
     /// environment variables the config names; a named variable that is unset is an error.
     pub fn new(cfg: &PrometheusConfig, url: Option<&str>) -> Result<Source> {
-        let url = url.unwrap_or(&cfg.url).trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(anyhow!(
-                "the Prometheus URL {:?} must start with http:// or https:// (--prometheus-url or [monitoring.prometheus] url)",
-                crate::redact::urls(&url)
-            ));
-        }
+        let url = url.unwrap_or(&cfg.url).to_string();
+        let shown = crate::redact::urls(&url);
+        let base = reqwest::Url::parse(&url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| anyhow!(
+                "the Prometheus URL {shown:?} must start with http:// or https:// (--prometheus-url or [monitoring.prometheus] url)"
+            ))?;
+        let mut known = crate::redact::url_credentials(&url);
         let env = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -61,14 +68,22 @@ impl Source {
         } else {
             Auth::None
         };
+        match &auth {
+            Auth::None => {}
+            Auth::Bearer(t) => known.extend(crate::redact::credential_forms(None, t)),
+            Auth::Basic(u, p) => known.extend(crate::redact::credential_forms(Some(u), p)),
+        }
+        crate::redact::remember(known.iter().cloned());
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .build()?;
         Ok(Source {
             client,
-            url,
+            url: shown.trim_end_matches('/').to_string(),
+            base,
             auth,
+            known,
             cfg: cfg.clone(),
         })
     }
@@ -164,22 +179,24 @@ impl Source {
             return r;
         }
         r.value = points.last().and_then(|(_, v)| *v);
-        if w_ms == 0 || rule.metric == Metric::RestartsInWindow {
+        let instant = w_ms == 0 || rule.metric == Metric::RestartsInWindow;
+        // Stale or misplaced points (a caching proxy's hour-old answer, points from 1970)
+        // are not coverage: the answer must reach now, within a step or two.
+        let covered = if instant {
+            fresh(points[0].0, now_ms, step_ms)
+        } else {
+            coverage(&points, now_ms - w_ms, now_ms, step_ms)
+        };
+        if let Err(why) = covered {
+            r.verdict = inconclusive(format!("Prometheus {why}"));
+            r.evidence = points;
+            return r;
+        }
+        if instant {
             r.verdict = match r.value {
                 Some(v) => rules::sustained(rule, &[(now_ms, Some(v))]),
                 None => inconclusive("Prometheus answered NaN (no traffic)".into()),
             };
-            r.evidence = points;
-            return r;
-        }
-        // The window must be covered: the first point within one step of its start.
-        let first = points[0].0;
-        if first > now_ms - w_ms + step_ms {
-            r.verdict = inconclusive(format!(
-                "Prometheus covers {:.0}s of the {:.0}s window",
-                (now_ms - first) as f64 / 1000.0,
-                w_ms as f64 / 1000.0
-            ));
             r.evidence = points;
             return r;
         }
@@ -223,27 +240,43 @@ impl Source {
         }
     }
 
+    /// One API call: the configured URL's path and query kept, the body bounded, an HTTP
+    /// error never judged whatever its body says, and every message masked of credentials.
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Value, String> {
-        let mut req = self.client.get(format!("{}{path}", self.url)).query(params);
+        self.call(path, params).await.map_err(|e| {
+            let masked = crate::redact::log_line(&e, &self.known);
+            // An echoed error page is evidence, not a report: its start is enough.
+            match masked.char_indices().nth(400) {
+                Some((i, _)) => format!("{}…", &masked[..i]),
+                None => masked,
+            }
+        })
+    }
+
+    async fn call(&self, path: &str, params: &[(&str, String)]) -> Result<Value, String> {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
+        let mut req = self.client.get(url).query(params);
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
         };
-        let where_ = crate::redact::urls(&self.url);
-        let mut resp = req.send().await.map_err(|e| {
-            format!(
-                "{where_}: {}",
-                crate::redact::urls(&e.without_url().to_string())
-            )
-        })?;
+        let where_ = &self.url;
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                format!(
+                    "{where_}: no answer within {}s",
+                    self.cfg.timeout.as_secs_f64()
+                )
+            } else {
+                format!("{where_}: {}", crate::probe::health::describe(e))
+            }
+        };
+        let mut resp = req.send().await.map_err(failed)?;
         let status = resp.status();
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("{where_}: {}", e.without_url()))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(format!(
                     "{where_}: the answer is over {} MiB",
@@ -252,12 +285,23 @@ impl Source {
             }
             body.extend_from_slice(&chunk);
         }
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
-            format!(
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let said = match (v["errorType"].as_str(), v["error"].as_str()) {
+                (Some(t), Some(e)) => format!(": {t} {e}"),
+                _ => format!(
+                    ": {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+                ),
+            };
+            return Err(format!("{where_} answered HTTP {}{said}", status.as_u16()));
+        }
+        if v.is_null() {
+            return Err(format!(
                 "{where_} answered HTTP {} with something that is not the Prometheus API's JSON",
                 status.as_u16()
-            )
-        })?;
+            ));
+        }
         if v.get("status").is_none() {
             return Err(format!(
                 "{where_} answered HTTP {} with JSON that is not the Prometheus API's (no status)",
@@ -289,22 +333,36 @@ pub struct SpanValues {
 }
 
 impl Source {
+    /// Each value is the instant answer at `to_ms` (which must be for that time), and a
+    /// plausible one; what is missing says why in `error` (every metric's reason, joined).
     pub async fn span(&self, from_ms: i64, to_ms: i64) -> SpanValues {
         let span = Duration::from_millis((to_ms - from_ms).max(0) as u64);
         let mut out = SpanValues::default();
-        for (metric, slot) in [
-            (Metric::ErrorRatePct, &mut out.error_rate_pct),
-            (Metric::P95LatencyMs, &mut out.p95_ms),
-            (Metric::P99LatencyMs, &mut out.p99_ms),
+        let mut errors = Vec::new();
+        for (metric, label, slot) in [
+            (Metric::ErrorRatePct, "error rate", &mut out.error_rate_pct),
+            (Metric::P95LatencyMs, "P95", &mut out.p95_ms),
+            (Metric::P99LatencyMs, "P99", &mut out.p99_ms),
         ] {
             let Some(q) = self.query_over(metric, span) else {
                 continue;
             };
-            match self.instant(&q, to_ms).await {
-                Ok(v) => *slot = v.and_then(|(_, v)| v),
-                Err(e) => out.error = Some(e),
+            let judged = match self.instant(&q, to_ms).await {
+                Ok(None) => Ok(None),
+                Ok(Some((t, v))) => fresh(t, to_ms, 1000)
+                    .map_err(|why| format!("Prometheus {why}"))
+                    .and_then(|()| match v.and_then(|v| rules::implausible(metric, v)) {
+                        Some(why) => Err(format!("Prometheus's answer refused: {why}")),
+                        None => Ok(v),
+                    }),
+                Err(e) => Err(e),
+            };
+            match judged {
+                Ok(v) => *slot = v,
+                Err(e) => errors.push(format!("{label}: {e}")),
             }
         }
+        out.error = (!errors.is_empty()).then(|| errors.join("; "));
         out
     }
 }
@@ -323,7 +381,8 @@ fn one_series(data: &Value) -> Result<Option<Value>, String> {
     }
 }
 
-/// `[1732700000.123, "4.2"]` -> (ms, Some(4.2)); "NaN" -> None.
+/// `[1732700000.123, "4.2"]` -> (ms, Some(4.2)); "NaN" (0/0: no traffic) -> None. "+Inf"
+/// stays infinite, for `rules::implausible` to refuse by name.
 fn point(p: &Value) -> Result<(i64, Option<f64>), String> {
     let t = p[0].as_f64().ok_or("a point without a time")?;
     let v: f64 = p[1]
@@ -331,7 +390,64 @@ fn point(p: &Value) -> Result<(i64, Option<f64>), String> {
         .ok_or("a point without a value")?
         .parse()
         .map_err(|_| format!("a value that is not a number: {}", p[1]))?;
-    Ok(((t * 1000.0).round() as i64, v.is_finite().then_some(v)))
+    Ok(((t * 1000.0).round() as i64, (!v.is_nan()).then_some(v)))
+}
+
+/// An instant answer is for the time asked (within a step): an older one is a cache's.
+fn fresh(t_ms: i64, at_ms: i64, step_ms: i64) -> Result<(), String> {
+    let off = (at_ms - t_ms).abs();
+    if off > step_ms.max(1000) {
+        return Err(format!(
+            "answered for a time {:.0}s away from the one asked (stale or misplaced)",
+            off as f64 / 1000.0
+        ));
+    }
+    Ok(())
+}
+
+/// A range answer covers the window: in time order, from within a step of its start to
+/// within two steps of its end, with no gap over two steps.
+fn coverage(
+    points: &[(i64, Option<f64>)],
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<(), String> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Err("has no points for the window".into());
+    };
+    let w = (end_ms - start_ms) as f64 / 1000.0;
+    if points
+        .iter()
+        .any(|(t, _)| *t < start_ms - step_ms || *t > end_ms + step_ms)
+    {
+        return Err(format!(
+            "answered points outside the {w:.0}s window asked (stale or misplaced)"
+        ));
+    }
+    if first.0 > start_ms + step_ms {
+        return Err(format!(
+            "covers {:.0}s of the {w:.0}s window",
+            (end_ms - first.0) as f64 / 1000.0
+        ));
+    }
+    if last.0 < end_ms - 2 * step_ms {
+        return Err(format!(
+            "stops {:.0}s before now (stale)",
+            (end_ms - last.0) as f64 / 1000.0
+        ));
+    }
+    if let Some(gap) = points
+        .windows(2)
+        .map(|p| p[1].0 - p[0].0)
+        .find(|g| *g > 2 * step_ms || *g <= 0)
+    {
+        return Err(format!(
+            "has a gap of {:.0}s in the window (or points out of order)",
+            gap as f64 / 1000.0
+        ));
+    }
+    Ok(())
 }
 
 fn secs(ms: i64) -> String {
@@ -346,6 +462,43 @@ fn promql_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_points_that_reach_now_cover_a_window() {
+        let pts = |ts: &[i64]| ts.iter().map(|t| (*t, Some(1.0))).collect::<Vec<_>>();
+        // (points, covers 10_000..20_000 at 1 s steps)
+        let table: [(&[i64], bool); 6] = [
+            (
+                &[
+                    10_000, 11_000, 12_000, 13_000, 14_000, 15_000, 16_000, 17_000, 18_000, 19_000,
+                    20_000,
+                ],
+                true,
+            ),
+            (&[6_400_000], false),              // an hour away
+            (&[1_000, 2_000, 3_000], false),    // from 1970
+            (&[20_000, 20_000, 20_000], false), // one time for all
+            (&[10_000, 11_000, 12_000], false), // stops long before now
+            (&[10_000, 15_000, 20_000], false), // a gap of 5 steps
+        ];
+        for (ts, ok) in table {
+            assert_eq!(
+                coverage(&pts(ts), 10_000, 20_000, 1_000).is_ok(),
+                ok,
+                "{ts:?}"
+            );
+        }
+        assert!(fresh(20_000, 20_000, 1_000).is_ok());
+        assert!(fresh(20_000 - 3_600_000, 20_000, 1_000).is_err());
+    }
+
+    #[test]
+    fn nan_is_no_traffic_but_infinity_is_kept_to_be_refused() {
+        let p = |v: &str| point(&serde_json::json!([1.0, v])).unwrap().1;
+        assert_eq!(p("NaN"), None);
+        assert_eq!(p("+Inf"), Some(f64::INFINITY));
+        assert_eq!(p("-5"), Some(-5.0));
+    }
 
     fn source() -> Source {
         Source::new(&PrometheusConfig::default(), Some("http://127.0.0.1:9")).unwrap()

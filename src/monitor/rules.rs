@@ -336,7 +336,7 @@ fn metrics_gap_reason(samples: &[Sample]) -> String {
             },
             s.scrape_error
                 .clone()
-                .unwrap_or_else(|| "a counter is NaN or infinite".into())
+                .unwrap_or_else(|| "a counter is NaN, infinite or negative".into())
         ),
         _ => "no usable metrics".into(),
     }
@@ -363,7 +363,9 @@ pub fn evaluate(
     let w_ms = rule.sustained_for.as_millis() as i64;
     let inconclusive = |reason: String| Verdict::Inconclusive { reason };
     let judge = |v: f64| {
-        if breaches(rule.op, v, rule.threshold) {
+        if let Some(reason) = implausible(rule.metric, v) {
+            Verdict::Inconclusive { reason }
+        } else if breaches(rule.op, v, rule.threshold) {
             Verdict::Fired
         } else {
             Verdict::Clear
@@ -542,6 +544,10 @@ pub fn evaluate(
 /// never clear. Shared by the direct scrape and the Prometheus source.
 pub fn sustained(rule: &TriggerRule, vals: &[(i64, Option<f64>)]) -> Verdict {
     let known: Vec<f64> = vals.iter().filter_map(|(_, v)| *v).collect();
+    // Garbage in the window (a negative rate, a ratio over 100%, +Inf) is never judged.
+    if let Some(reason) = known.iter().find_map(|v| implausible(rule.metric, *v)) {
+        return Verdict::Inconclusive { reason };
+    }
     let all_breach = known.iter().all(|v| breaches(rule.op, *v, rule.threshold));
     if known.is_empty() {
         Verdict::Inconclusive {
@@ -556,6 +562,38 @@ pub fn sustained(rule: &TriggerRule, vals: &[(i64, Option<f64>)]) -> Verdict {
     } else {
         Verdict::Clear
     }
+}
+
+/// Why a value cannot be a reading of `metric` (not finite, or out of its unit's range), for
+/// an inconclusive verdict: every number that enters a rule passes here, from a scrape or
+/// from Prometheus, so a lying source is never read as "clear".
+pub fn implausible(metric: Metric, v: f64) -> Option<String> {
+    let what = match metric {
+        Metric::HealthCheckSuccessRatePct | Metric::HealthCheckFailureRatePct => "a health rate",
+        Metric::ErrorRatePct => "an error rate",
+        Metric::P95LatencyMs | Metric::P99LatencyMs => "a latency",
+        Metric::MemoryMib => "a memory reading",
+        Metric::MemoryGrowth => "a memory growth",
+        Metric::RestartsInWindow => "a restart count",
+        Metric::CriticalCves => "a CVE count",
+    };
+    if !v.is_finite() {
+        return Some(format!("{what} of {v} is not a number to judge"));
+    }
+    let percent = matches!(
+        metric,
+        Metric::HealthCheckSuccessRatePct
+            | Metric::HealthCheckFailureRatePct
+            | Metric::ErrorRatePct
+    );
+    if percent && !(0.0..=100.0).contains(&v) {
+        return Some(format!("{what} of {v}% is impossible (outside 0-100%)"));
+    }
+    // Memory may shrink; nothing else that is measured can be below zero.
+    if metric != Metric::MemoryGrowth && v < 0.0 {
+        return Some(format!("{what} of {v} is impossible (negative)"));
+    }
+    None
 }
 
 /// Why the latest samples have no container readings.
@@ -634,6 +672,24 @@ pub fn targets(t: &Targets, d: &DayDigest) -> Vec<TargetResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn impossible_readings_are_named_and_possible_ones_pass() {
+        let table = [
+            (Metric::ErrorRatePct, -5.0, true),
+            (Metric::ErrorRatePct, 100.5, true),
+            (Metric::ErrorRatePct, 2.5, false),
+            (Metric::P99LatencyMs, -1e308, true),
+            (Metric::P99LatencyMs, f64::INFINITY, true),
+            (Metric::P99LatencyMs, 250.0, false),
+            (Metric::RestartsInWindow, -6.0, true),
+            (Metric::MemoryGrowth, -3.0, false),
+            (Metric::MemoryMib, f64::NAN, true),
+        ];
+        for (m, v, bad) in table {
+            assert_eq!(implausible(m, v).is_some(), bad, "{m:?} {v}");
+        }
+    }
     use crate::probe::metrics::Snapshot;
     use std::time::Duration;
 

@@ -6,6 +6,9 @@
 
 use serde_json::json;
 
+use std::time::Duration;
+
+use crate::engine::logs::{is_error_line, LogLimits};
 use crate::engine::{stats, Engine};
 use crate::probe::{health, metrics};
 
@@ -69,7 +72,9 @@ impl Sampler<'_> {
         self.day = id.day;
     }
 
-    pub async fn take(&self, cursor: &mut Cursor) -> Sample {
+    /// One sample; the engine's (or the cluster's) part gets `budget` at most, so a tick
+    /// never outlasts its interval however the engine stalls or drips.
+    pub async fn take(&self, cursor: &mut Cursor, budget: Duration) -> Sample {
         let ts_ms = chrono::Utc::now().timestamp_millis();
         let mut s = Sample {
             ts_ms,
@@ -98,7 +103,10 @@ impl Sampler<'_> {
             }
             let Some(name) = &self.container else { return };
             match self.engine {
-                Some(engine) => self.container_part(engine, name, cursor, &mut s).await,
+                Some(engine) => {
+                    self.container_part(engine, name, cursor, budget, &mut s)
+                        .await
+                }
                 None => {
                     s.engine_error = Some(
                         self.engine_unavailable
@@ -108,7 +116,14 @@ impl Sampler<'_> {
                 }
             }
         };
-        let ((h, m), ()) = tokio::join!(http, container);
+        let bounded = async { tokio::time::timeout(budget, container).await.is_err() };
+        let ((h, m), stalled) = tokio::join!(http, bounded);
+        if stalled {
+            s.engine_error.get_or_insert(format!(
+                "the engine did not finish answering within the tick's {:.1}s",
+                budget.as_secs_f64()
+            ));
+        }
         let (snapshot, scrape_error, parse_errors) = match m {
             Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
                 None,
@@ -128,11 +143,14 @@ impl Sampler<'_> {
         s.health_ok = h.healthy;
         s.health_http_status = h.http_status;
         s.health_latency_ms = Some(h.latency_ms);
-        let pods = s.health_detail.get("pods").cloned();
+        let kept = s.health_detail.take();
         s.health_detail =
             json!({"status": h.status, "dependencies": h.dependencies, "error": h.error});
-        if let Some(p) = pods {
-            s.health_detail["pods"] = p;
+        // What the engine's part noted beside the health detail (pods, a cut log read).
+        for key in ["pods", "logs"] {
+            if let Some(v) = kept.get(key) {
+                s.health_detail[key] = v.clone();
+            }
         }
         s.metrics = snapshot;
         s.scrape_error = scrape_error;
@@ -151,7 +169,12 @@ async fn pods_part(cluster: &crate::cluster::Cluster, selector: &str, s: &mut Sa
                 .iter()
                 .map(crate::engine::kubernetes::pod_view)
                 .collect();
-            s.restart_count = Some(views.iter().map(|p| i64::from(p.restarts)).sum());
+            s.restart_count = Some(
+                views
+                    .iter()
+                    .map(|p| p.restarts)
+                    .fold(0, i64::saturating_add),
+            );
             let ready = views.iter().filter(|p| p.ready).count();
             s.health_detail = json!({"pods": {"ready": ready, "total": views.len()}});
         }
@@ -165,6 +188,7 @@ impl Sampler<'_> {
         engine: &Engine,
         name: &str,
         cursor: &mut Cursor,
+        budget: Duration,
         s: &mut Sample,
     ) {
         let c = match engine.inspect_container(name).await {
@@ -218,20 +242,26 @@ impl Sampler<'_> {
             return;
         };
         let since_secs = since_ns.div_euclid(1_000_000_000);
-        match engine.logs_with_timestamps(name, since_secs, 100_000).await {
-            Ok(lines) => {
-                let mut count = 0;
-                let mut newest = since_ns as i128;
-                for (ts, line) in lines {
-                    if ts > since_ns as i128 {
-                        newest = newest.max(ts);
-                        if line.to_ascii_lowercase().contains("error") {
-                            count += 1;
-                        }
-                    }
+        // Counted as they stream, within the tick's budget: a chatty service's hour of logs
+        // (or an engine whose stream never ends) costs 8 MiB at most, and says it was cut.
+        let limits = LogLimits::new(0, budget);
+        match engine
+            .scan_logs(
+                name,
+                since_secs,
+                i128::from(since_ns),
+                None,
+                limits,
+                &is_error_line,
+            )
+            .await
+        {
+            Ok(scan) => {
+                s.log_errors = Some(scan.matched as i64);
+                if let Some(why) = &scan.cut {
+                    s.health_detail["logs"] = json!({"cut": why, "errors_at_least": scan.matched});
                 }
-                s.log_errors = Some(count);
-                let newest = i64::try_from(newest).unwrap_or(since_ns);
+                let newest = i64::try_from(scan.newest_ns).unwrap_or(since_ns);
                 cursor.log_since_ns = Some(newest);
                 s.log_cursor_ns = Some(newest);
             }

@@ -52,7 +52,9 @@ pub async fn get_bounded(
     Ok((status, body))
 }
 
-fn describe(e: reqwest::Error) -> String {
+/// A failed request in words: a timeout and a refusal read differently, and reqwest's
+/// chain of causes is kept (URLs in it masked).
+pub fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

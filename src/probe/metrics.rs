@@ -308,10 +308,13 @@ pub fn snapshot(series: &[Series]) -> Snapshot {
 impl Snapshot {
     /// Whether the counters rates are computed from are all numbers: a NaN or infinite
     /// counter gives no rate (never a "clear" one).
+    /// Counters a rate can be computed from: finite and not negative (a counter cannot go
+    /// below zero; a service or proxy that says so is not believed).
     pub fn usable(&self) -> bool {
-        self.requests_total.is_finite()
-            && self.requests_5xx.is_finite()
-            && self.buckets.iter().all(|(_, c)| c.is_finite())
+        let counter = |v: f64| v.is_finite() && v >= 0.0;
+        counter(self.requests_total)
+            && counter(self.requests_5xx)
+            && self.buckets.iter().all(|(_, c)| counter(*c))
     }
 }
 

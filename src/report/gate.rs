@@ -284,7 +284,10 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
         ev,
     ));
     let (ok, ev) = every_day(i.days, n, |_, m| match m.error_rate_pct {
-        None => Err("no requests measured".into()),
+        None => Err(m
+            .metrics_error
+            .clone()
+            .unwrap_or_else(|| "no requests measured".into())),
         Some(e) if e < p.error_rate_pct => Ok(()),
         Some(e) => Err(format!("{e:.4}%")),
     });

@@ -81,6 +81,9 @@ pub struct DayMetrics {
     /// "prometheus" when error rate and latency came from PromQL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_source: Option<String>,
+    /// Why error rate or latency is missing (a Prometheus query refused, stale, impossible).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
 }
 
 /// Per day, the error rate and latency Prometheus gives (`metrics_source = "prometheus"`);
@@ -116,6 +119,7 @@ pub fn apply_prometheus(m: &mut DayMetrics, v: &crate::monitor::promql::SpanValu
     m.p95_ms_metrics = v.p95_ms;
     m.p99_ms_metrics = v.p99_ms;
     m.metrics_source = Some("prometheus".into());
+    m.metrics_error = v.error.clone();
 }
 
 /// A security score as (score, of) and the CVE scan's detail.
@@ -317,6 +321,7 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         memory_trend: word,
         restarts: g.restarts(),
         metrics_source: None,
+        metrics_error: None,
     }
 }
 
@@ -483,6 +488,9 @@ pub fn markdown(
             .map(|l| format!(" (5xx / requests; log-based: {l:.2}%)"))
             .unwrap_or_default()
     );
+    if let Some(why) = &m.metrics_error {
+        s += &format!("- Metrics not measured: {why}\n");
+    }
     let lat = |load: Option<f64>, met: Option<f64>| match (load, met) {
         (None, None) => "no data".to_string(),
         (l, mt) => format!("{} (load runs) / {} (service metrics)", ms(l), ms(mt)),

@@ -373,14 +373,18 @@ mod live {
     }
 
     fn limit(d: &Deployment) -> Duration {
-        // The controller's own deadline (600 s unless set), and a little for it to say so.
+        // The controller's own deadline (600 s unless set), and a little for it to say so;
+        // capped at an hour, whatever the server says (2147483647 s would be 68 years).
         let deadline = d
             .spec
             .as_ref()
             .and_then(|s| s.progress_deadline_seconds)
             .unwrap_or(600);
-        Duration::from_secs(deadline.max(1) as u64 + 30)
+        Duration::from_secs(deadline.clamp(1, MAX_PROGRESS_DEADLINE_S) as u64 + 30)
     }
+
+    /// The longest progress deadline a wait honours.
+    const MAX_PROGRESS_DEADLINE_S: i32 = 3600;
 
     pub async fn deploy(
         ctx: &Context<'_>,

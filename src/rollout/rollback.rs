@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Environment;
+use crate::engine::logs::LogLimits;
 use crate::engine::spec::DeploySpec;
 use crate::engine::Engine;
 use crate::exit::{failure, Code};
@@ -465,9 +466,12 @@ async fn restore_to(
     let log_excerpt = match &swap.old {
         Some(old) if cfg.report.incident_log_excerpt => {
             let known: Vec<String> = spec.env.iter().map(|e| e.value.clone()).collect();
+            let limits = LogLimits::new(30, Duration::from_secs(5));
+            let since = chrono::Utc::now().timestamp() - 600;
             engine
-                .logs_since(&old.id, chrono::Utc::now().timestamp() - 600, 30)
+                .scan_logs(&old.id, since, 0, Some(30), limits, &|_| true)
                 .await
+                .map(|scan| scan.last)
                 .unwrap_or_default()
                 .iter()
                 .map(|l| crate::redact::log_line(l, &known))

@@ -460,10 +460,12 @@ impl Store {
         deployment_id: Option<i64>,
         detail: &impl Serialize,
     ) -> Result<i64> {
-        let detail = serde_json::to_value(detail)?;
+        let detail = serde_json::to_value(detail)?.to_string();
+        // No credential the process knows is stored, whatever a source echoed into it.
+        let detail = crate::redact::scrub(&detail);
         self.conn.execute(
             "INSERT INTO events(at, kind, deployment_id, detail) VALUES (?1,?2,?3,?4)",
-            params![self.now(), kind, deployment_id, detail.to_string()],
+            params![self.now(), kind, deployment_id, detail.as_ref()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }

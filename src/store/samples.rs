@@ -483,6 +483,14 @@ impl Store {
     /// writer): a transaction that read first could not write after another one committed.
     /// Inside `batch` the batch's transaction already does this.
     pub fn insert_sample(&self, s: &Sample) -> Result<i64> {
+        // No credential the process knows is stored, whatever the service or engine echoed.
+        let scrubbed;
+        let s = if crate::redact::any_known() {
+            scrubbed = scrub_sample(s);
+            &scrubbed
+        } else {
+            s
+        };
         let write = || insert(&self.conn, &mut self.interned.borrow_mut(), s, None);
         let stored = (|| {
             if !self.conn.is_autocommit() {
@@ -741,4 +749,17 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// The sample's texts (errors, health detail) with remembered credentials masked.
+fn scrub_sample(s: &Sample) -> Sample {
+    let text = |t: &Option<String>| t.as_ref().map(|t| crate::redact::scrub(t).into_owned());
+    let mut out = s.clone();
+    out.scrape_error = text(&s.scrape_error);
+    out.engine_error = text(&s.engine_error);
+    let detail = s.health_detail.to_string();
+    if let crate::redact::Cow::Owned(clean) = crate::redact::scrub(&detail) {
+        out.health_detail = serde_json::from_str(&clean).unwrap_or(serde_json::Value::Null);
+    }
+    out
 }

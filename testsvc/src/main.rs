@@ -105,6 +105,26 @@ struct State {
     ballast: Mutex<Vec<Vec<u8>>>,
 }
 
+fn flood_logs(mib_per_s: u64) {
+    use std::io::Write;
+    let line = format!("{}\n", "x".repeat(1000));
+    let err = format!("error: flood {}\n", "y".repeat(986));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    loop {
+        let second = std::time::Instant::now();
+        for i in 0..mib_per_s * 1024 {
+            let l = if i % 10 == 0 { &err } else { &line };
+            if out.write_all(l.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let _ = out.flush();
+        if let Some(rest) = Duration::from_secs(1).checked_sub(second.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
 fn main() {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut faults = Faults::default();
@@ -139,6 +159,11 @@ fn main() {
     });
     if let Some(mb) = env("FAULT_BASELINE_MEM_MB").and_then(|v| v.parse::<usize>().ok()) {
         grow(&state, mb * 1024 * 1024);
+    }
+    // A chatty service: this many MiB of log lines a second (one in ten says "error"), so a
+    // status or monitor tick meets an hour of logs far larger than it may hold.
+    if let Some(mib) = env("FAULT_LOG_FLOOD_MIB_PER_S").and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::spawn(move || flood_logs(mib));
     }
     if let Some(v) = env("FAULT_CRASH_AFTER_S") {
         match v.parse() {
