@@ -358,6 +358,69 @@ def bench_monitor():
     save("monitor", rows, {"rss_mib": {str(k): round(v, 2) for k, v in rss.items() if k % 60 == 0 or k == end}, "anon_mib": {str(k): round(v, 2) for k, v in anon.items() if k % 60 == 0 or k == end}})
 
 
+# ---------------------------------------------------------------- scrape at real cardinality
+
+
+def exposition(series):
+    """An OpenTelemetry-style /metrics of about `series` series: routes x methods x statuses x
+    buckets, the cardinality a real service with many routes exposes."""
+    les = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10", "+Inf"]
+    per_route = 4 * 3 * (len(les) + 2)
+    lines = ["# TYPE http_server_request_duration_seconds histogram"]
+    for r in range(max(1, series // per_route)):
+        for m in ("GET", "POST", "PUT", "DELETE"):
+            for code in ("200", "404", "500"):
+                lab = f'http_request_method="{m}",http_response_status_code="{code}",http_route="/api/v1/resource-{r}/items/{{id}}"'
+                for i, le in enumerate(les):
+                    lines.append(f'http_server_request_duration_seconds_bucket{{{lab},le="{le}"}} {100 + i * 7}')
+                lines.append(f"http_server_request_duration_seconds_count{{{lab}}} 205")
+                lines.append(f"http_server_request_duration_seconds_sum{{{lab}}} 12.5")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def serve(body):
+    import http.server
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            b = body if self.path.startswith("/metrics") else b'{"status":"healthy"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def bench_scrape():
+    big = exposition(50_000)
+    small = exposition(200)
+    nl = b"\n"
+    n_big = big.count(nl)
+    log(f"== one monitor tick against /metrics of {len(big) / 2**20:.1f} MiB ({n_big} series) vs {len(small) / 1024:.0f} KiB")
+    servers = {k: serve(b) for k, b in (("big", big), ("small", small))}
+    env = dict(BASE_ENV)
+    env.pop("DHI_STAGE_CONTAINER", None)
+    res = {"big": ([], []), "small": ([], [])}
+    for _ in range(N):
+        for k in ("small", "big"):
+            url = f"http://127.0.0.1:{servers[k].server_address[1]}"
+            state = os.path.join(WORK, f"scrape-{k}")
+            wall, rss, _ = timed([BIN, "-q", "--state-dir", state, "monitor", "--once", "--base-url", url, "--output", "json"], env=env, ok=(0, 3, 4, 6))
+            res[k][0].append(wall)
+            res[k][1].append(rss)
+    for srv in servers.values():
+        srv.shutdown()
+    cmd = "dhi-stage monitor --once --base-url URL (no container)"
+    rows = [
+        row("scrape", f"a tick over {n_big} series ({len(big) / 2**20:.1f} MiB), wall", cmd, res["big"][0], "s", target=1.0, baseline=("the same tick over 200 series", res["small"][0]), bounded_by="two passes over the text (an inventory of the names a convention reads, then the sums); process start and the store"),
+        row("scrape", "its peak RSS", cmd, res["big"][1], "MiB", target=64, baseline=("over 200 series", res["small"][1]), bounded_by="the body (4 MiB) and one parsed line at a time: no list of series is kept"),
+    ]
+    save("scrape", rows)
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -430,7 +493,7 @@ def fmt(v, unit):
 
 def write_md(path):
     sections = []
-    for s in ("store", "monitor", "rollout", "load"):
+    for s in ("store", "monitor", "scrape", "rollout", "load"):
         p = os.path.join(OUT_DIR, f"{s}.json")
         if os.path.exists(p):
             sections.append(json.load(open(p)))
@@ -439,7 +502,8 @@ def write_md(path):
            "the baseline measured alternately in the same run. Regenerate with `bash scripts/bench.sh`",
            "(`MONITOR_SECONDS`, `BENCH_N`, or section names: `store monitor rollout load`).", ""]
     titles = {"store": "A week of samples: storage, report, gate", "monitor": "The monitor at a 1 s interval",
-              "rollout": "Deploy, rollback and status against the Docker CLI", "load": "The load probe against oha and wrk"}
+              "rollout": "Deploy, rollback and status against the Docker CLI", "load": "The load probe against oha and wrk",
+              "scrape": "A scrape at real cardinality (issue M)"}
     misses = []
     for s in sections:
         out += [f"## {titles[s['section']]}", "", f"Measured {s['at']}{' (quick smoke)' if s['quick'] else ''}.", "",
@@ -470,10 +534,10 @@ def write_md(path):
 
 
 def main():
-    wanted = [a for a in sys.argv[1:] if not a.isdigit()] or ["store", "rollout", "load", "monitor"]
+    wanted = [a for a in sys.argv[1:] if not a.isdigit()] or ["store", "rollout", "load", "scrape", "monitor"]
     try:
         for s in wanted:
-            {"store": bench_store, "rollout": bench_rollout, "load": bench_load, "monitor": bench_monitor}[s]()
+            {"store": bench_store, "rollout": bench_rollout, "load": bench_load, "monitor": bench_monitor, "scrape": bench_scrape}[s]()
     finally:
         run(["docker", "rm", "-f", NAME], check=False)
         shutil.rmtree(WORK, ignore_errors=True)

@@ -157,6 +157,64 @@ pub struct MonitoringConfig {
     pub metrics_source: MetricsSource,
     #[serde(default)]
     pub prometheus: PrometheusConfig,
+    /// How the service's /metrics is read: its convention and the monitor's own requests.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[monitoring.metrics]`: which library's conventions the service's metrics follow
+/// (`probe::conventions`), and whether the monitor's own requests are left out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `auto` (the first usable scrape decides), a preset's name, or `custom`.
+    pub convention: String,
+    /// Leave the monitor's own requests (health and metrics paths, `probe_paths`) out of the
+    /// error rate and the quantiles wherever the convention has a route label.
+    pub exclude_probes: bool,
+    /// Other paths the monitor's probes use (e.g. a load balancer's health path).
+    pub probe_paths: Vec<String>,
+    /// The service's own names, for `convention = "custom"`.
+    pub custom: Option<CustomConvention>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            convention: "auto".into(),
+            exclude_probes: true,
+            probe_paths: Vec::new(),
+            custom: None,
+        }
+    }
+}
+
+/// `[monitoring.metrics.custom]`: a convention no preset fits, in the presets' terms.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomConvention {
+    /// The request counter as exposed; omit it when requests are the histogram's `_count`.
+    #[serde(default)]
+    pub counter: Option<String>,
+    pub status_label: String,
+    /// How a 5xx is spelled: `code` (500, 503), `grouped` ("5xx") or `outcome` (SERVER_ERROR).
+    #[serde(default = "default_server_error")]
+    pub server_error: String,
+    /// The latency histogram's base name (without `_bucket`).
+    pub latency: String,
+    /// `s` or `ms`.
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    #[serde(default)]
+    pub route_label: Option<String>,
+}
+
+fn default_server_error() -> String {
+    "code".into()
+}
+
+fn default_unit() -> String {
+    "s".into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -215,14 +273,14 @@ impl Default for PrometheusConfig {
 }
 
 impl Default for PromQueries {
+    /// Error rate and latency empty: written from the service's metric convention
+    /// (`[monitoring.metrics]`, the same one the direct scrape reads), so both sources judge
+    /// the same series; a template set here is used as written.
     fn default() -> Self {
-        let q = |p: &str| {
-            format!("1000 * histogram_quantile({p}, sum by (le) (rate(http_request_duration_seconds_bucket{{$selector}}[$rate])))")
-        };
         PromQueries {
-            error_rate_pct: r#"100 * sum(rate(http_requests_total{$selector,status=~"5.."}[$rate])) / sum(rate(http_requests_total{$selector}[$rate]))"#.into(),
-            p95_latency_ms: q("0.95"),
-            p99_latency_ms: q("0.99"),
+            error_rate_pct: String::new(),
+            p95_latency_ms: String::new(),
+            p99_latency_ms: String::new(),
             memory_mib: String::new(),
             restarts: String::new(),
         }

@@ -11,10 +11,12 @@ use crate::config::Config;
 use crate::engine::logs::{is_error_line, LogLimits, LogScan};
 use crate::engine::stats::{self, Resources};
 use crate::engine::Engine;
+use crate::exit::failure;
 use crate::exit::Code;
 use crate::output::Render;
 use crate::probe::health::{self, HealthResult};
 use crate::probe::metrics::{self, Snapshot};
+use crate::probe::reading::{self, About, Reader};
 use crate::rollout::RollbackTarget;
 
 /// `status`'s outcome: exit 0 healthy and running, 3 not, 1 when the engine cannot be asked.
@@ -25,6 +27,8 @@ pub struct Status {
     pub base_url: String,
     pub health: HealthResult,
     pub metrics: Option<Snapshot>,
+    /// Which metric convention read /metrics, and whether the monitor's probes are in it.
+    pub metrics_convention: Option<About>,
     pub container: Option<Container>,
     pub rollback_target: Option<RollbackTarget>,
     /// Why the engine could not be asked (exit 1), when it could not.
@@ -65,15 +69,21 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         health::probe(&client, &health_url),
         health::get_bounded(&client, &metrics_url, 4 << 20)
     );
-    let (snapshot, metrics_error) = match &m {
-        Ok((200, body)) => (
-            Some(metrics::snapshot(
-                &metrics::parse(&String::from_utf8_lossy(body)).series,
-            )),
-            String::new(),
-        ),
-        Ok((c, _)) => (None, format!("HTTP {c}")),
-        Err(e) => (None, e.clone()),
+    let reader = Reader::from_config(cfg).map_err(|e| failure(Code::Usage, e))?;
+    let (snapshot, metrics_error, convention) = match &m {
+        Ok((200, body)) => {
+            let r = reading::read(&String::from_utf8_lossy(body), &reader);
+            match r.about.convention.is_some() {
+                true => (Some(r.snapshot), String::new(), Some(r.about)),
+                false => (
+                    None,
+                    r.about.note.clone().unwrap_or_default(),
+                    Some(r.about),
+                ),
+            }
+        }
+        Ok((c, _)) => (None, format!("HTTP {c}"), None),
+        Err(e) => (None, e.clone(), None),
     };
     let (container, engine_error) = match Engine::connect().await {
         Err(e) => (None, Some(format!("{e:#}"))),
@@ -100,6 +110,7 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         base_url: cfg.verify.base_url.clone(),
         health: h,
         metrics: snapshot,
+        metrics_convention: convention,
         container,
         rollback_target,
         engine_error,
@@ -216,13 +227,19 @@ impl Render for Status {
                 } else {
                     "-".into()
                 };
+                let conv = self.metrics_convention.as_ref();
                 text += &format!(
-                    "metrics: http_requests_total {} (5xx {}), http_request_duration mean {mean} p95 {} p99 {} (since start)\n",
+                    "metrics ({}): requests {} (5xx {}), latency mean {mean} p95 {} p99 {} (since start{})\n",
+                    conv.and_then(|c| c.convention.as_deref()).unwrap_or("-"),
                     s.requests_total,
                     s.requests_5xx,
                     q(0.95),
-                    q(0.99)
+                    q(0.99),
+                    conv.map(About::probes_said).unwrap_or_default()
                 );
+                if let Some(note) = conv.and_then(|c| c.note.as_deref()) {
+                    text += &format!("  {note}\n");
+                }
             }
             None => text += &format!("metrics: unavailable ({})\n", self.metrics_error),
         }

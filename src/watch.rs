@@ -62,6 +62,10 @@ pub struct Watched {
     pub rules: Option<Vec<RuleResult>>,
     pub fired: Vec<RuleResult>,
     pub last_sample: Option<Sample>,
+    /// The metric convention the last scrape was read with, and whether the monitor's own
+    /// requests are in the figures (`probe::reading::About`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_convention: Option<Value>,
     pub latest_load_run: Option<LoadRun>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Value>,
@@ -139,6 +143,8 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         image_ref: identity.image_ref.clone(),
         image_id: identity.image_id.clone(),
         prometheus: prometheus_source(cfg, r)?,
+        reader: crate::probe::reading::Reader::from_config(cfg)
+            .map_err(|e| failure(Code::Usage, e))?,
         #[cfg(feature = "kubernetes")]
         pods: match r.kubernetes {
             true => Some((
@@ -234,6 +240,11 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         rules: summary.last.as_ref().map(|t| t.results.clone()),
         fired: summary.fired.clone(),
         last_sample: summary.last.as_ref().map(|t| t.sample.clone()),
+        metrics_convention: summary
+            .last
+            .as_ref()
+            .map(|t| t.sample.health_detail["metrics"].clone())
+            .filter(|v| !v.is_null()),
         latest_load_run,
         rollback: None,
         code: if blind_now { Code::Blind } else { Code::Ok },
@@ -363,8 +374,10 @@ fn prometheus_source(cfg: &Config, r: &Request) -> Result<Option<monitor::promql
     if source == MetricsSource::Scrape {
         return Ok(None);
     }
+    let reader =
+        crate::probe::reading::Reader::from_config(cfg).map_err(|e| failure(Code::Usage, e))?;
     monitor::promql::Source::new(&cfg.monitoring.prometheus, r.prometheus_url.as_deref())
-        .map(Some)
+        .map(|s| Some(s.reading_with(&reader)))
         .map_err(|e| failure(Code::Usage, format!("{e:#}")))
 }
 
@@ -426,6 +439,18 @@ impl Render for Watched {
                 ""
             }
         );
+        if let Some(c) = &self.metrics_convention {
+            let about: crate::probe::reading::About =
+                serde_json::from_value(c.clone()).unwrap_or_default();
+            text += &format!(
+                "metrics read as {}{}\n",
+                about.convention.as_deref().unwrap_or("no known convention"),
+                about.probes_said()
+            );
+            if let Some(note) = &about.note {
+                text += &format!("  {note}\n");
+            }
+        }
         if self.period.interrupted_ms() > 0 {
             text += &format!(
                 "validation period of {} interrupted: the baseline served for {}\n",

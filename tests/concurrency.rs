@@ -33,7 +33,7 @@ fn two_first_opens_of_a_new_state_dir_serialise() {
         let n: i64 = db
             .query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))
             .unwrap();
-        if v != 3 || n != 3 {
+        if v != 4 || n != 3 {
             failures.push(format!("round {i}: schema version {v}, {n} samples"));
         }
     }

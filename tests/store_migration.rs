@@ -90,7 +90,10 @@ fn a_store_of_the_previous_schema_is_converted_in_place_and_reports_the_same() {
     let v: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 3);
+    assert_eq!(
+        v, 4,
+        "converted, then issue P's deployment target columns added"
+    );
     let after = rows(&db);
     assert_eq!(after.len(), before.len(), "every sample kept");
     let mut values = 0;

@@ -210,7 +210,9 @@ pub async fn run(
             store.critical_cves(sampler.image_id.as_deref(), sampler.image_ref.as_deref())?;
         scrape_run = count_failed_scrapes(scrape_run, &sample, &history, n == 1);
         let mut results = evaluate_all(cfg, &history, sample.ts_ms, cves);
-        if let Some(p) = &sampler.prometheus {
+        if let Some(p) = &mut sampler.prometheus {
+            // The templates follow the convention the scrape found (with `auto`).
+            p.follow(sample.health_detail["metrics"]["convention"].as_str());
             let rules: Vec<(&crate::config::TriggerRule, Severity)> = cfg
                 .rollback_triggers
                 .iter()

@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::config::{Comparison, Metric, Targets, TriggerRule};
 use crate::monitor::digest::DayDigest;
 use crate::monitor::sample::Sample;
-use crate::probe::metrics::{bucket_increase, histogram_quantile, increase, Snapshot};
+use crate::probe::metrics::{
+    bucket_increase, histogram_quantile, increase, quantile_bucket, Snapshot,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +54,10 @@ pub struct RuleResult {
     pub value: Option<f64>,
     /// (timestamp ms, value) across the window: the evidence printed with a trigger.
     pub evidence: Vec<(i64, Option<f64>)>,
+    /// For a latency quantile, the histogram bucket `(lower, upper]` in ms that holds the
+    /// latest value: all the service's buckets can say of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_ms: Option<(f64, f64)>,
 }
 
 /// Memory growth counts as "continuous" only when the straight line fits this well ...
@@ -359,6 +365,7 @@ pub fn evaluate(
         },
         value: None,
         evidence: Vec::new(),
+        bucket_ms: None,
     };
     let w_ms = rule.sustained_for.as_millis() as i64;
     let inconclusive = |reason: String| Verdict::Inconclusive { reason };
@@ -531,12 +538,70 @@ pub fn evaluate(
                         .collect();
                     r.value = vals.last().and_then(|(_, v)| *v);
                     r.verdict = sustained(rule, &vals);
+                    if let Some(q) = quantile_of(rule.metric) {
+                        let buckets = interval_buckets(&owned, q);
+                        r.bucket_ms = buckets.last().copied().flatten();
+                        r.verdict = as_far_as_buckets_say(rule, r.verdict, &buckets);
+                    }
                     r.evidence = vals;
                 }
             }
         }
     }
     r
+}
+
+fn quantile_of(m: Metric) -> Option<f64> {
+    match m {
+        Metric::P95LatencyMs => Some(0.95),
+        Metric::P99LatencyMs => Some(0.99),
+        _ => None,
+    }
+}
+
+/// Per interval of the window (as `per_interval`, anchor skipped), the bucket in ms that
+/// holds the quantile.
+fn interval_buckets(samples: &[Sample], q: f64) -> Vec<Option<(f64, f64)>> {
+    let usable: Vec<&Snapshot> = samples.iter().filter_map(Sample::usable_metrics).collect();
+    usable
+        .windows(2)
+        .map(|w| {
+            let inc = bucket_increase(&w[0].buckets, &w[1].buckets);
+            quantile_bucket(q, &inc).map(|(lo, hi)| (lo * 1000.0, hi * 1000.0))
+        })
+        .collect()
+}
+
+/// Honest quantiles: a verdict a histogram's buckets cannot support becomes inconclusive.
+/// Fired needs every interval's bucket wholly past the threshold; clear needs one wholly on
+/// the right side. A P95 known only to lie in (100, 500] ms is neither over nor under 200.
+fn as_far_as_buckets_say(
+    rule: &TriggerRule,
+    verdict: Verdict,
+    buckets: &[Option<(f64, f64)>],
+) -> Verdict {
+    let t = rule.threshold;
+    type Side = fn((f64, f64), f64) -> bool;
+    let (past, within): (Side, Side) = match rule.op {
+        Comparison::Gt => (|(lo, _), t| lo >= t, |(_, hi), t| hi <= t),
+        Comparison::Lt => (|(_, hi), t| hi <= t, |(lo, _), t| lo >= t),
+    };
+    let known: Vec<(f64, f64)> = buckets.iter().flatten().copied().collect();
+    let straddling = known.iter().find(|b| !past(**b, t) && !within(**b, t));
+    let doubt = |b: &(f64, f64)| {
+        Verdict::Inconclusive {
+        reason: format!(
+            "the quantile lies in the bucket ({:.0}, {}] ms, which straddles the {t} ms threshold: the service's histogram is too coarse to judge it",
+            b.0,
+            if b.1.is_finite() { format!("{:.0}", b.1) } else { "+Inf".into() }
+        ),
+    }
+    };
+    match (&verdict, straddling) {
+        (Verdict::Fired, Some(b)) => doubt(b),
+        (Verdict::Clear, Some(b)) if !known.iter().any(|b| within(*b, t)) => doubt(b),
+        _ => verdict,
+    }
 }
 
 /// "Sustained for the window": every interval of a covered window breaches. An interval

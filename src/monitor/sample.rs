@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::engine::logs::{is_error_line, LogLimits};
 use crate::engine::{stats, Engine};
-use crate::probe::{health, metrics};
+use crate::probe::{health, reading};
 
 pub use crate::store::sample::{Sample, MIB};
 
@@ -51,6 +51,8 @@ pub struct Sampler<'a> {
     pub image_id: Option<String>,
     /// `--metrics-source prometheus`: the scrape-based rules are judged through PromQL.
     pub prometheus: Option<super::promql::Source>,
+    /// How /metrics is read: the library's convention, the monitor's own requests left out.
+    pub reader: reading::Reader,
     /// `--target kubernetes`: restarts and readiness from every pod of the Deployment
     /// (selector), instead of one container's.
     #[cfg(feature = "kubernetes")]
@@ -124,6 +126,7 @@ impl Sampler<'_> {
                 budget.as_secs_f64()
             ));
         }
+        let mut about = None;
         let (snapshot, scrape_error, parse_errors) = match m {
             Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
                 None,
@@ -134,8 +137,13 @@ impl Sampler<'_> {
                 0,
             ),
             Ok((200, body)) => {
-                let p = metrics::parse(&String::from_utf8_lossy(&body));
-                (Some(metrics::snapshot(&p.series)), None, p.errors)
+                let r = reading::read(&String::from_utf8_lossy(&body), &self.reader);
+                // No convention fits: nothing to compute rates from, and the reason names
+                // what was found, so the rules say it instead of "no traffic".
+                let unfit = r.about.convention.is_none();
+                let why = r.about.note.clone().filter(|_| unfit);
+                about = Some(r.about);
+                ((!unfit).then_some(r.snapshot), why, r.errors)
             }
             Ok((code, _)) => (None, Some(format!("/metrics answered HTTP {code}")), 0),
             Err(e) => (None, Some(format!("/metrics: {e}")), 0),
@@ -151,6 +159,10 @@ impl Sampler<'_> {
             if let Some(v) = kept.get(key) {
                 s.health_detail[key] = v.clone();
             }
+        }
+        // Which convention read the scrape, and whether the monitor's probes are in it.
+        if let Some(a) = about {
+            s.health_detail["metrics"] = serde_json::to_value(a).unwrap_or_default();
         }
         s.metrics = snapshot;
         s.scrape_error = scrape_error;

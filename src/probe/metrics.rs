@@ -15,6 +15,9 @@ pub struct Series {
 }
 
 /// What one exposition held: its series, and how many lines could not be read.
+/// (The monitor reads scrapes through `probe::reading`; this whole-text form is what the
+/// fuzz target and the property tests drive.)
+#[allow(dead_code)]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Parsed {
     pub series: Vec<Series>,
@@ -25,6 +28,7 @@ pub struct Parsed {
 
 /// Parses exposition text line by line. `# EOF` (OpenMetrics) ends it; comments, `# HELP`,
 /// `# TYPE` and `# UNIT` are skipped; exemplars and timestamps are read and dropped.
+#[allow(dead_code)]
 pub fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     for (i, raw) in text.lines().enumerate() {
@@ -88,7 +92,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == ':'
 }
 
-fn parse_sample(line: &str) -> Result<Series, &'static str> {
+pub(crate) fn parse_sample(line: &str) -> Result<Series, &'static str> {
     let mut l = Line { s: line, at: 0 };
     let mut name = String::new();
     if l.peek().is_some_and(is_name_start) {
@@ -223,7 +227,7 @@ fn quoted(l: &mut Line<'_>) -> Result<String, &'static str> {
 }
 
 /// A sample value as Go's `strconv.ParseFloat` reads it: NaN and ±Inf in any case.
-fn parse_value(v: &str) -> Result<f64, &'static str> {
+pub(crate) fn parse_value(v: &str) -> Result<f64, &'static str> {
     if v.is_empty() {
         return Err("no value");
     }
@@ -267,42 +271,6 @@ pub struct Snapshot {
     pub duration_count: f64,
     #[serde(with = "num_opt", default)]
     pub resident_memory_bytes: Option<f64>,
-}
-
-pub fn snapshot(series: &[Series]) -> Snapshot {
-    let mut s = Snapshot::default();
-    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for x in series {
-        match x.name.as_str() {
-            "http_requests_total" => {
-                s.requests_total += x.value;
-                if x.labels
-                    .get("status")
-                    .or_else(|| x.labels.get("code"))
-                    .is_some_and(|c| c.starts_with('5'))
-                {
-                    s.requests_5xx += x.value;
-                }
-            }
-            "http_request_duration_seconds_bucket" => {
-                let Some(le) = x.labels.get("le").and_then(|v| parse_value(v).ok()) else {
-                    continue;
-                };
-                if le.is_nan() {
-                    continue;
-                }
-                buckets.entry(le.to_bits()).or_insert((le, 0.0)).1 += x.value;
-            }
-            "http_request_duration_seconds_sum" => s.duration_sum += x.value,
-            "http_request_duration_seconds_count" => s.duration_count += x.value,
-            "process_resident_memory_bytes" => s.resident_memory_bytes = Some(x.value),
-            _ => {}
-        }
-    }
-    let mut b: Vec<(f64, f64)> = buckets.into_values().collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    s.buckets = b;
-    s
 }
 
 impl Snapshot {
@@ -440,6 +408,20 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     Some(lower + (upper - lower) * (rank - below) / (count - below))
 }
 
+/// The bucket `(lower, upper]` (seconds) that holds the q-quantile: what a histogram can
+/// actually say of it (the interpolated value is one point inside). None without data; in
+/// the +Inf bucket the upper bound is infinite.
+pub fn quantile_bucket(q: f64, buckets: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 || buckets.last()?.0 != f64::INFINITY {
+        return None;
+    }
+    let rank = q * total;
+    let idx = buckets.iter().position(|(_, c)| *c >= rank)?;
+    let lower = if idx == 0 { 0.0 } else { buckets[idx - 1].0 };
+    Some((lower, buckets[idx].0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,9 +437,14 @@ http_request_duration_seconds_count 100
 process_resident_memory_bytes 5.24288e+07
 "#;
 
+    /// A scrape read as the monitor reads it (`probe::reading`, auto, probes counted).
+    fn snap(text: &str) -> Snapshot {
+        crate::probe::reading::read(text, &crate::probe::reading::Reader::default()).snapshot
+    }
+
     #[test]
     fn snapshot_sums_requests_and_buckets() {
-        let s = snapshot(&parse(TEXT).series);
+        let s = snap(TEXT);
         assert_eq!((s.requests_total, s.requests_5xx), (100.0, 10.0));
         assert_eq!(
             s.buckets,
@@ -468,7 +455,7 @@ process_resident_memory_bytes 5.24288e+07
 
     #[test]
     fn snapshots_survive_a_json_round_trip() {
-        let s = snapshot(&parse(TEXT).series);
+        let s = snap(TEXT);
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
@@ -532,9 +519,9 @@ process_resident_memory_bytes 5.24288e+07
 
     #[test]
     fn nan_and_infinities_read_and_survive_the_store() {
-        let p = parse("http_requests_total NaN\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} +Inf\nprocess_resident_memory_bytes -Inf\n");
-        assert_eq!(p.errors, 0);
-        let s = snapshot(&p.series);
+        let text = "http_requests_total{status=\"200\"} NaN\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} +Inf\nprocess_resident_memory_bytes -Inf\n";
+        assert_eq!(parse(text).errors, 0);
+        let s = snap(text);
         assert!(s.requests_total.is_nan());
         assert!(!s.usable());
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
@@ -551,8 +538,7 @@ process_resident_memory_bytes 5.24288e+07
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let text = String::from_utf8_lossy(&bytes);
-            let p = parse(&text);
-            let s = snapshot(&p.series);
+            let s = snap(&text);
             let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
             proptest::prop_assert_eq!(back.buckets.len(), s.buckets.len());
         }
@@ -569,7 +555,7 @@ process_resident_memory_bytes 5.24288e+07
             // Every line is either read or counted.
             let lines = t.lines().filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#')).count();
             proptest::prop_assert!(p.series.len() + p.errors as usize <= lines);
-            let _ = snapshot(&p.series);
+            let _ = snap(&t);
         }
     }
 }

@@ -101,8 +101,11 @@ pub async fn prometheus_days(
     if cfg.monitoring.metrics_source != crate::config::MetricsSource::Prometheus {
         return Ok(out);
     }
+    let usage = |e: String| crate::exit::failure(crate::exit::Code::Usage, e);
+    let reader = crate::probe::reading::Reader::from_config(cfg).map_err(usage)?;
     let source = crate::monitor::promql::Source::new(&cfg.monitoring.prometheus, None)
-        .map_err(|e| crate::exit::failure(crate::exit::Code::Usage, format!("{e:#}")))?;
+        .map_err(|e| usage(format!("{e:#}")))?
+        .reading_with(&reader);
     for day in days {
         let d = digest::of_day(store, day)?;
         if let (Some(from), Some(to)) = (d.first_ms, d.last_ms) {

@@ -93,6 +93,9 @@ fn truthy(v: &str) -> bool {
 #[derive(Default)]
 struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Per (method, route, status): bucket counts, count and sum (µs), for the OpenTelemetry
+    /// exposition (`METRICS_CONVENTION=otel`), whose histogram carries route and status.
+    by_route: Mutex<BTreeMap<(String, String, u16), ([u64; BUCKETS.len()], u64, u64)>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -490,11 +493,19 @@ fn record(state: &State, method: &str, route: &str, status: u16, took: Duration)
         .entry((method.to_string(), route.to_string(), status))
         .or_default() += 1;
     let secs = took.as_secs_f64();
+    let mut by_route = state.metrics.by_route.lock().unwrap();
+    let entry = by_route
+        .entry((method.to_string(), route.to_string(), status))
+        .or_insert(([0; BUCKETS.len()], 0, 0));
+    entry.1 += 1;
+    entry.2 += took.as_micros() as u64;
     for (i, le) in BUCKETS.iter().enumerate() {
         if secs <= *le {
             state.metrics.buckets[i].fetch_add(1, Ordering::Relaxed);
+            entry.0[i] += 1;
         }
     }
+    drop(by_route);
     state.metrics.count.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
@@ -502,7 +513,39 @@ fn record(state: &State, method: &str, route: &str, status: u16, took: Duration)
         .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
 }
 
+/// The OpenTelemetry SDK's Prometheus exposition under the stable HTTP semantic
+/// conventions: no request counter, one histogram in seconds labelled with the route, the
+/// method and the status code (as `opentelemetry-exporter-prometheus` writes it).
+fn otel_metrics_text(state: &State) -> String {
+    let mut out = String::from("# HELP http_server_request_duration_seconds Duration of HTTP server requests.\n# TYPE http_server_request_duration_seconds histogram\n");
+    for ((m, r, s), (b, count, sum)) in state.metrics.by_route.lock().unwrap().iter() {
+        let labels = format!("http_request_method=\"{m}\",http_response_status_code=\"{s}\",http_route=\"{r}\",otel_scope_name=\"testsvc\"");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            out += &format!(
+                "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}\n",
+                b[i]
+            );
+        }
+        out += &format!(
+            "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n"
+        );
+        out += &format!("http_server_request_duration_seconds_count{{{labels}}} {count}\n");
+        out += &format!(
+            "http_server_request_duration_seconds_sum{{{labels}}} {}\n",
+            *sum as f64 / 1e6
+        );
+    }
+    out += &format!(
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
+        rss_bytes()
+    );
+    out
+}
+
 fn metrics_text(state: &State) -> String {
+    if std::env::var("METRICS_CONVENTION").is_ok_and(|v| v == "otel") {
+        return otel_metrics_text(state);
+    }
     let mut out = String::from(
         "# HELP http_requests_total Total HTTP requests.\n# TYPE http_requests_total counter\n",
     );

@@ -13,6 +13,16 @@ use serde_json::Value;
 
 use super::rules::{self, RuleResult, Severity, Verdict};
 use crate::config::{Metric, PrometheusConfig, TriggerRule};
+use crate::probe::conventions::{preset_named, Convention};
+use crate::probe::reading::{Choice, Reader};
+
+mod templates;
+
+fn runbook() -> Convention {
+    preset_named("runbook")
+        .cloned()
+        .expect("the runbook preset is in the table")
+}
 
 /// A response body larger than this is refused: a query that returns that much is not ours.
 const MAX_BODY: usize = 4 << 20;
@@ -35,6 +45,11 @@ pub struct Source {
     /// (an error page may echo the request's Authorization header).
     known: Vec<String>,
     cfg: PrometheusConfig,
+    /// The convention the templates are written from (pinned, else what the scrape found,
+    /// else the runbook's), and the probe paths left out where the route label allows.
+    convention: Convention,
+    auto: bool,
+    exclude: Vec<String>,
 }
 
 impl Source {
@@ -85,7 +100,31 @@ impl Source {
             auth,
             known,
             cfg: cfg.clone(),
+            convention: runbook(),
+            auto: true,
+            exclude: Vec::new(),
         })
+    }
+
+    /// Reads the service as `reader` does: its pinned convention (else the runbook's until a
+    /// scrape says which) and its probe exclusion, so both sources judge the same series.
+    pub fn reading_with(mut self, reader: &Reader) -> Self {
+        if let Choice::Pinned(c) = &reader.choice {
+            self.convention = c.clone();
+            self.auto = false;
+        }
+        self.exclude = reader.exclude.clone();
+        self
+    }
+
+    /// Follows the convention a scrape found (with `auto`).
+    pub fn follow(&mut self, found: Option<&str>) {
+        if let Some(c) = found
+            .filter(|_| self.auto)
+            .and_then(crate::probe::conventions::preset_named)
+        {
+            self.convention = c.clone();
+        }
     }
 
     /// The PromQL for a metric, or None when this source does not answer it (health, CVEs,
@@ -98,7 +137,7 @@ impl Source {
     /// (the ratio of two rates over a span is the ratio of their increases).
     fn query_over(&self, metric: Metric, rate: Duration) -> Option<String> {
         let q = &self.cfg.queries;
-        let template = match metric {
+        let set = match metric {
             Metric::ErrorRatePct => &q.error_rate_pct,
             Metric::P95LatencyMs => &q.p95_latency_ms,
             Metric::P99LatencyMs => &q.p99_latency_ms,
@@ -106,11 +145,16 @@ impl Source {
             Metric::RestartsInWindow => &q.restarts,
             _ => return None,
         };
-        (!template.trim().is_empty()).then(|| {
+        let template = if set.trim().is_empty() {
+            templates::of(&self.convention, metric, &self.exclude)?
+        } else {
+            set.clone()
+        };
+        Some(
             template
                 .replace("$selector", &self.cfg.selector)
-                .replace("$rate", &promql_duration(rate))
-        })
+                .replace("$rate", &promql_duration(rate)),
+        )
     }
 
     /// Re-judges, through PromQL, every rule this source answers; the others keep the
@@ -147,6 +191,7 @@ impl Source {
             },
             value: None,
             evidence: Vec::new(),
+            bucket_ms: None,
         };
         let inconclusive = |reason: String| Verdict::Inconclusive { reason };
         let w_ms = rule.sustained_for.as_millis() as i64;
@@ -511,6 +556,15 @@ mod tests {
         assert_eq!(
             q,
             r#"100 * sum(rate(http_requests_total{job="authentication-service",status=~"5.."}[60s])) / sum(rate(http_requests_total{job="authentication-service"}[60s]))"#
+        );
+        let reader = Reader {
+            choice: Choice::Pinned(preset_named("otel").unwrap().clone()),
+            exclude: vec!["/health".into(), "/metrics".into()],
+        };
+        let otel = source().reading_with(&reader);
+        assert_eq!(
+            otel.query_for(Metric::ErrorRatePct).unwrap(),
+            r#"100 * sum(rate(http_server_request_duration_seconds_count{job="authentication-service",http_route!~"/health|/metrics",http_response_status_code=~"5.."}[60s])) / sum(rate(http_server_request_duration_seconds_count{job="authentication-service",http_route!~"/health|/metrics"}[60s]))"#
         );
         assert!(s
             .query_for(Metric::P99LatencyMs)
