@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{GetParams, ListParams, ObjectList, Patch, PatchParams};
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
@@ -99,17 +99,24 @@ impl Cluster {
         Ok(list.items)
     }
 
-    /// Replaces the Deployment's pod template with `template` (a strategic merge patch of
-    /// `spec.template`), which starts a new rollout.
-    pub async fn set_template(&self, name: &str, template: &PodTemplateSpec) -> Result<Deployment> {
-        let patch = serde_json::json!({"spec": {"template": template}});
-        let req = self.request::<Deployment>().patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Strategic(patch),
+    /// `kubectl rollout undo`'s request: a JSON patch (RFC 6902) replacing the pod template
+    /// and the annotations (`rollout::kubernetes::undo_patch`), under field manager
+    /// `dhi-stage`, which starts a new rollout.
+    pub async fn undo(&self, name: &str, json_patch: &serde_json::Value) -> Result<Deployment> {
+        let url = format!(
+            "{}/{name}?fieldManager={FIELD_MANAGER}",
+            <Deployment as kube::Resource>::url_path(&(), Some(&self.namespace))
         );
-        self.call(&format!("rolling back deployment {name}"), req)
-            .await
+        let req = http::Request::patch(url)
+            .header("Content-Type", "application/json-patch+json")
+            .header("Accept", "application/json")
+            .body(serde_json::to_vec(json_patch)?)
+            .map_err(|e| anyhow!("building the undo request: {e}"));
+        let doing = format!("rolling back deployment {name}");
+        match req {
+            Ok(r) => self.call(&doing, Ok(r)).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// One call: sent, its body read up to `MAX_BODY`, decoded, all within the deadline.
@@ -118,7 +125,12 @@ impl Cluster {
         doing: &str,
         req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
     ) -> Result<T> {
-        let req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
+        let mut req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
+        // Audit logs and managedFields name who called.
+        req.headers_mut().insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("dhi-stage/", env!("CARGO_PKG_VERSION"))),
+        );
         let exchange = async {
             let res = self
                 .client

@@ -331,36 +331,71 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        // The same procedure and rules as an operator's rollback, approved by the standing
-        // approval of whoever started the monitor with --auto-rollback.
-        let request = rollback::Request {
-            to: None,
-            reason: Some(reason),
-            approval: Approval::Automatic("monitor --auto-rollback"),
-            drill: false,
-            wait: None,
-        };
-        let (code, json, text) = match rollback::rollback(ctx, &request).await {
-            Ok(o) => {
-                let code = if o.code() == Code::Ok {
-                    Code::TriggerFired
-                } else {
-                    Code::RollbackFailed
-                };
-                (code, serde_json::to_value(&o)?, o.text())
-            }
-            Err(e) => (
-                Code::RollbackFailed,
-                json!({"ok": false, "error": format!("{e:#}")}),
-                format!("rollback FAILED: {e:#}"),
-            ),
-        };
+        let (code, json, text) = auto_rollback(ctx, r.kubernetes, reason).await?;
         w.code = code;
         w.rollback = Some(json);
         w.notes.rollback_text = Some(text);
     }
     write_page();
     Ok(w)
+}
+
+/// The rollback `--auto-rollback` makes: the same procedure and rules as an operator's, on
+/// the same platform the monitor watches (`kubectl rollout undo` for `--target kubernetes`,
+/// never the Docker path), approved by the standing approval of whoever started the monitor.
+async fn auto_rollback(
+    ctx: &crate::rollout::rollback::Context<'_>,
+    kubernetes: bool,
+    reason: String,
+) -> Result<(Code, Value, String)> {
+    let approval = Approval::Automatic("monitor --auto-rollback");
+    let done = |ok: bool| {
+        if ok {
+            Code::TriggerFired
+        } else {
+            Code::RollbackFailed
+        }
+    };
+    let failed = |e: anyhow::Error| {
+        (
+            Code::RollbackFailed,
+            json!({"ok": false, "error": format!("{e:#}")}),
+            format!("rollback FAILED: {e:#}"),
+        )
+    };
+    if kubernetes {
+        #[cfg(feature = "kubernetes")]
+        return Ok(
+            match crate::rollout::kubernetes::rollback(ctx, &approval, Some(reason), &|_| {}).await
+            {
+                Ok(o) => (
+                    done(o.code() == Code::Ok),
+                    serde_json::to_value(&o)?,
+                    o.text(),
+                ),
+                Err(e) => failed(e),
+            },
+        );
+        #[cfg(not(feature = "kubernetes"))]
+        return Ok(failed(anyhow::anyhow!(
+            crate::rollout::kubernetes::WITHOUT_FEATURE
+        )));
+    }
+    let request = rollback::Request {
+        to: None,
+        reason: Some(reason),
+        approval,
+        drill: false,
+        wait: None,
+    };
+    Ok(match rollback::rollback(ctx, &request).await {
+        Ok(o) => (
+            done(o.code() == Code::Ok),
+            serde_json::to_value(&o)?,
+            o.text(),
+        ),
+        Err(e) => failed(e),
+    })
 }
 
 /// The PromQL source when asked for (`--metrics-source prometheus`, `--prometheus-url`, or

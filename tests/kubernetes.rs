@@ -206,14 +206,21 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
 
     let patches = api.requests("PATCH");
     assert_eq!(patches.len(), 1);
-    let (_, head, body) = &patches[0];
+    let (target, head, body) = &patches[0];
+    let head = head.to_ascii_lowercase();
+    // What kubectl sends: a JSON patch replacing the template and the annotations, so
+    // nothing the bad revision added survives (a strategic merge would keep it).
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/strategic-merge-patch+json"),
+        head.contains("content-type: application/json-patch+json"),
         "{head}"
     );
+    assert!(target.contains("fieldManager=dhi-stage"), "{target}");
+    assert!(head.contains("user-agent: dhi-stage/"), "{head}");
     let patch: serde_json::Value = serde_json::from_str(body).unwrap();
-    let template = &patch["spec"]["template"];
+    assert_eq!(patch[0]["op"], "replace", "{patch}");
+    assert_eq!(patch[0]["path"], "/spec/template", "{patch}");
+    assert_eq!(patch[1]["path"], "/metadata/annotations", "{patch}");
+    let template = &patch[0]["value"];
     assert_eq!(template["spec"]["containers"][0]["image"], OLD);
     assert!(
         template["metadata"]["labels"]
@@ -324,4 +331,56 @@ fn the_monitor_reads_restarts_and_readiness_from_every_pod() {
         target.contains("labelSelector=app%3Dauthentication-service%2Cversion%3Ddhi"),
         "{target}"
     );
+}
+
+#[test]
+fn the_monitors_auto_rollback_on_kubernetes_is_a_rollout_undo_and_never_touches_docker() {
+    // The service the monitor probes answers 503 on /health (an injected fault); it runs in
+    // the engine only to be probed: the rollback must go to the cluster, not to it.
+    let stage = Stage::new();
+    assert_eq!(stage.deploy(&good_image()).run().code, 0);
+    let before = stage.inspect()["Id"].clone();
+    assert!(http(
+        "POST",
+        &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
+    )
+    .is_some());
+    let api = FakeApi::start();
+    api.route("GET", PODS, &[ok("pods.json")]);
+    api.route(
+        "GET",
+        DEPLOYMENT,
+        &[ok("deploy-complete.json"), ok("undo-complete.json")],
+    );
+    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
+    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
+    let cfg = short_window_config(&stage, |_| {});
+    let r = run(
+        &stage,
+        &api,
+        &[
+            "monitor",
+            "--target",
+            "kubernetes",
+            "--auto-rollback",
+            "--duration",
+            "30s",
+            "--base-url",
+            &stage.base_url(),
+        ],
+        Some(&cfg),
+    );
+    assert_eq!(r.code, 4, "fired, and the undo succeeded: {}", r.all());
+    let j = r.json();
+    assert_eq!(j["rollback"]["target"], "kubernetes", "{j}");
+    assert_eq!(j["rollback"]["to_image"], OLD, "{j}");
+    let patches = api.requests("PATCH");
+    assert_eq!(patches.len(), 1, "one undo request");
+    assert!(patches[0]
+        .1
+        .to_ascii_lowercase()
+        .contains("application/json-patch+json"));
+    // Docker was not asked to roll anything back: the same container still serves.
+    assert_eq!(stage.inspect()["Id"], before);
+    assert!(stage.events("rollback").last().unwrap()["kind"] == "kubernetes");
 }

@@ -200,6 +200,10 @@ pub struct PodView {
     pub name: String,
     pub phase: String,
     pub ready: bool,
+    /// Being deleted (`deletionTimestamp` set): a rollout's old pod on its way out, left out
+    /// of readiness as `kubectl rollout status` leaves it out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
     pub restarts: i64,
     pub image: String,
     pub image_id: String,
@@ -211,6 +215,7 @@ pub fn pod_view(p: &k8s_openapi::api::core::v1::Pod) -> PodView {
     PodView {
         name: p.metadata.name.clone().unwrap_or_default(),
         phase: status.phase.clone().unwrap_or_default(),
+        terminating: p.metadata.deletion_timestamp.is_some(),
         ready: status
             .conditions
             .iter()

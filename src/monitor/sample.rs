@@ -187,8 +187,10 @@ async fn pods_part(cluster: &crate::cluster::Cluster, selector: &str, s: &mut Sa
                     .map(|p| p.restarts)
                     .fold(0, i64::saturating_add),
             );
-            let ready = views.iter().filter(|p| p.ready).count();
-            s.health_detail = json!({"pods": {"ready": ready, "total": views.len()}});
+            // A terminating pod (a rollout's old one) is on its way out, not unready.
+            let serving = views.iter().filter(|p| !p.terminating);
+            let ready = serving.clone().filter(|p| p.ready).count();
+            s.health_detail = json!({"pods": {"ready": ready, "total": serving.count()}});
         }
         Err(e) => s.engine_error = Some(format!("{e:#}")),
     }

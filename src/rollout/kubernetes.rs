@@ -7,6 +7,7 @@
 // Without the `kubernetes` feature only the pure parts are built, and nothing calls them.
 #![cfg_attr(not(feature = "kubernetes"), allow(dead_code, unused_imports))]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -85,13 +86,84 @@ fn revision(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
     meta.annotations.as_ref()?.get(REVISION)?.parse().ok()
 }
 
+/// Annotations `kubectl rollout undo` keeps from the Deployment rather than copying them from
+/// the ReplicaSet (kubectl `pkg/polymorphichelpers/rollback.go`, `annotationsToSkip`).
+const ANNOTATIONS_TO_SKIP: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+/// What `kubectl rollout undo` sends: a JSON patch that *replaces* `/spec/template` with the
+/// earlier ReplicaSet's (so nothing the bad revision added survives) and `/metadata/annotations`
+/// with the ReplicaSet's own (the change-cause) beside the Deployment's skipped ones.
+pub fn undo_patch(
+    template: &PodTemplateSpec,
+    annotations: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!([
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ])
+}
+
+/// Why an undo cannot or need not be sent, decided before any patch (kubectl's order).
+pub fn undo_refusal(
+    d: &Deployment,
+    template: &PodTemplateSpec,
+    to_revision: i64,
+) -> Option<(Code, String)> {
+    if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+        return Some((
+            Code::CheckFailed,
+            "you cannot roll back a paused deployment; resume it first with `kubectl rollout resume` and try again".into(),
+        ));
+    }
+    let mut current = d
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    if let Some(labels) = current.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove("pod-template-hash");
+    }
+    (&current == template).then(|| {
+        (
+            Code::Ok,
+            format!("skipped: the current template already matches revision {to_revision}"),
+        )
+    })
+}
+
+/// The Deployment's annotations after the undo (kubectl: its skipped ones, then the
+/// ReplicaSet's others).
+fn undo_annotations(d: &Deployment, rs: &ReplicaSet) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = d
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| ANNOTATIONS_TO_SKIP.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in rs.metadata.annotations.iter().flatten() {
+        if !ANNOTATIONS_TO_SKIP.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 /// What `kubectl rollout undo` restores: the pod template of the newest ReplicaSet owned by
 /// the Deployment with a revision below the current one, without the controller's
-/// `pod-template-hash` label. (revision, its image, the template.)
+/// `pod-template-hash` label. (revision, its image, the template, the annotations to set.)
 pub fn previous_template(
     d: &Deployment,
     replica_sets: &[ReplicaSet],
-) -> Result<(i64, String, PodTemplateSpec), String> {
+) -> Result<(i64, String, PodTemplateSpec, BTreeMap<String, String>), String> {
     let current = revision(&d.metadata)
         .ok_or("the deployment has no revision annotation yet: nothing to undo")?;
     let uid = d.metadata.uid.as_deref();
@@ -125,7 +197,7 @@ pub fn previous_template(
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
-    Ok((rev, image, template))
+    Ok((rev, image, template, undo_annotations(d, rs)))
 }
 
 /// Step 4 from the API: every pod running `image` is ready, non-root (65532), read-only,
@@ -266,6 +338,9 @@ pub struct KubeRolledBack {
     pub decision_to_ready_ms: u64,
     pub target_ms: u64,
     pub within_target: bool,
+    /// Nothing was sent: the current template already is the revision's (not timed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Render for KubeRolledBack {
@@ -278,6 +353,9 @@ impl Render for KubeRolledBack {
     }
 
     fn text(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return format!("rollout undo of deployment/{}: {why}", self.deployment);
+        }
         format!(
             "rollout undo of deployment/{}: revision {} -> {} ({})\n  rollout: {}\n  decision-to-ready {}ms; runbook target < {} ({})",
             self.deployment,
@@ -449,8 +527,9 @@ mod live {
             .map(pod_view)
             .collect();
         let rollout = rollout_status(&d);
+        let serving: Vec<&PodView> = pods.iter().filter(|p| !p.terminating).collect();
         Ok(KubeStatus {
-            ok: rollout == Progress::Done && !pods.is_empty() && pods.iter().all(|p| p.ready),
+            ok: rollout == Progress::Done && !serving.is_empty() && serving.iter().all(|p| p.ready),
             deployment: k.deployment.clone(),
             namespace: k.namespace.clone(),
             revision: revision(&d.metadata),
@@ -475,17 +554,42 @@ mod live {
         let rss = cluster
             .replica_sets(&crate::engine::kubernetes::selector(cfg))
             .await?;
-        let (to_revision, to_image, template) = previous_template(&current, &rss).map_err(|e| {
-            failure(
-                Code::RollbackFailed,
-                format!("deployment/{}: {e}", k.deployment),
-            )
-        })?;
+        let (to_revision, to_image, template, annotations) = previous_template(&current, &rss)
+            .map_err(|e| {
+                failure(
+                    Code::RollbackFailed,
+                    format!("deployment/{}: {e}", k.deployment),
+                )
+            })?;
+        match undo_refusal(&current, &template, to_revision) {
+            Some((Code::Ok, why)) => {
+                return Ok(KubeRolledBack {
+                    ok: true,
+                    target: "kubernetes",
+                    deployment: k.deployment.clone(),
+                    from_revision: revision(&current.metadata),
+                    to_revision,
+                    to_image,
+                    reason,
+                    approved_by: approval.recorded(),
+                    rollout: Progress::Done,
+                    decision_to_ready_ms: 0,
+                    target_ms: cfg.rollback.kubernetes_target.as_millis() as u64,
+                    within_target: true,
+                    skipped: Some(why),
+                })
+            }
+            Some((code, why)) => {
+                return Err(failure(code, format!("deployment/{}: {why}", k.deployment)))
+            }
+            None => {}
+        }
         progress(&format!(
             "deployment/{}: back to revision {to_revision} ({to_image})",
             k.deployment
         ));
-        let patched = cluster.set_template(&k.deployment, &template).await?;
+        let patch = undo_patch(&template, &annotations);
+        let patched = cluster.undo(&k.deployment, &patch).await?;
         let (rollout, _) = wait(
             &cluster,
             &k.deployment,
@@ -509,6 +613,7 @@ mod live {
             decision_to_ready_ms: ms,
             target_ms,
             within_target: ms <= target_ms,
+            skipped: None,
         };
         Store::open(ctx.state_dir)?.event(
             EventKind::Rollback,
@@ -591,13 +696,45 @@ mod tests {
             rs("2", "reg/a:v2", "u1"),
             rs("9", "x:9", "other"),
         ];
-        let (rev, image, t) = previous_template(&d, &sets).unwrap();
+        let (rev, image, t, annotations) = previous_template(&d, &sets).unwrap();
         assert_eq!((rev, image.as_str()), (2, "reg/a:v2"));
-        let labels = t.metadata.unwrap().labels.unwrap();
+        // The Deployment keeps its own revision annotation; the ReplicaSet's is not copied.
+        assert_eq!(annotations.get(REVISION).map(String::as_str), Some("3"));
+        let labels = t.clone().metadata.unwrap().labels.unwrap();
         assert!(!labels.contains_key("pod-template-hash"));
         assert_eq!(labels["app"], "a");
         assert!(previous_template(&d, &sets[1..2])
             .unwrap_err()
             .contains("no earlier revision"));
+        // kubectl's JSON patch replaces the template whole: nothing the bad revision added
+        // (an env var, a volume) can survive the undo, as it would a strategic merge.
+        let patch = undo_patch(&t, &annotations);
+        assert_eq!(patch[0]["op"], "replace");
+        assert_eq!(patch[0]["path"], "/spec/template");
+        assert_eq!(patch[1]["path"], "/metadata/annotations");
+        assert!(undo_refusal(&d, &t, 2).is_none());
+    }
+
+    #[test]
+    fn a_paused_deployment_is_refused_and_an_equal_template_is_a_no_op() {
+        let t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "a", "image": "i:1"}]}
+        }))
+        .unwrap();
+        let paused = from(serde_json::json!({
+            "metadata": {"name": "d"}, "spec": {"paused": true, "selector": {}, "template": {}}
+        }));
+        let (code, why) = undo_refusal(&paused, &t, 1).unwrap();
+        assert_eq!(code, Code::CheckFailed);
+        assert!(why.contains("kubectl rollout resume"), "{why}");
+        let same = from(serde_json::json!({
+            "metadata": {"name": "d"},
+            "spec": {"selector": {}, "template": {
+                "metadata": {"labels": {"app": "a", "pod-template-hash": "h1"}},
+                "spec": {"containers": [{"name": "a", "image": "i:1"}]}}}
+        }));
+        let (code, why) = undo_refusal(&same, &t, 1).unwrap();
+        assert_eq!(code, Code::Ok);
+        assert!(why.contains("already matches revision 1"), "{why}");
     }
 }
