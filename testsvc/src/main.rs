@@ -90,12 +90,15 @@ fn truthy(v: &str) -> bool {
     matches!(v, "1" | "true" | "yes" | "on")
 }
 
+/// One route's latency histogram: bucket counts, count, sum in µs.
+type RouteHistogram = ([u64; BUCKETS.len()], u64, u64);
+
 #[derive(Default)]
 struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Per (method, route, status): bucket counts, count and sum (µs), for the OpenTelemetry
     /// exposition (`METRICS_CONVENTION=otel`), whose histogram carries route and status.
-    by_route: Mutex<BTreeMap<(String, String, u16), ([u64; BUCKETS.len()], u64, u64)>>,
+    by_route: Mutex<BTreeMap<(String, String, u16), RouteHistogram>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
