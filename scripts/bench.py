@@ -362,19 +362,20 @@ def bench_monitor():
 
 
 def exposition(series):
-    """An OpenTelemetry-style /metrics of about `series` series: routes x methods x statuses x
-    buckets, the cardinality a real service with many routes exposes."""
+    """A Go-promhttp-style /metrics of about `series` series (a counter and a latency
+    histogram per route and status code, many routes): the cardinality of a real service,
+    kept under the monitor's 4 MiB scrape cap."""
     les = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10", "+Inf"]
-    per_route = 4 * 3 * (len(les) + 2)
-    lines = ["# TYPE http_server_request_duration_seconds histogram"]
+    per_route = 3 * (len(les) + 3)
+    lines = ["# TYPE http_requests_total counter", "# TYPE http_request_duration_seconds histogram"]
     for r in range(max(1, series // per_route)):
-        for m in ("GET", "POST", "PUT", "DELETE"):
-            for code in ("200", "404", "500"):
-                lab = f'http_request_method="{m}",http_response_status_code="{code}",http_route="/api/v1/resource-{r}/items/{{id}}"'
-                for i, le in enumerate(les):
-                    lines.append(f'http_server_request_duration_seconds_bucket{{{lab},le="{le}"}} {100 + i * 7}')
-                lines.append(f"http_server_request_duration_seconds_count{{{lab}}} 205")
-                lines.append(f"http_server_request_duration_seconds_sum{{{lab}}} 12.5")
+        for code in ("200", "404", "500"):
+            lab = f'code="{code}",handler="/r{r}"'
+            lines.append(f"http_requests_total{{{lab}}} 205")
+            for i, le in enumerate(les):
+                lines.append(f'http_request_duration_seconds_bucket{{{lab},le="{le}"}} {100 + i * 7}')
+            lines.append(f"http_request_duration_seconds_count{{{lab}}} 205")
+            lines.append(f"http_request_duration_seconds_sum{{{lab}}} 12.5")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -397,6 +398,7 @@ def serve(body):
 def bench_scrape():
     big = exposition(50_000)
     small = exposition(200)
+    assert len(big) <= 4 << 20, f"the exposition must fit the 4 MiB scrape cap: {len(big)}"
     nl = b"\n"
     n_big = big.count(nl)
     log(f"== one monitor tick against /metrics of {len(big) / 2**20:.1f} MiB ({n_big} series) vs {len(small) / 1024:.0f} KiB")
