@@ -115,6 +115,22 @@ fn println_safe(s: &str) {
     let _ = writeln!(out, "{s}").and_then(|_| out.flush());
 }
 
+/// stderr for log lines, with every credential the process knows masked (`redact::scrub`):
+/// a log line at -vv can carry what a server echoed as well as any other output.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact::scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let level = if cli.quiet {
@@ -134,7 +150,7 @@ fn init_tracing(cli: &Cli) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| ScrubbedStderr)
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),

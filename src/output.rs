@@ -87,6 +87,8 @@ impl Progress {
         if msg.is_empty() {
             return;
         }
+        // Progress lines name servers and echo their words: no known credential is shown.
+        let msg = crate::redact::scrub(msg);
         if let Some(bar) = &self.bar {
             bar.set_message(msg.to_string());
         } else if self.plain {

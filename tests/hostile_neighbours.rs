@@ -299,7 +299,8 @@ fn credentials_echoed_by_prometheus_are_masked_everywhere() {
         (
             "prometheus echoes a bearer token",
             vec![("bearer_token_env", "CANARY_TOKEN")],
-            vec![("CANARY_TOKEN", token)],
+            // Debug logs too: a log line may carry what the server echoed.
+            vec![("CANARY_TOKEN", token), ("RUST_LOG", "debug")],
         ),
         (
             "prometheus echoes basic auth",
@@ -307,7 +308,7 @@ fn credentials_echoed_by_prometheus_are_masked_everywhere() {
                 ("username", "canary-user"),
                 ("password_env", "CANARY_PASSWORD"),
             ],
-            vec![("CANARY_PASSWORD", password)],
+            vec![("CANARY_PASSWORD", password), ("RUST_LOG", "debug")],
         ),
     ] {
         let stage = Stage::new();

@@ -33,7 +33,7 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
     let context = ctx.rollout();
     let watched = watch::watch(&context, &request, &|t| {
         if live {
-            eprintln!("{}", watch::tick_line(t));
+            eprintln!("{}", crate::redact::scrub(&watch::tick_line(t)));
         }
     })
     .await?;
