@@ -83,6 +83,7 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
     let data = super::gather(store, cfg, day)?;
     let growth = cfg.memory_growth_threshold();
     let mut m = super::metrics(&data, growth);
+    m.metrics_convention = super::day_convention(store, day);
     // With Prometheus as the source, the gate and this day read the same figures from it.
     // The gate below reads days 1..=day once the period is over; the day alone before.
     let first = if day >= cfg.monitoring.period_days {

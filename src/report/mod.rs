@@ -84,6 +84,17 @@ pub struct DayMetrics {
     /// Why error rate or latency is missing (a Prometheus query refused, stale, impossible).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_error: Option<String>,
+    /// The metric convention the day's scrapes were read with (its latest sample's), and
+    /// whether the monitor's own requests are in the figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_convention: Option<crate::probe::reading::About>,
+}
+
+/// The convention the day's latest scrape was read with (`probe::reading::About`).
+pub fn day_convention(store: &Store, day: u32) -> Option<crate::probe::reading::About> {
+    let target = store.day_target(day).ok()??;
+    let last = store.last_sample(&target, None).ok()??;
+    serde_json::from_value(last.health_detail.get("metrics")?.clone()).ok()
 }
 
 /// Per day, the error rate and latency Prometheus gives (`metrics_source = "prometheus"`);
@@ -325,6 +336,7 @@ pub fn metrics(d: &DayData, growth_threshold: f64) -> DayMetrics {
         restarts: g.restarts(),
         metrics_source: None,
         metrics_error: None,
+        metrics_convention: None,
     }
 }
 
@@ -493,6 +505,13 @@ pub fn markdown(
     );
     if let Some(why) = &m.metrics_error {
         s += &format!("- Metrics not measured: {why}\n");
+    }
+    if let Some(c) = &m.metrics_convention {
+        s += &format!(
+            "- Metrics read as: {}{}\n",
+            c.convention.as_deref().unwrap_or("no known convention"),
+            c.probes_said()
+        );
     }
     let lat = |load: Option<f64>, met: Option<f64>| match (load, met) {
         (None, None) => "no data".to_string(),
