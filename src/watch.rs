@@ -129,6 +129,8 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     let (period, role, day) = (identity.period.clone(), identity.role, identity.day);
     let plan = plan(cfg, r, active.as_ref().map(|d| d.started_at))?;
     let rollback_target = crate::rollout::rollback_target(&store, cfg)?;
+    let reader =
+        crate::probe::reading::Reader::from_config(cfg).map_err(|e| failure(Code::Usage, e))?;
     let mut sampler = Sampler {
         engine: engine.as_ref(),
         engine_unavailable,
@@ -142,9 +144,8 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         role: Some(role.as_str().to_string()),
         image_ref: identity.image_ref.clone(),
         image_id: identity.image_id.clone(),
-        prometheus: prometheus_source(cfg, r)?,
-        reader: crate::probe::reading::Reader::from_config(cfg)
-            .map_err(|e| failure(Code::Usage, e))?,
+        prometheus: prometheus_source(cfg, r, &reader)?,
+        reader,
         #[cfg(feature = "kubernetes")]
         pods: match r.kubernetes {
             true => Some((
@@ -400,7 +401,11 @@ async fn auto_rollback(
 
 /// The PromQL source when asked for (`--metrics-source prometheus`, `--prometheus-url`, or
 /// the config's `metrics_source`); a bad URL or an unset credential variable is usage.
-fn prometheus_source(cfg: &Config, r: &Request) -> Result<Option<monitor::promql::Source>> {
+fn prometheus_source(
+    cfg: &Config,
+    r: &Request,
+    reader: &crate::probe::reading::Reader,
+) -> Result<Option<monitor::promql::Source>> {
     let source = match (r.metrics_source, &r.prometheus_url) {
         (Some(s), _) => s,
         (None, Some(_)) => MetricsSource::Prometheus,
@@ -409,10 +414,8 @@ fn prometheus_source(cfg: &Config, r: &Request) -> Result<Option<monitor::promql
     if source == MetricsSource::Scrape {
         return Ok(None);
     }
-    let reader =
-        crate::probe::reading::Reader::from_config(cfg).map_err(|e| failure(Code::Usage, e))?;
     monitor::promql::Source::new(&cfg.monitoring.prometheus, r.prometheus_url.as_deref())
-        .map(|s| Some(s.reading_with(&reader)))
+        .map(|s| Some(s.reading_with(reader)))
         .map_err(|e| failure(Code::Usage, format!("{e:#}")))
 }
 

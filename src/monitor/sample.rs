@@ -126,28 +126,7 @@ impl Sampler<'_> {
                 budget.as_secs_f64()
             ));
         }
-        let mut about = None;
-        let (snapshot, scrape_error, parse_errors) = match m {
-            Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
-                None,
-                Some(format!(
-                    "/metrics is larger than {} MiB",
-                    MAX_METRICS_BODY >> 20
-                )),
-                0,
-            ),
-            Ok((200, body)) => {
-                let r = reading::read(&String::from_utf8_lossy(&body), &self.reader);
-                // No convention fits: nothing to compute rates from, and the reason names
-                // what was found, so the rules say it instead of "no traffic".
-                let unfit = r.about.convention.is_none();
-                let why = r.about.note.clone().filter(|_| unfit);
-                about = Some(r.about);
-                ((!unfit).then_some(r.snapshot), why, r.errors)
-            }
-            Ok((code, _)) => (None, Some(format!("/metrics answered HTTP {code}")), 0),
-            Err(e) => (None, Some(format!("/metrics: {e}")), 0),
-        };
+        let (snapshot, scrape_error, parse_errors, about) = self.read_scrape(m);
         s.health_ok = h.healthy;
         s.health_http_status = h.http_status;
         s.health_latency_ms = Some(h.latency_ms);
@@ -168,6 +147,46 @@ impl Sampler<'_> {
         s.scrape_error = scrape_error;
         s.parse_errors = parse_errors;
         s
+    }
+}
+
+/// A scrape as the rules take it: (snapshot, why there is none, unreadable lines, which
+/// convention read it).
+type Scraped = (
+    Option<crate::probe::metrics::Snapshot>,
+    Option<String>,
+    u32,
+    Option<reading::About>,
+);
+
+impl Sampler<'_> {
+    fn read_scrape(&self, m: Result<(u16, Vec<u8>), String>) -> Scraped {
+        match m {
+            Ok((200, body)) if body.len() > MAX_METRICS_BODY => (
+                None,
+                Some(format!(
+                    "/metrics is larger than {} MiB",
+                    MAX_METRICS_BODY >> 20
+                )),
+                0,
+                None,
+            ),
+            Ok((200, body)) => {
+                let r = reading::read(&String::from_utf8_lossy(&body), &self.reader);
+                // No convention fits: nothing to compute rates from, and the reason names
+                // what was found, so the rules say it instead of "no traffic".
+                let unfit = r.about.convention.is_none();
+                let why = r.about.note.clone().filter(|_| unfit);
+                ((!unfit).then_some(r.snapshot), why, r.errors, Some(r.about))
+            }
+            Ok((code, _)) => (
+                None,
+                Some(format!("/metrics answered HTTP {code}")),
+                0,
+                None,
+            ),
+            Err(e) => (None, Some(format!("/metrics: {e}")), 0, None),
+        }
     }
 }
 

@@ -31,6 +31,21 @@ pub struct Parsed {
 #[allow(dead_code)]
 pub fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
+    each_sample(text, |i, parsed| match parsed {
+        Ok(s) => out.series.push(s),
+        Err(why) => {
+            out.errors = out.errors.saturating_add(1);
+            if out.first_error.is_none() {
+                out.first_error = Some((i + 1, why.to_string()));
+            }
+        }
+    });
+    out
+}
+
+/// Every sample line of an exposition, parsed, with its 0-based line number: the one walk
+/// over the text that `parse` and `probe::reading` share (`# EOF` ends it, comments skipped).
+pub(crate) fn each_sample(text: &str, mut f: impl FnMut(usize, Result<Series, &'static str>)) {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line == "# EOF" {
@@ -39,17 +54,8 @@ pub fn parse(text: &str) -> Parsed {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match parse_sample(line) {
-            Ok(s) => out.series.push(s),
-            Err(why) => {
-                out.errors = out.errors.saturating_add(1);
-                if out.first_error.is_none() {
-                    out.first_error = Some((i + 1, why.to_string()));
-                }
-            }
-        }
+        f(i, parse_sample(line));
     }
-    out
 }
 
 /// A cursor over one line; every method checks bounds, so no input can index out of range.
@@ -92,7 +98,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == ':'
 }
 
-pub(crate) fn parse_sample(line: &str) -> Result<Series, &'static str> {
+fn parse_sample(line: &str) -> Result<Series, &'static str> {
     let mut l = Line { s: line, at: 0 };
     let mut name = String::new();
     if l.peek().is_some_and(is_name_start) {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::conventions::{presets, Convention, Unit};
-use super::metrics::{parse_sample, parse_value, Series, Snapshot};
+use super::metrics::{each_sample, parse_value, Snapshot};
 
 /// Which convention reads the scrape.
 #[derive(Debug, Clone)]
@@ -264,7 +264,7 @@ fn inventory(text: &str, wanted: &BTreeSet<String>) -> Inventory {
     let mut errors = 0u32;
     let mut first_error = None;
     let mut seen_http: Vec<String> = Vec::new();
-    each_line(text, |i, parsed| match parsed {
+    each_sample(text, |i, parsed| match parsed {
         Err(why) => {
             errors = errors.saturating_add(1);
             if first_error.is_none() {
@@ -294,19 +294,6 @@ fn inventory(text: &str, wanted: &BTreeSet<String>) -> Inventory {
         }
     });
     (families, errors, first_error, seen_http)
-}
-
-fn each_line(text: &str, mut f: impl FnMut(usize, Result<Series, &'static str>)) {
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line == "# EOF" {
-            break;
-        }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        f(i, parse_sample(line));
-    }
 }
 
 fn fit<'a>(c: &'a Convention, fam: &BTreeMap<String, Family>, excluding: bool) -> Fit<'a> {
@@ -408,7 +395,7 @@ fn fold(text: &str, fit: &Fit, reader: &Reader) -> Reading {
     let bucket_name = hist.as_ref().map(|h| format!("{h}_bucket"));
     let sum_name = hist.as_ref().map(|h| format!("{h}_sum"));
     let count_name = hist.as_ref().map(|h| format!("{h}_count"));
-    each_line(text, |_, parsed| {
+    each_sample(text, |_, parsed| {
         let Ok(x) = parsed else { return };
         let name = Some(&x.name);
         let counts = match &fit.requests {
@@ -447,20 +434,7 @@ fn fold(text: &str, fit: &Fit, reader: &Reader) -> Reading {
     let mut b: Vec<(f64, f64)> = buckets.into_values().collect();
     b.sort_by(|x, y| x.0.total_cmp(&y.0));
     s.buckets = b;
-    let note = match (&fit.requests, &fit.latency, &fit.summary_only) {
-        (_, None, Some(h)) => Some(format!(
-            "{h} is a summary without buckets: no server-side P95/P99 from it (enable its histogram)"
-        )),
-        (Some(_), None, None) => Some(format!(
-            "saw {}'s request series but no latency histogram",
-            c.name
-        )),
-        (None, _, _) => Some(format!(
-            "saw {}'s latency histogram but no request series with a status label",
-            c.name
-        )),
-        _ => None,
-    };
+    let note = what_is_missing(fit);
     Reading {
         snapshot: s,
         about: About {
@@ -471,6 +445,23 @@ fn fold(text: &str, fit: &Fit, reader: &Reader) -> Reading {
         },
         errors: 0,
         first_error: None,
+    }
+}
+
+/// Why a figure cannot come from a scrape that fits `fit` (None when it can).
+fn what_is_missing(fit: &Fit) -> Option<String> {
+    let name = &fit.conv.name;
+    match (&fit.requests, &fit.latency, &fit.summary_only) {
+        (_, None, Some(h)) => Some(format!(
+            "{h} is a summary without buckets: no server-side P95/P99 from it (enable its histogram)"
+        )),
+        (Some(_), None, None) => Some(format!(
+            "saw {name}'s request series but no latency histogram"
+        )),
+        (None, _, _) => Some(format!(
+            "saw {name}'s latency histogram but no request series with a status label"
+        )),
+        _ => None,
     }
 }
 
