@@ -392,9 +392,17 @@ pub struct ReportConfig {
     /// pairs, every env-file value) into incident reports, webhooks and GitHub issues.
     #[serde(default = "default_true")]
     pub incident_log_excerpt: bool,
+    /// How long after a restore the incident report's "after" column reaches: the monitor
+    /// keeps sampling the restored service this long, then the report is written again.
+    #[serde(default = "default_incident_after", with = "humantime_serde")]
+    pub incident_after: Duration,
     /// `monitor` rewrites the week page (`<dir>/index.html`) after each run or tick.
     #[serde(default)]
     pub week_page_from_monitor: bool,
+}
+
+fn default_incident_after() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_true() -> bool {

@@ -13,6 +13,19 @@ pub struct Sent {
     pub channel: &'static str,
     pub ok: bool,
     pub detail: String,
+    /// When the answer (or the failure) came, Unix ms.
+    pub at_ms: i64,
+}
+
+impl Sent {
+    fn new(channel: &'static str, ok: bool, detail: String) -> Sent {
+        Sent {
+            channel,
+            ok,
+            detail,
+            at_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -31,34 +44,31 @@ fn webhook_url(cfg: &NotifyConfig) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// "webhook unreachable: timed out" (the URL, which may carry a token, is not said).
+fn unreachable(what: &str, e: &reqwest::Error) -> String {
+    let how = if e.is_timeout() {
+        "timed out"
+    } else {
+        "connection failed"
+    };
+    format!("{what} unreachable: {how}")
+}
+
 /// Posts `{"text": text, "dhi_stage": {"event": event, ...detail}}` to the webhook, if one is set.
 pub async fn webhook(cfg: &NotifyConfig, event: &str, text: &str, detail: &Value) -> Option<Sent> {
     let url = webhook_url(cfg)?;
     let payload = json!({"text": text, "dhi_stage": {"event": event, "detail": detail}});
     let r = client().post(&url).json(&payload).send().await;
     Some(match r {
-        Ok(resp) if resp.status().is_success() => Sent {
-            channel: "webhook",
-            ok: true,
-            detail: format!("HTTP {}", resp.status().as_u16()),
-        },
-        Ok(resp) => Sent {
-            channel: "webhook",
-            ok: false,
-            detail: format!("webhook answered HTTP {}", resp.status().as_u16()),
-        },
-        Err(e) => Sent {
-            channel: "webhook",
-            ok: false,
-            detail: format!(
-                "webhook unreachable: {}",
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    "connection failed".into()
-                }
-            ),
-        },
+        Ok(resp) if resp.status().is_success() => {
+            Sent::new("webhook", true, format!("HTTP {}", resp.status().as_u16()))
+        }
+        Ok(resp) => Sent::new(
+            "webhook",
+            false,
+            format!("webhook answered HTTP {}", resp.status().as_u16()),
+        ),
+        Err(e) => Sent::new("webhook", false, unreachable("webhook", &e)),
     })
 }
 
@@ -87,33 +97,30 @@ pub async fn github_issue(cfg: &NotifyConfig, title: &str, body: &str) -> Option
         .send()
         .await;
     Some(match r {
-        Ok(resp) if resp.status().is_success() => {
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            Sent {
-                channel: "github",
-                ok: true,
-                detail: v["html_url"]
+        Ok(mut resp) if resp.status().is_success() => {
+            // The created issue is a few KB; its answer is read no further than 1 MiB.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > 1 << 20 {
+                    break;
+                }
+            }
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            Sent::new(
+                "github",
+                true,
+                v["html_url"]
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or("issue created".into()),
-            }
+            )
         }
-        Ok(resp) => Sent {
-            channel: "github",
-            ok: false,
-            detail: format!("GitHub answered HTTP {}", resp.status().as_u16()),
-        },
-        Err(e) => Sent {
-            channel: "github",
-            ok: false,
-            detail: format!(
-                "GitHub unreachable: {}",
-                if e.is_timeout() {
-                    "timed out"
-                } else {
-                    "connection failed"
-                }
-            ),
-        },
+        Ok(resp) => Sent::new(
+            "github",
+            false,
+            format!("GitHub answered HTTP {}", resp.status().as_u16()),
+        ),
+        Err(e) => Sent::new("github", false, unreachable("GitHub", &e)),
     })
 }

@@ -93,6 +93,7 @@ struct Notes {
 }
 
 pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> Result<Watched> {
+    let started = std::time::Instant::now();
     let cfg = ctx.config;
     let mut store = crate::store::Store::open(ctx.state_dir)?;
     let active = store.active_deployment(&cfg.container.name)?;
@@ -290,6 +291,7 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         .await;
     }
     if summary.fired.is_empty() {
+        complete_incidents(&store, cfg);
         write_page();
         return Ok(w);
     }
@@ -323,22 +325,78 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
     .await;
     w.code = Code::TriggerFired;
     if r.auto_rollback {
-        let reason = format!(
-            "monitor: {}",
-            summary
-                .fired
-                .iter()
-                .map(|f| format!("{} ({})", f.name, f.condition))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        // One rule at both severities is one reason, not two.
+        let mut reasons: Vec<String> = Vec::new();
+        for f in &summary.fired {
+            let words = format!("{} ({})", f.name, f.condition);
+            if !reasons.contains(&words) {
+                reasons.push(words);
+            }
+        }
+        let reason = format!("monitor: {}", reasons.join(", "));
         let (code, json, text) = auto_rollback(ctx, r.kubernetes, reason).await?;
         w.code = code;
         w.rollback = Some(json);
         w.notes.rollback_text = Some(text);
+        if code == Code::TriggerFired && !r.kubernetes && !r.once {
+            let until = r.duration.map(|d| started + d);
+            follow_restored(&mut store, &mut sampler, &plan, cfg, until).await;
+        }
     }
+    complete_incidents(&store, cfg);
     write_page();
     Ok(w)
+}
+
+/// After an automatic rollback the monitor keeps sampling the restored service for the
+/// incident report's after-window (`[report] incident_after`, within `--duration`), so the
+/// report's "after" column is the baseline's first minutes; SIGINT/SIGTERM ends it early.
+async fn follow_restored(
+    store: &mut crate::store::Store,
+    sampler: &mut Sampler<'_>,
+    plan: &Plan,
+    cfg: &Config,
+    until: Option<std::time::Instant>,
+) {
+    let follow_until = std::time::Instant::now() + cfg.report.incident_after;
+    let until = until.map_or(follow_until, |u| u.min(follow_until));
+    match monitor::period::identify(store, cfg, true, None, chrono::Utc::now()) {
+        Ok(id) => sampler.follow(&id),
+        Err(e) => return tracing::warn!("the restored service is not followed: {e:#}"),
+    }
+    let interrupt = crate::rollout::Interrupt::install();
+    let mut cursor = crate::monitor::sample::Cursor::default();
+    tracing::info!(
+        "following the restored service for the incident report until {}",
+        humantime::format_duration(until.saturating_duration_since(std::time::Instant::now()))
+    );
+    while std::time::Instant::now() < until && !interrupt.interrupted() {
+        let tick = tokio::time::Instant::now();
+        let interval = plan
+            .cadence
+            .interval_at(chrono::Utc::now().timestamp_millis());
+        let sample = sampler
+            .take(&mut cursor, (interval * 4 / 5).max(Duration::from_secs(1)))
+            .await;
+        if let Err(e) = store.insert_sample(&sample) {
+            return tracing::warn!("a sample of the restored service was not stored: {e:#}");
+        }
+        let next = (tick + interval).min(tokio::time::Instant::from_std(until));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = interrupt.token().cancelled() => break,
+        }
+    }
+}
+
+/// Incident reports whose after-window has passed are written again, complete.
+fn complete_incidents(store: &crate::store::Store, cfg: &Config) {
+    match crate::report::incident::complete_pending(store, cfg, chrono::Utc::now()) {
+        Ok(done) => done
+            .iter()
+            .for_each(|p| tracing::info!("incident report completed: {}", p.display())),
+        Err(e) => tracing::warn!("an incident report was not completed: {e:#}"),
+    }
 }
 
 /// The rollback `--auto-rollback` makes: the same procedure and rules as an operator's, on

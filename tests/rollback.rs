@@ -234,7 +234,7 @@ fn a_rollback_writes_an_incident_report_and_notifies() {
         md.contains("# Incident: rollback")
             && md.contains("p99 over budget")
             && md.contains("## Timeline")
-            && md.contains("## Container log excerpt"),
+            && md.contains("## Logs of the replaced container"),
         "{md}"
     );
 
@@ -262,7 +262,18 @@ fn a_rollback_writes_an_incident_report_and_notifies() {
         body["labels"],
         serde_json::json!(["incident", "rollback", "dhi-migration"])
     );
-    assert_eq!(body["body"].as_str().unwrap(), md);
+    // The issue carries the report; the report, written again, names the issue it opened.
+    assert!(
+        body["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("# Incident: rollback"),
+        "{body}"
+    );
+    assert!(
+        md.contains("- [x] Create GitHub issue: #1 opened (https://github.invalid/o/r/issues/1)"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -358,6 +358,36 @@ fn tick_label(v: f64) -> String {
     }
 }
 
+/// The opening of a scalable chart: the SVG element, its title, a white ground.
+fn svg_open(title: &str) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12"><title>{t}</title><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="22" font-size="15" font-weight="bold">{t}</text>"#,
+        t = esc(title)
+    )
+}
+
+/// An SVG path through (Unix ms, value) points that breaks (a move, not a line) where two
+/// points are more than `gap_ms` apart: a stretch without data never reads as a trend.
+fn gapped_path(
+    points: &[(i64, f64)],
+    gap_ms: i64,
+    px: &dyn Fn(i64) -> f64,
+    py: &dyn Fn(f64) -> f64,
+) -> String {
+    let mut path = String::new();
+    let mut prev: Option<i64> = None;
+    for (t, v) in points {
+        let cmd = if prev.is_some_and(|p| t - p <= gap_ms) {
+            'L'
+        } else {
+            'M'
+        };
+        let _ = write!(path, "{cmd}{:.1},{:.1} ", px(*t), py(*v));
+        prev = Some(*t);
+    }
+    path
+}
+
 /// A line chart over the whole period: one gridline and label per day (its date), y ticks
 /// at round values, the target band and trigger lines. Gaps of more than two hours between
 /// points break the line, so a stretch without data never reads as a straight trend.
@@ -380,12 +410,7 @@ pub fn week_chart(
     let y_max = *ticks.last().unwrap_or(&1.0);
     let px = |t: i64| L + (t - start) as f64 / (end - start) as f64 * (W - L - R);
     let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12"><title>{t}</title><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="22" font-size="15" font-weight="bold">{t}</text>"#,
-        t = esc(title)
-    );
+    let mut s = svg_open(title);
     if let Some(b) = band {
         band_area(&mut s, b, &py);
     }
@@ -424,17 +449,7 @@ pub fn week_chart(
     );
     threshold_lines(&mut s, lines, &py);
     for (i, se) in series.iter().enumerate() {
-        let mut path = String::new();
-        let mut prev: Option<i64> = None;
-        for (t, v) in &se.points {
-            let cmd = if prev.is_some_and(|p| t - p <= 2 * 3_600_000) {
-                'L'
-            } else {
-                'M'
-            };
-            let _ = write!(path, "{cmd}{:.1},{:.1} ", px(*t), py(*v));
-            prev = Some(*t);
-        }
+        let path = gapped_path(&se.points, 2 * 3_600_000, &px, &py);
         let _ = write!(
             s,
             r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="1.6" d="{p}"/>"#,
@@ -445,6 +460,120 @@ pub fn week_chart(
         );
         legend_entry(&mut s, i, &se.name, se.color, H - 12.0);
     }
+    s += "</svg>\n";
+    s
+}
+
+/// What an incident chart marks besides the series: the trigger's threshold, the stretch
+/// that breached it (shaded), and moments (the decision, healthy again) as vertical lines.
+pub struct Marks<'a> {
+    pub threshold: Option<Line>,
+    /// (from, to) in Unix ms.
+    pub breach: Option<(i64, i64)>,
+    /// (Unix ms, label)
+    pub moments: &'a [(i64, String)],
+}
+
+/// Clock ticks across `(start, end)` in Unix ms, eight at most: every 5, 10, 15 or 30 seconds
+/// ("HH:MM:SS") for a short incident, every 1 to 60 minutes ("HH:MM") for a longer one.
+fn clock_ticks(start: i64, end: i64) -> Vec<(i64, String)> {
+    let span_s = (end - start) as f64 / 1000.0;
+    let step_s = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]
+        .into_iter()
+        .find(|s| span_s / f64::from(*s) <= 8.0)
+        .unwrap_or(7200);
+    let format = if step_s < 60 { "%H:%M:%S" } else { "%H:%M" };
+    let step_ms = i64::from(step_s) * 1000;
+    let mut t = start.div_euclid(step_ms) * step_ms;
+    if t < start {
+        t += step_ms;
+    }
+    let mut out = Vec::new();
+    while t <= end {
+        let label = chrono::DateTime::from_timestamp_millis(t)
+            .map(|d| d.format(format).to_string())
+            .unwrap_or_default();
+        out.push((t, label));
+        t += step_ms;
+    }
+    out
+}
+
+/// The chart of an incident: one metric from before the breach to after the restore, on a
+/// clock-time axis, with what `Marks` adds. The series breaks where samples are further
+/// apart than two minutes (a monitor that was not running is not a straight line).
+pub fn incident_chart(
+    title: &str,
+    y_unit: &str,
+    (start, end): (i64, i64),
+    series: &TimeSeries,
+    marks: &Marks,
+) -> String {
+    let end = end.max(start + 1);
+    let data_max = series
+        .points
+        .iter()
+        .map(|p| p.1)
+        .chain(marks.threshold.as_ref().map(|l| l.y))
+        .fold(0.0_f64, f64::max);
+    let ticks = nice_ticks(data_max * 1.05);
+    let y_max = *ticks.last().unwrap_or(&1.0);
+    let px = |t: i64| L + (t - start) as f64 / (end - start) as f64 * (W - L - R);
+    let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
+    let mut s = svg_open(title);
+    if let Some((a, b)) = marks.breach {
+        let (x0, x1) = (px(a.max(start)), px(b.min(end)));
+        let _ = write!(
+            s,
+            r##"<rect data-breach="window" x="{x0:.1}" y="{T}" width="{w:.1}" height="{h}" fill="#c62828" fill-opacity="0.12"><title>breached the trigger's threshold</title></rect>"##,
+            w = (x1 - x0).max(1.0),
+            h = H - T - B
+        );
+    }
+    y_ticks(&mut s, &ticks, &py, "#e4e4e4");
+    for (t, label) in clock_ticks(start, end) {
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{yb}" stroke="#eee"/><text x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"##,
+            x = px(t),
+            yb = H - B,
+            ty = H - B + 16.0
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{yb}" stroke="#444"/><line x1="{L}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="#444"/><text x="14" y="{m}" transform="rotate(-90 14 {m})" text-anchor="middle">{u}</text><text x="{c}" y="{tl}" text-anchor="middle">time (UTC)</text>"##,
+        yb = H - B,
+        xr = W - R,
+        m = H / 2.0,
+        u = esc(y_unit),
+        c = (L + W - R) / 2.0,
+        tl = H - 36.0
+    );
+    if let Some(l) = &marks.threshold {
+        threshold_lines(&mut s, std::slice::from_ref(l), &py);
+    }
+    for (i, (t, label)) in marks.moments.iter().enumerate() {
+        let x = px(*t);
+        let _ = write!(
+            s,
+            r##"<line data-mark="{lab}" x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{yb}" stroke="#333" stroke-width="1.5"/><text x="{tx:.1}" y="{ty}" fill="#333">{lab}</text>"##,
+            lab = esc(label),
+            yb = H - B,
+            tx = x + 4.0,
+            ty = T + 12.0 + 14.0 * i as f64
+        );
+    }
+    let path = gapped_path(&series.points, 120_000, &px, &py);
+    let _ = write!(
+        s,
+        r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="2" d="{p}"/>"#,
+        n = esc(&series.name),
+        k = series.points.len(),
+        c = series.color,
+        p = path.trim_end()
+    );
+    legend_entry(&mut s, 0, &series.name, series.color, H - 12.0);
     s += "</svg>\n";
     s
 }

@@ -80,7 +80,22 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
         )?;
     }
 
-    let data = super::gather(store, cfg, day)?;
+    // Incidents whose restored service's first minutes are now in are written complete
+    // before the day's report links them.
+    match super::incident::complete_pending(store, cfg, chrono::Utc::now()) {
+        Ok(done) => done
+            .iter()
+            .for_each(|p| tracing::info!("incident report completed: {}", p.display())),
+        Err(e) => tracing::warn!("an incident report was not completed: {e:#}"),
+    }
+    let mut data = super::gather(store, cfg, day)?;
+    let out = r.out.clone().unwrap_or_else(|| cfg.report.dir.clone());
+    if out != cfg.report.dir {
+        // The day's report is written elsewhere: its links name the incidents where they are.
+        for (_, href) in &mut data.incidents {
+            *href = cfg.report.dir.join(&*href).display().to_string();
+        }
+    }
     let growth = cfg.memory_growth_threshold();
     let mut m = super::metrics(&data, growth);
     m.metrics_convention = super::day_convention(store, day);
@@ -103,7 +118,6 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
         false
     };
     let (rec, reasons) = super::recommend(&data, &m, cfg, gate_passes);
-    let out = r.out.clone().unwrap_or_else(|| cfg.report.dir.clone());
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create report dir {}", out.display()))?;
     let charts = super::charts::day_charts(&data, cfg);

@@ -57,6 +57,9 @@ pub struct DayData {
     pub rollbacks: Vec<Event>,
     /// The monitor's `blind` events of the day (rules it could not judge for too long).
     pub blind: Vec<Event>,
+    /// The day's incident reports: (name, link relative to the report directory).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<(String, String)>,
     /// Milliseconds of this day during which the baseline served instead of the image under
     /// test (its samples are the baseline's and are not in this day's numbers).
     pub baseline_ms: i64,
@@ -298,6 +301,18 @@ pub fn gather(store: &Store, cfg: &Config, day: u32) -> Result<DayData> {
             .events(Some(EventKind::Blind))?
             .into_iter()
             .filter(in_day)
+            .collect(),
+        incidents: incident::records(store)?
+            .into_iter()
+            .filter(|r| {
+                let at = crate::store::events::at_ms(r.decided_at_ms);
+                from.is_some_and(|f| at >= f) && to.is_none_or(|t| at < t)
+            })
+            .map(|r| {
+                let href = incident::link(&cfg.report.dir, &r)
+                    .unwrap_or_else(|| format!("incidents/{}.md", r.name));
+                (r.name, href)
+            })
             .collect(),
         baseline_ms,
     })
@@ -641,6 +656,9 @@ pub fn markdown(
             );
         }
     }
+    for (name, href) in &d.incidents {
+        s += &format!("- Incident report: [{name}]({href})\n");
+    }
     if d.baseline_ms > 0 {
         s += &format!(
             "- Validation period interrupted: the baseline served for {} of this day (its samples are not in these numbers)\n",
@@ -752,6 +770,7 @@ pub mod tests {
             triggers: Vec::new(),
             rollbacks: Vec::new(),
             blind: Vec::new(),
+            incidents: Vec::new(),
             baseline_ms: 0,
         };
         d.refresh();

@@ -93,6 +93,9 @@ pub struct TimelineEvent {
     pub kind: String,
     pub text: String,
     pub bad: bool,
+    /// A page about it (a rollback's incident report), relative to the report directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,9 +166,21 @@ pub fn gather(
             kind: "deploy".into(),
             text: format!("{} #{}: {} ({})", d.kind, d.id, d.image_ref, d.status),
             bad: d.status == DeploymentStatus::Failed,
+            link: None,
         });
     }
     let from = period.started_at.unwrap_or(now - chrono::Duration::days(8));
+    // Each rollback's incident report, linked from its line of the timeline.
+    let incidents: Vec<(String, String, Option<i64>)> = super::incident::records(store)?
+        .into_iter()
+        .filter(|r| {
+            crate::store::events::at_ms(r.decided_at_ms) >= from - chrono::Duration::hours(1)
+        })
+        .filter_map(|r| {
+            let href = super::incident::link(report_dir, &r)?;
+            Some((r.name, href, r.to_deployment))
+        })
+        .collect();
     for e in store.events(None)?.into_iter().filter(|e| e.at >= from) {
         let (text, bad) = match e.kind {
             EventKind::Trigger => {
@@ -209,11 +224,20 @@ pub fn gather(
             }
             _ => continue,
         };
+        let link = (e.kind == EventKind::Rollback)
+            .then(|| {
+                incidents
+                    .iter()
+                    .find(|i| i.2.is_some() && i.2 == e.deployment_id)
+                    .map(|i| i.1.clone())
+            })
+            .flatten();
         timeline.push(TimelineEvent {
             at: e.at,
             kind: e.kind.to_string(),
             text,
             bad,
+            link,
         });
     }
     for v in store.validations_since(from)? {
@@ -227,6 +251,7 @@ pub fn gather(
                 if v.passed { "passed" } else { "FAILED" }
             ),
             bad: !v.passed,
+            link: None,
         });
     }
     for (d, _) in &days {
@@ -241,6 +266,7 @@ pub fn gather(
                     if passed { "passed" } else { "FAILED" }
                 ),
                 bad: !passed,
+                link: None,
             });
         }
         timeline.extend(health_failures(&d.digest.failures));
@@ -256,18 +282,8 @@ pub fn gather(
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(report_dir.join("incidents")) {
-        let mut inc: Vec<String> = rd
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".md"))
-            .collect();
-        inc.sort();
-        for n in inc {
-            links.push((
-                format!("Incident {}", n.trim_end_matches(".md")),
-                format!("incidents/{n}"),
-            ));
-        }
+    for (name, href, _) in &incidents {
+        links.push((format!("Incident {name}"), href.clone()));
     }
     Ok(Week {
         image: period.image,
@@ -310,6 +326,7 @@ fn health_failures(runs: &[super::digest::FailureRun]) -> Vec<TimelineEvent> {
             kind: "health".into(),
             text: format!("{} failed health probe(s): {}", r.probes, r.detail),
             bad: true,
+            link: None,
         })
         .collect()
 }
@@ -903,12 +920,16 @@ pub fn html(w: &Week, cfg: &Config) -> String {
     for e in &w.timeline {
         let _ = write!(
             b,
-            r#"<li class="{}" data-kind="{}">{} <span class="kind">{}</span> {}</li>"#,
+            r#"<li class="{}" data-kind="{}">{} <span class="kind">{}</span> {}{}</li>"#,
             if e.bad { "bad" } else { "ok" },
             esc(&e.kind),
             time(Some(e.at)),
             esc(&e.kind),
-            esc(&e.text)
+            esc(&e.text),
+            e.link
+                .as_deref()
+                .map(|l| format!(r#" (<a href="{}">incident report</a>)"#, esc(l)))
+                .unwrap_or_default()
         );
     }
     b += "</ol></section>";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::Environment;
 use crate::engine::logs::LogLimits;
@@ -21,7 +21,7 @@ use crate::output::Render;
 use crate::probe::reference::ImageRef;
 use crate::rollout;
 use crate::store::events::ms;
-use crate::store::events::{DrillDetail, RollbackDetail};
+use crate::store::events::{Delivery, DrillDetail, IncidentDetail, LogExcerpt, RollbackDetail};
 use crate::store::{DeploymentKind, DeploymentStatus, EventKind};
 use crate::store::{NewDeployment, Store};
 
@@ -128,13 +128,15 @@ pub struct Restored {
     #[serde(skip)]
     story: String,
     #[serde(skip)]
-    pending_incident: Option<crate::report::incident::Incident>,
+    pending_incident: Option<IncidentDetail>,
 }
 
 /// The runbook's post-rollback actions: the incident report and who was told.
 #[derive(Debug, Serialize)]
 pub struct IncidentFiled {
     pub report: Option<String>,
+    pub html: Option<String>,
+    pub chart: Option<String>,
     pub notifications: Vec<crate::notify::Sent>,
     #[serde(skip)]
     text: String,
@@ -463,43 +465,38 @@ async fn restore_to(
         })
         .unwrap_or_default();
     // The replaced container's last words, before it is removed.
-    let log_excerpt = match &swap.old {
-        Some(old) if cfg.report.incident_log_excerpt => {
-            let known: Vec<String> = spec.env.iter().map(|e| e.value.clone()).collect();
-            let limits = LogLimits::new(30, Duration::from_secs(5));
-            let since = chrono::Utc::now().timestamp() - 600;
-            engine
-                .scan_logs(&old.id, since, 0, Some(30), limits, &|_| true)
-                .await
-                .map(|scan| scan.last)
-                .unwrap_or_default()
-                .iter()
-                .map(|l| crate::redact::log_line(l, &known))
-                .collect()
-        }
-        _ => Vec::new(),
-    };
-    let before = before_summary(store, cfg, from.as_ref().map(|f| f.id))?;
-    let trigger = store
-        .events(Some(EventKind::Trigger))?
-        .into_iter()
-        .rev()
-        .find(|e| (chrono::Utc::now() - e.at).num_minutes() < 15);
-    let incident = |restored: bool, after: Value| crate::report::incident::Incident {
-        at: chrono::Utc::now(),
-        automatic: matches!(a.approval, Approval::Automatic(_)),
+    let logs = replaced_logs(engine, swap.old.as_ref().map(|o| o.id.as_str()), spec, cfg).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let decided_at_ms = now_ms - decision.elapsed().as_millis() as i64;
+    let incident = |failure: Option<(String, String)>| IncidentDetail {
+        name: format!(
+            "incident-{}",
+            crate::store::events::at_ms(decided_at_ms).format("%Y%m%dT%H%M%S%.3fZ")
+        ),
+        service: spec.name.clone(),
+        target: cfg.verify.base_url.clone(),
+        decided_at_ms,
+        healthy_at_ms: failure.is_none().then_some(now_ms),
+        from_deployment: from.as_ref().map(|f| f.id),
+        to_deployment: Some(id),
         from: from.as_ref().map(|f| f.image_ref.clone()),
         to: spec.image.clone(),
+        automatic: matches!(a.approval, Approval::Automatic(_)),
         reason: a.reason.clone(),
         approved_by: a.approval.recorded(),
-        restored,
-        decision_to_healthy_ms: elapsed,
-        target_ms: cfg.rollback.docker_target.as_millis(),
-        trigger: trigger.clone(),
-        before: before.clone(),
-        after,
-        timeline: Vec::new(),
-        log_excerpt: log_excerpt.clone(),
+        restored: failure.is_none(),
+        failure: failure.as_ref().map(|f| f.0.clone()),
+        left_running: failure.as_ref().map(|f| f.1.clone()),
+        decision_to_healthy_ms: elapsed as u64,
+        target_ms,
+        production: cfg.environment == Environment::Production,
+        logs: logs.clone(),
+        deliveries: Vec::new(),
+        after_until_ms: match failure {
+            None => now_ms + cfg.report.incident_after.as_millis() as i64,
+            Some(_) => now_ms,
+        },
+        complete: false,
     };
     if w.healthy {
         // Healthy is recorded before the old container goes (see reconcile).
@@ -537,8 +534,7 @@ async fn restore_to(
             code: Code::Ok,
             decision_to_healthy_ms: elapsed as u64,
             story: text,
-            pending_incident: (kind == DeploymentKind::Rollback)
-                .then(|| incident(true, serde_json::to_value(&w.last).unwrap_or_default())),
+            pending_incident: (kind == DeploymentKind::Rollback).then(|| incident(None)),
         });
     }
     // The target never became healthy: put back what ran before, the most useful container.
@@ -584,83 +580,109 @@ async fn restore_to(
             spec.image
         ),
         pending_incident: (kind == DeploymentKind::Rollback)
-            .then(|| incident(false, json!({"failure": reason, "left_running": left}))),
+            .then(|| incident(Some((reason.clone(), left.clone())))),
     })
 }
 
-/// Health, errors, P99 and memory over the ten minutes before the decision.
-fn before_summary(
-    store: &Store,
+/// The replaced container's last 30 lines, and its error lines of the last 10 minutes
+/// counted (the first few kept), redacted as everything copied out of a container is.
+async fn replaced_logs(
+    engine: &Engine,
+    old: Option<&str>,
+    spec: &DeploySpec,
     cfg: &crate::config::Config,
-    deployment: Option<i64>,
-) -> Result<Value> {
-    let since = chrono::Utc::now().timestamp_millis() - 600_000;
-    let mut d = crate::monitor::digest::DayDigest::default();
-    store.scan_since(&cfg.verify.base_url, since, deployment, |_, s| d.push(s))?;
-    if d.samples == 0 {
-        return Ok(json!({"samples": 0}));
+) -> LogExcerpt {
+    let Some(old) = old else {
+        return LogExcerpt {
+            not_read: Some("no container was replaced (nothing ran before the rollback)".into()),
+            ..Default::default()
+        };
+    };
+    if !cfg.report.incident_log_excerpt {
+        return LogExcerpt {
+            not_read: Some("log excerpts are off (`[report] incident_log_excerpt = false`)".into()),
+            ..Default::default()
+        };
     }
-    Ok(json!({
-        "samples": d.samples,
-        "health_success_rate_pct": d.health_success_rate_pct(),
-        "error_rate_pct": d.counters.error_rate_pct(),
-        "p99_ms": d.counters.quantile_ms(0.99),
-        "memory_mib_last": d.memory_last_mib,
-    }))
+    let known: Vec<String> = spec.env.iter().map(|e| e.value.clone()).collect();
+    let since = chrono::Utc::now().timestamp() - 600;
+    let limits = LogLimits::new(30, Duration::from_secs(5));
+    let last = engine
+        .scan_logs(old, since, 0, Some(30), limits, &|_| true)
+        .await;
+    // The first few error lines, in order: the scan keeps the last ones, so they are caught
+    // as the lines stream past.
+    let first = std::cell::RefCell::new(Vec::new());
+    let errors = engine
+        .scan_logs(
+            old,
+            since,
+            0,
+            None,
+            LogLimits::new(1, Duration::from_secs(5)),
+            &|l| {
+                let hit = crate::engine::logs::is_error_line(l);
+                if hit && first.borrow().len() < 5 {
+                    first.borrow_mut().push(l.to_string());
+                }
+                hit
+            },
+        )
+        .await;
+    let redact = |l: &String| crate::redact::log_line(l, &known);
+    match (last, errors) {
+        (Ok(last), Ok(errors)) => LogExcerpt {
+            not_read: None,
+            lines: last.last.iter().map(redact).collect(),
+            error_lines: errors.matched,
+            first_errors: first.into_inner().iter().map(redact).collect(),
+        },
+        (Err(e), _) | (_, Err(e)) => LogExcerpt {
+            not_read: Some(format!("the engine did not give the logs: {e:#}")),
+            ..Default::default()
+        },
+    }
 }
 
 /// The runbook's post-rollback actions that a tool can do: write the incident report, notify
-/// the team, open the GitHub issue. Failures are reported, never fatal.
+/// the team, open the GitHub issue, then write the report again with what was sent.
+/// Failures are reported, never fatal.
 async fn post_rollback(
     cfg: &crate::config::Config,
     store: &Store,
-    inc: &crate::report::incident::Incident,
+    rec: &IncidentDetail,
 ) -> IncidentFiled {
-    let mut inc = inc.clone();
-    let since = inc
-        .trigger
-        .as_ref()
-        .map(|t| t.at)
-        .unwrap_or(inc.at - chrono::Duration::minutes(10))
-        - chrono::Duration::seconds(1);
-    inc.timeline = store
-        .events(None)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.at >= since)
-        .collect();
-    let md = crate::report::incident::markdown(&inc);
-    let dir = cfg.report.dir.join("incidents");
-    let path = dir.join(format!(
-        "incident-{}.md",
-        inc.at.format("%Y%m%dT%H%M%S%.3fZ")
-    ));
+    use crate::report::incident;
+    let mut rec = rec.clone();
+    let write = |rec: &IncidentDetail| {
+        incident::gather(store, cfg, rec, chrono::Utc::now()).and_then(|inc| {
+            Ok((
+                incident::write(cfg, &inc)?,
+                incident::markdown(&inc, cfg, None),
+            ))
+        })
+    };
     let mut text = String::new();
-    let written = std::fs::create_dir_all(&dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|_| crate::files::write_atomic(&path, &md));
-    match &written {
-        Ok(()) => text += &format!("\n  incident report: {}", path.display()),
-        Err(e) => text += &format!("\n  incident report NOT written: {e:#}"),
-    }
+    let first = write(&rec);
+    let md = first.as_ref().map(|f| f.1.clone()).unwrap_or_default();
     let summary = format!(
         "dhi-stage: rollback of {} to {} {} ({}) in {:.2}s",
-        cfg.container.name,
-        inc.to,
-        if inc.restored {
+        rec.service,
+        rec.to,
+        if rec.restored {
             "restored service"
         } else {
             "FAILED"
         },
-        inc.reason.as_deref().unwrap_or("no reason given"),
-        inc.decision_to_healthy_ms as f64 / 1000.0
+        rec.reason.as_deref().unwrap_or("no reason given"),
+        rec.decision_to_healthy_ms as f64 / 1000.0
     );
     let mut notes = Vec::new();
     if let Some(s) = crate::notify::webhook(
         &cfg.notify,
         "rollback",
         &summary,
-        &json!({"incident": &inc}),
+        &json!({"incident": &rec}),
     )
     .await
     {
@@ -668,12 +690,36 @@ async fn post_rollback(
     }
     let title = format!(
         "Rollback: {}",
-        inc.reason
+        rec.reason
             .as_deref()
             .unwrap_or("authentication-service staging")
     );
     if let Some(s) = crate::notify::github_issue(&cfg.notify, &title, &md).await {
         notes.push(s);
+    }
+    for n in &notes {
+        rec.deliveries.push(Delivery {
+            channel: n.channel.to_string(),
+            ok: n.ok,
+            at_ms: n.at_ms,
+            detail: n.detail.clone(),
+        });
+        let _ = store.event(
+            EventKind::Notify,
+            None,
+            &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
+        );
+    }
+    // Written again with the deliveries on the checklist and the timeline; recorded so a
+    // later run completes the after-window.
+    let written = if notes.is_empty() { first } else { write(&rec) };
+    rec.complete = chrono::Utc::now().timestamp_millis() >= rec.after_until_ms;
+    if let Err(e) = store.event(EventKind::Incident, rec.to_deployment, &rec) {
+        tracing::warn!("the incident was not recorded: {e:#}");
+    }
+    match &written {
+        Ok((files, _)) => text += &format!("\n  incident report: {}", files.markdown.display()),
+        Err(e) => text += &format!("\n  incident report NOT written: {e:#}"),
     }
     for n in &notes {
         text += &format!(
@@ -685,14 +731,21 @@ async fn post_rollback(
                 format!("FAILED ({})", n.detail)
             }
         );
-        let _ = store.event(
-            EventKind::Notify,
-            None,
-            &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
-        );
     }
     IncidentFiled {
-        report: written.is_ok().then(|| path.display().to_string()),
+        report: written
+            .as_ref()
+            .ok()
+            .map(|(f, _)| f.markdown.display().to_string()),
+        html: written
+            .as_ref()
+            .ok()
+            .map(|(f, _)| f.html.display().to_string()),
+        chart: written
+            .as_ref()
+            .ok()
+            .and_then(|(f, _)| f.chart.as_ref())
+            .map(|p| p.display().to_string()),
         notifications: notes,
         text,
     }

@@ -96,6 +96,74 @@ pub struct BlindRuleDetail {
     pub reason: String,
 }
 
+/// What an incident report is made of that the store does not otherwise keep: the moments
+/// of the rollback, the replaced container's last log lines (redacted), the notifications.
+/// Everything else (triggers, samples before and after, the timeline) is read again from the
+/// store each time the report is written, so a later run can complete it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct IncidentDetail {
+    /// The report's file name without extension (`incident-20261203T075719.123Z`).
+    pub name: String,
+    /// The service: its container (or Deployment) and the base URL its samples are under.
+    pub service: String,
+    pub target: String,
+    pub decided_at_ms: i64,
+    /// When the restored container answered healthy (none: the restore failed).
+    pub healthy_at_ms: Option<i64>,
+    /// The deployment rolled back from, and the one the rollback made.
+    pub from_deployment: Option<i64>,
+    pub to_deployment: Option<i64>,
+    pub from: Option<String>,
+    pub to: String,
+    pub automatic: bool,
+    pub reason: Option<String>,
+    pub approved_by: Option<String>,
+    pub restored: bool,
+    pub failure: Option<String>,
+    pub left_running: Option<String>,
+    pub decision_to_healthy_ms: u64,
+    pub target_ms: u64,
+    /// Production: the runbook's extra coordination items belong on the checklist.
+    pub production: bool,
+    pub logs: LogExcerpt,
+    pub deliveries: Vec<Delivery>,
+    /// The end of the after-window; the report is final once samples reach it.
+    pub after_until_ms: i64,
+    pub complete: bool,
+}
+
+/// The replaced container's log, as copied into the incident.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogExcerpt {
+    /// Why there are no lines to show (excerpts switched off, no container was replaced,
+    /// the engine did not answer); None when the log was read.
+    pub not_read: Option<String>,
+    /// The last lines, redacted.
+    pub lines: Vec<String>,
+    /// Lines of the whole excerpt window that match the error pattern, and the first few.
+    pub error_lines: u64,
+    pub first_errors: Vec<String>,
+}
+
+/// A notification the rollback sent: the webhook, the GitHub issue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Delivery {
+    /// `webhook` or `github`.
+    pub channel: String,
+    pub ok: bool,
+    pub at_ms: i64,
+    /// "HTTP 200", the issue's URL, or why it failed.
+    pub detail: String,
+}
+
+/// A Unix time in ms as a UTC time (the epoch for one out of range).
+pub fn at_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 /// A time in ms as the timeline and the gate show it ("-" when not recorded).
 pub fn ms(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())

@@ -77,6 +77,7 @@ stored_words!(
         Blind = "blind",
         Reconcile = "reconcile",
         Notify = "notify",
+        Incident = "incident", // an incident report written (again, once its after-window is complete)
     }
 );
 

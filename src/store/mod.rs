@@ -230,6 +230,10 @@ impl Event {
     pub fn blind(&self) -> events::BlindDetail {
         self.detail_as()
     }
+
+    pub fn incident(&self) -> events::IncidentDetail {
+        self.detail_as()
+    }
 }
 
 /// One recorded validation (score, sbom, cve, provenance, preflight).

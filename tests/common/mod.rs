@@ -523,6 +523,11 @@ pub fn short_window_config(stage: &Stage, edit: impl Fn(&mut toml::Table)) -> Pa
             .as_table_mut()
             .unwrap()
             .insert("probe_timeout".into(), "1500ms".into());
+        // The incident report's after-window, scaled down as the windows are.
+        t["report"]
+            .as_table_mut()
+            .unwrap()
+            .insert("incident_after".into(), "6s".into());
     }
     edit(&mut t);
     let p = stage.dir.path().join("short.toml");
