@@ -8,7 +8,7 @@ declare -A floor=(
   [probe]=1 [envfile]=1 [engine]=1 [cluster]=1 [store]=1 [lock]=1 [notify]=1 [load]=1 [service]=1
   [monitor]=2
   [report]=3 [image]=3 [validate]=3
-  [rollout]=4
+  [alerting]=3 [rollout]=4
   [watch]=5 [preflight]=5 [status]=5 [synth]=5
   [commands]=6 [cli]=6 [main]=6
 )

@@ -25,6 +25,8 @@ command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 command -v stunnel >/dev/null 2>&1 || need_pkgs+=(stunnel4)
 # prometheus: the PromQL metrics source is tested against a real server (started by the tests).
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# prometheus-alertmanager: the generated alerting is proven live (tests/alerting.rs).
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_pkgs+=(prometheus-alertmanager)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

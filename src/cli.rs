@@ -98,6 +98,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Production promotion verdict over the 7-day period
     Gate(GateArgs),
+    /// Alerting and dashboards: Prometheus rules for every rollback trigger, an Alertmanager
+    /// route, a Grafana dashboard; --drill sends a test alert through Alertmanager
+    Alerts(AlertsArgs),
     /// Write a realistic synthetic validation week into the state store (tests, benchmarks)
     #[command(hide = true)]
     SynthWeek(SynthWeekArgs),
@@ -108,6 +111,27 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Directory for dhi-stage.rules.yml, its promtool tests, alertmanager.yml, dashboard.json
+    /// [default: <report.dir>/alerting]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The service's metric convention, when the config says auto [default: what the monitor
+    /// last read, else the runbook's]
+    #[arg(long, value_name = "NAME")]
+    pub convention: Option<String>,
+    /// Send a test alert through Alertmanager ([alerting] alertmanager_url) and wait until it
+    /// notifies the receiver; recorded for the gate
+    #[arg(long)]
+    pub drill: bool,
+    /// How long the drill waits for the notification [default: group_wait + 30s]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub drill_wait: Option<Duration>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// Where the service runs: overrides of the config an operator expects to pass.
@@ -311,6 +335,14 @@ pub struct MonitorArgs {
     /// The Prometheus server [default: from config, [monitoring.prometheus] url]
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
+    /// Serve the monitor's verdicts, blindness, CVE count and last sample time as Prometheus
+    /// metrics on ADDR (GET /metrics), for the alerts `dhi-stage alerts` writes
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Write the same metrics to FILE after every tick (node-exporter's textfile collector:
+    /// for cron `--once` runs)
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Where the service runs: with kubernetes, restarts and readiness come from every pod of
     /// the Deployment (the cluster of the current kubeconfig) instead of one container
     #[arg(

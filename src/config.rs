@@ -30,6 +30,57 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub load: LoadConfig,
     pub promotion: PromotionConfig,
+    #[serde(default)]
+    pub alerting: AlertingConfig,
+}
+
+/// `[alerting]`: what `dhi-stage alerts` writes for Prometheus, Alertmanager and Grafana, and
+/// where the gate measures that alerting works. In a template `$selector` is the service's
+/// selector (`[monitoring.prometheus] selector`) and `$monitor` this one's `monitor_selector`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// The rollback procedure, linked from every alert as `runbook_url`.
+    pub runbook_url: String,
+    /// Health check success rate (%) as Prometheus sees it.
+    pub health_success_pct: String,
+    /// The series `monitor --listen` (or `--metrics-file`) exposes, as Prometheus labels them;
+    /// empty: no alert reads them (CVEs, blindness, a dead monitor; memory and restarts
+    /// unless `[monitoring.prometheus.queries]` names their series).
+    pub monitor_selector: String,
+    /// How often Prometheus evaluates the rules.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// Alertmanager's routing: how long it waits to group, and how often it repeats.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub group_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// A generic webhook receiver (Alertmanager's own JSON), beside the Slack-compatible
+    /// `[notify] webhook_url`.
+    pub webhook_url: String,
+    /// Alertmanager, for the gate's measurement and `alerts --drill` (empty: not measured).
+    pub alertmanager_url: String,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            runbook_url:
+                "https://github.com/docker-hardened-images/dhi-staging-guide#rollback-procedure"
+                    .into(),
+            health_success_pct: "100 * avg(up{$selector})".into(),
+            monitor_selector: r#"job="dhi-stage-monitor""#.into(),
+            evaluation_interval: Duration::from_secs(60),
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            webhook_url: String::new(),
+            alertmanager_url: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

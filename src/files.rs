@@ -8,8 +8,15 @@ use anyhow::Result;
 /// other writer uses, fsynced, renamed over the target, and the directory fsynced so the
 /// rename survives a crash. A failure leaves the old file (or none) and no temp file.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    write_atomic_mode(path, text, 0o644)
+}
+
+/// `write_atomic` with the file's permission bits (0600 for a file holding a secret: it is
+/// never readable by others, not even for a moment).
+pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<()> {
     use anyhow::Context;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -27,6 +34,7 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;

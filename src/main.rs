@@ -1,6 +1,7 @@
 //! dhi-stage: parse, set up logging, run one command, map its outcome to the documented exit
 //! status. Results go to stdout (text or exactly one JSON document); logs go to stderr.
 
+mod alerting;
 mod cli;
 #[cfg(feature = "kubernetes")]
 mod cluster;

@@ -39,6 +39,10 @@ pub struct Request {
     pub prometheus_url: Option<String>,
     /// `--target kubernetes`: restarts and readiness from the Deployment's pods.
     pub kubernetes: bool,
+    /// Serve the monitor's own metrics here (`monitor::exposition`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// ... or write them to this file after every tick (node-exporter's textfile collector).
+    pub metrics_file: Option<std::path::PathBuf>,
 }
 
 /// `monitor`'s outcome: exit 0 all clear, 4 a trigger fired (rolled back with
@@ -178,6 +182,7 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
             tracing::warn!("the week page was not written: {e:#}");
         }
     };
+    let exposed = Exposed::start(r, &cfg.container.name).await?;
     let summary = monitor::run(
         &mut store,
         &mut sampler,
@@ -187,6 +192,7 @@ pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> R
         &resolve,
         |t| {
             on_tick(t);
+            exposed.update(t);
             if page_written.get().elapsed() >= page_every {
                 write_page();
             }
@@ -386,6 +392,105 @@ async fn follow_restored(
             _ = tokio::time::sleep_until(next) => {}
             _ = interrupt.token().cancelled() => break,
         }
+    }
+}
+
+/// The monitor's own metrics (`--listen`, `--metrics-file`): the latest exposition, served
+/// by a task for as long as the run lasts, and written to the file after every tick.
+struct Exposed {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    service: String,
+    file: Option<std::path::PathBuf>,
+    ticks: std::cell::Cell<u64>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Exposed {
+    async fn start(r: &Request, service: &str) -> Result<Exposed> {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let server = match r.listen {
+            None => None,
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    failure(Code::Operational, format!("monitor --listen {addr}: {e}"))
+                })?;
+                tracing::info!("serving the monitor's metrics on http://{addr}/metrics");
+                Some(tokio::spawn(serve(listener, text.clone())))
+            }
+        };
+        Ok(Exposed {
+            text,
+            service: service.to_string(),
+            file: r.metrics_file.clone(),
+            ticks: std::cell::Cell::new(0),
+            server,
+        })
+    }
+
+    fn update(&self, t: &Tick) {
+        if self.server.is_none() && self.file.is_none() {
+            return;
+        }
+        self.ticks.set(self.ticks.get() + 1);
+        let body = monitor::exposition::render(&self.service, t, self.ticks.get());
+        if let Some(f) = &self.file {
+            if let Err(e) = crate::files::write_atomic(f, &body) {
+                tracing::warn!("the metrics file was not written: {e:#}");
+            }
+        }
+        if let Ok(mut text) = self.text.lock() {
+            *text = body;
+        }
+    }
+}
+
+impl Drop for Exposed {
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            s.abort();
+        }
+    }
+}
+
+/// Answers `GET /metrics` with the latest exposition; anything else 404. A request head is
+/// read to 8 KiB within 5 s, so a slow or hostile client holds nothing for long.
+async fn serve(listener: tokio::net::TcpListener, text: std::sync::Arc<std::sync::Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let text = text.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let metrics = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+            let (status, body) = match metrics {
+                true => ("200 OK", text.lock().map(|t| t.clone()).unwrap_or_default()),
+                false => (
+                    "404 Not Found",
+                    "only /metrics is served here\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), conn.write_all(resp.as_bytes())).await;
+        });
     }
 }
 

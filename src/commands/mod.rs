@@ -1,6 +1,7 @@
 //! One adapter per subcommand: arguments and config in, one call into the domain, a typed
 //! outcome out (`Outcome::of`). The dispatcher below loads the config and picks the engine.
 
+mod alerts;
 mod build;
 mod ctx;
 mod deploy;
@@ -67,6 +68,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Load(a) => load::run(ctx, a).await,
         Command::Report(a) => report::run(ctx, a).await,
         Command::Gate(a) => gate::run(ctx, a).await,
+        Command::Alerts(a) => alerts::run(ctx, a).await,
         Command::SynthWeek(a) => synth::run(ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }

@@ -21,6 +21,8 @@ pub async fn run(ctx: Ctx, a: MonitorArgs) -> Result<Outcome> {
         metrics_source: a.metrics_source,
         prometheus_url: a.prometheus_url,
         kubernetes: a.platform == crate::cli::Platform::Kubernetes,
+        listen: a.listen,
+        metrics_file: a.metrics_file.clone(),
     };
     // On Kubernetes the Deployment is named by [kubernetes]; on an engine, what was deployed.
     let (ctx, service) = if request.kubernetes {

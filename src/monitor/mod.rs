@@ -3,6 +3,7 @@
 //! judging are separate: `sample` observes, `rules` decides, the caller renders each tick.
 
 pub mod digest;
+pub mod exposition;
 pub mod period;
 pub mod promql;
 pub mod rules;
@@ -36,6 +37,8 @@ pub struct Tick {
     pub clock_stepped_back_ms: Option<i64>,
     pub blind: Vec<BlindRule>,
     pub results: Vec<RuleResult>,
+    /// CRITICAL CVEs of the image under test, as the last scan says (None: no scan).
+    pub critical_cves: Option<u32>,
 }
 
 impl Tick {
@@ -255,6 +258,7 @@ pub async fn run(
             blind: blind.iter().map(|b| b.0.clone()).collect(),
             sample,
             results,
+            critical_cves: cves,
         };
         on_tick(&tick);
         let fired: Vec<RuleResult> = tick.fired().into_iter().cloned().collect();

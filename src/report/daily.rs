@@ -113,7 +113,15 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
     let gate_passes = if day >= cfg.monitoring.period_days {
         let attestations =
             super::gate::read_attestations(None).map_err(|e| failure(Code::Usage, e))?;
-        super::gate::judge(store, cfg, day, &attestations, &prom)?.passes
+        super::gate::judge(
+            store,
+            cfg,
+            day,
+            &attestations,
+            &prom,
+            &super::gate::measure(store, cfg).await?,
+        )?
+        .passes
     } else {
         false
     };

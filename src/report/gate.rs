@@ -32,6 +32,68 @@ pub struct Input<'a> {
     pub deployed_images: &'a [String],
     pub sbom_images: &'a [String],
     pub attestations: &'a toml::Table,
+    /// Attested criteria measured instead (`measure`): the measurement wins.
+    pub measured: &'a Measured,
+}
+
+/// Operational criteria measured through Prometheus and Alertmanager, by attestation key.
+pub type Measured = std::collections::BTreeMap<&'static str, crate::alerting::check::Measured>;
+
+/// "Alerting configured for all rollback triggers" and "Monitoring dashboards configured and
+/// working" from Prometheus' and Alertmanager's own answers, when a Prometheus is configured
+/// (`[monitoring.prometheus] url`); empty otherwise (the attestations stand).
+pub async fn measure(store: &Store, cfg: &Config) -> Result<Measured> {
+    use crate::alerting::{self, check};
+    let mut out = Measured::new();
+    if cfg.monitoring.prometheus.url.trim().is_empty() {
+        return Ok(out);
+    }
+    let prom = match crate::monitor::promql::Source::new(&cfg.monitoring.prometheus, None) {
+        Ok(p) => p,
+        Err(e) => {
+            let m = check::Measured {
+                met: false,
+                evidence: format!("measured: Prometheus cannot be asked: {e:#}"),
+            };
+            out.insert("alerting", m.clone());
+            out.insert("monitoring_dashboards", m);
+            return Ok(out);
+        }
+    };
+    let found = store
+        .latest_day()?
+        .and_then(|d| super::day_convention(store, d))
+        .and_then(|a| a.convention);
+    let (convention, _) = alerting::convention_for(cfg, None, found.as_deref())
+        .map_err(|e| failure(Code::Usage, e))?;
+    let inputs = alerting::Inputs {
+        cfg,
+        convention: &convention,
+    };
+    let drill = store
+        .events(Some(EventKind::AlertDrill))?
+        .last()
+        .map(|e| e.detail_as::<check::Drilled>());
+    out.insert(
+        "alerting",
+        check::alerting(&inputs, &prom, drill.as_ref()).await,
+    );
+    let now = chrono::Utc::now();
+    let from = super::period(store, cfg, now)?
+        .1
+        .started_at
+        .unwrap_or(now - chrono::Duration::days(7))
+        .max(now - chrono::Duration::days(cfg.monitoring.period_days.max(1) as i64));
+    out.insert(
+        "monitoring_dashboards",
+        check::dashboards(
+            &inputs,
+            &prom,
+            (from.timestamp_millis(), now.timestamp_millis()),
+        )
+        .await,
+    );
+    Ok(out)
 }
 
 /// The attestation keys and the runbook items they stand for.
@@ -111,6 +173,7 @@ pub fn judge(
     through: u32,
     attestations: &toml::Table,
     prom: &super::PromDays,
+    measured: &Measured,
 ) -> Result<Judged> {
     let growth = cfg.memory_growth_threshold();
     super::digest::prefetch(store, 1..=through);
@@ -156,6 +219,7 @@ pub fn judge(
         deployed_images: &deployed,
         sbom_images: &sbom_images,
         attestations,
+        measured,
     };
     let criteria = evaluate(&input, cfg);
     Ok(Judged {
@@ -189,7 +253,8 @@ pub async fn verdict(
     }
     let attestations = read_attestations(attestations).map_err(|e| failure(Code::Usage, e))?;
     let prom = super::prometheus_days(store, cfg, 1..=through).await?;
-    let j = judge(store, cfg, through, &attestations, &prom)?;
+    let measured = measure(store, cfg).await?;
+    let j = judge(store, cfg, through, &attestations, &prom, &measured)?;
     Ok(Verdict {
         ok: j.passes,
         through_day: through,
@@ -486,6 +551,10 @@ pub fn evaluate(i: &Input<'_>, cfg: &Config) -> Vec<Criterion> {
             .unwrap_or("no successful `dhi-stage rollback --drill` recorded".into()),
     ));
     for (group, key, label) in ATTESTED {
+        if let Some(m) = i.measured.get(key) {
+            out.push(c(group, label, m.met, m.evidence.clone()));
+            continue;
+        }
         let entry = i.attestations.get(*key).and_then(|v| v.as_table());
         let by = entry
             .and_then(|t| t.get("attested_by"))
@@ -553,6 +622,7 @@ mod tests {
             deployed_images: images.0,
             sbom_images: images.1,
             attestations: att,
+            measured: &Measured::new(),
         };
         evaluate(&input, &cfg)
     }

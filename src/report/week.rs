@@ -137,7 +137,14 @@ pub fn gather(
         passes,
         criteria,
         days,
-    } = gate::judge(store, cfg, through, attestations, &Default::default())?;
+    } = gate::judge(
+        store,
+        cfg,
+        through,
+        attestations,
+        &Default::default(),
+        &Default::default(),
+    )?;
     let digest = period.image.as_ref().and_then(|img| {
         deployments
             .iter()

@@ -78,6 +78,7 @@ stored_words!(
         Reconcile = "reconcile",
         Notify = "notify",
         Incident = "incident", // an incident report written (again, once its after-window is complete)
+        AlertDrill = "alert-drill", // `alerts --drill`: a test alert through Alertmanager
     }
 );
 

@@ -3,6 +3,7 @@
 //! containers are removed when it ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod hostile;
 pub mod kube_api;
 pub mod prometheus;

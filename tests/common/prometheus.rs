@@ -15,21 +15,25 @@ impl Prometheus {
     /// Scrapes `targets` (host:port) every second as job `authentication-service`;
     /// `web_config` (a --web.config.file body) adds basic auth.
     pub fn start(targets: &[String], web_config: Option<&str>) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
         let list = targets
             .iter()
             .map(|t| format!("\"{t}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let conf = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &conf,
-            format!(
+        Prometheus::with_config(
+            &format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: authentication-service\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [{list}]\n"
             ),
+            web_config,
         )
-        .unwrap();
+    }
+
+    /// A Prometheus with `config` as its prometheus.yml (paths in it may be absolute).
+    pub fn with_config(config: &str, web_config: Option<&str>) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let conf = dir.path().join("prometheus.yml");
+        std::fs::write(&conf, config).unwrap();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", conf.display()))
             .arg(format!(
@@ -67,6 +71,24 @@ impl Prometheus {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An instant query's result list (`/api/v1/query`).
+    pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.url(),
+            q.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' =>
+                        (b as char).to_string(),
+                    b => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        );
+        let body = super::http_get(&url).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     pub fn log(&self) -> String {

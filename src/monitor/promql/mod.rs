@@ -16,7 +16,7 @@ use crate::config::{Metric, PrometheusConfig, TriggerRule};
 use crate::probe::conventions::{preset_named, Convention};
 use crate::probe::reading::{Choice, Reader};
 
-mod templates;
+pub mod templates;
 
 fn runbook() -> Convention {
     preset_named("runbook")
@@ -283,6 +283,11 @@ impl Source {
             None => Ok(None),
             Some(s) => point(&s["value"]).map(Some),
         }
+    }
+
+    /// Any other API call (`/api/v1/rules`, `/api/v1/query_range`), its `data` as JSON.
+    pub async fn api(&self, path: &str, params: &[(&str, String)]) -> Result<Value, String> {
+        self.get(path, params).await
     }
 
     /// One API call: the configured URL's path and query kept, the body bounded, an HTTP
