@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A floor=(
   [exit]=0 [files]=0 [redact]=0 [security]=0 [config]=0 [output]=0
-  [probe]=1 [envfile]=1 [engine]=1 [cluster]=1 [store]=1 [lock]=1 [notify]=1 [load]=1 [service]=1
+  [probe]=1 [front]=1 [envfile]=1 [engine]=1 [cluster]=1 [store]=1 [lock]=1 [notify]=1 [load]=1 [service]=1
   [monitor]=2
   [report]=3 [image]=3 [validate]=3
   [alerting]=3 [rollout]=4

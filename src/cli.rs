@@ -98,6 +98,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Production promotion verdict over the 7-day period
     Gate(GateArgs),
+    /// The switch strategy's front proxy (HAProxy): up, status, down
+    Front(FrontArgs),
     /// Alerting and dashboards: Prometheus rules for every rollback trigger, an Alertmanager
     /// route, a Grafana dashboard; --drill sends a test alert through Alertmanager
     Alerts(AlertsArgs),
@@ -111,6 +113,27 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct FrontArgs {
+    #[command(subcommand)]
+    pub action: FrontAction,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FrontAction {
+    /// Write the front's configuration under the state dir and start it unless it runs
+    /// (HAProxy: master-worker, runtime socket; Kong: the upstream and its two targets)
+    /// (`--port`: the public port it listens on [default: the service's, container.host_port])
+    Up,
+    /// Which slot serves, each slot's image, state, health and connections (finishes or undoes
+    /// an interrupted switch first, as deploy and rollback do)
+    Status,
+    /// Stop the front (HAProxy)
+    Down,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +305,10 @@ pub struct DeployArgs {
     /// Deploy even when the spec lacks the runbook's hardening (logged and recorded)
     #[arg(long)]
     pub allow_insecure: bool,
+    /// recreate (the runbook's stop, remove, run) or switch (two slots behind the front, no
+    /// request dropped) [default: [rollout] strategy]
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<crate::config::Strategy>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,70 @@ pub struct Config {
     pub promotion: PromotionConfig,
     #[serde(default)]
     pub alerting: AlertingConfig,
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+}
+
+/// `[rollout]`: how a deploy or rollback replaces what serves.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    pub strategy: Strategy,
+    pub switch: SwitchConfig,
+}
+
+/// `recreate`: the runbook's stop, remove, run (the port is free for a moment);
+/// `switch`: two slots behind a front proxy, switched with no request dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Recreate,
+    Switch,
+}
+
+/// `[rollout.switch]`: the front, the two slots' host ports, how long the previous slot stays
+/// warm and how long in-flight requests on it may finish.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchConfig {
+    /// `haproxy` (owned by the tool: `dhi-stage front up`) or `kong` (its Admin API).
+    pub front: FrontKind,
+    pub slots: [u16; 2],
+    #[serde(with = "humantime_serde")]
+    pub keep_previous: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Kong: the Admin API, the upstream whose targets are the slots, the host Kong reaches
+    /// the slots on, and how long a change takes to reach its workers (Kong documents ~5 s).
+    pub kong_admin_url: String,
+    pub kong_upstream: String,
+    pub kong_target_host: String,
+    #[serde(with = "humantime_serde")]
+    pub kong_propagation: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontKind {
+    #[default]
+    Haproxy,
+    Kong,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            front: FrontKind::Haproxy,
+            slots: [3101, 3102],
+            keep_previous: Duration::from_secs(1800),
+            drain_timeout: Duration::from_secs(30),
+            kong_admin_url: "http://127.0.0.1:8001".into(),
+            kong_upstream: "authentication-service".into(),
+            kong_target_host: "127.0.0.1".into(),
+            kong_propagation: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[alerting]`: what `dhi-stage alerts` writes for Prometheus, Alertmanager and Grafana, and

@@ -11,6 +11,7 @@ mod engine;
 mod envfile;
 mod exit;
 mod files;
+mod front;
 mod image;
 mod load;
 mod lock;

@@ -31,6 +31,9 @@ pub struct Status {
     pub metrics_convention: Option<About>,
     pub container: Option<Container>,
     pub rollback_target: Option<RollbackTarget>,
+    /// The switch strategy's warm previous slot, reaped now that keep_previous has passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaped: Option<String>,
     /// Why the engine could not be asked (exit 1), when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_error: Option<String>,
@@ -62,6 +65,7 @@ pub struct Container {
 }
 
 pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> {
+    let reaped = crate::rollout::switch::reap_now(cfg, state_dir).await;
     let name = cfg.container.name.clone();
     let client = health::client(cfg.verify.probe_timeout);
     let (health_url, metrics_url) = (cfg.health_url(), cfg.metrics_url());
@@ -105,6 +109,7 @@ pub async fn check(cfg: &Config, state_dir: &std::path::Path) -> Result<Status> 
         .and_then(|store| crate::rollout::rollback_target(&store, cfg))
         .ok();
     Ok(Status {
+        reaped,
         ok: code == Code::Ok,
         name,
         base_url: cfg.verify.base_url.clone(),
@@ -202,6 +207,9 @@ impl Render for Status {
     fn text(&self) -> String {
         let h = &self.health;
         let mut text = format!("=== {} ({}) at {} ===\n", self.name, self.base_url, self.at);
+        if let Some(r) = &self.reaped {
+            text += &format!("{r}\n");
+        }
         text += &format!(
             "health: {} (HTTP {}, {:.1}ms){}\n",
             if h.healthy { "healthy" } else { "NOT healthy" },

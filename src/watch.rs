@@ -99,6 +99,10 @@ struct Notes {
 pub async fn watch(ctx: &Context<'_>, r: &Request, on_tick: &dyn Fn(&Tick)) -> Result<Watched> {
     let started = std::time::Instant::now();
     let cfg = ctx.config;
+    // The switch strategy's warm previous slot goes once keep_previous has passed; said.
+    if let Some(r) = crate::rollout::switch::reap_now(cfg, ctx.state_dir).await {
+        tracing::warn!("{r}");
+    }
     let mut store = crate::store::Store::open(ctx.state_dir)?;
     let active = store.active_deployment(&cfg.container.name)?;
     // A service this tool did not deploy: --base-url alone means no container to read.

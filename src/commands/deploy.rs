@@ -36,6 +36,7 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
         wait: a.wait,
         no_rollback: a.no_rollback,
         allow_insecure: a.allow_insecure,
+        strategy: a.strategy,
     };
     let deployed = deploy::deploy(&context, &request, &|l| progress.line(l)).await;
     progress.finish();

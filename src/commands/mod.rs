@@ -5,6 +5,7 @@ mod alerts;
 mod build;
 mod ctx;
 mod deploy;
+mod front;
 mod gate;
 mod generate;
 mod kubernetes;
@@ -69,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Report(a) => report::run(ctx, a).await,
         Command::Gate(a) => gate::run(ctx, a).await,
         Command::Alerts(a) => alerts::run(ctx, a).await,
+        Command::Front(a) => front::run(ctx, a).await,
         Command::SynthWeek(a) => synth::run(ctx, a).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }

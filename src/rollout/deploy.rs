@@ -28,6 +28,8 @@ pub struct Request {
     pub no_rollback: bool,
     /// Deploy even when the spec lacks the runbook's hardening (logged and recorded).
     pub allow_insecure: bool,
+    /// `--strategy` for this run [default: `[rollout] strategy`].
+    pub strategy: Option<crate::config::Strategy>,
 }
 
 /// `deploy`'s outcome, as the JSON a CI job reads (`ok` tells which) and the text a person reads.
@@ -51,6 +53,9 @@ pub struct Active {
     pub health: Option<HealthResult>,
     pub previous_deployment: Option<i64>,
     pub previous_container: Option<SetAside>,
+    /// The switch strategy's slots, front and timings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<super::switch::Switched>,
     #[serde(skip)]
     pub story: Story,
 }
@@ -64,6 +69,9 @@ pub struct Failed {
     pub restored: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_ms: Option<u128>,
+    /// The switch strategy: false, the front never sent it a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_traffic: Option<bool>,
     #[serde(skip)]
     pub restore: Restore,
     #[serde(skip)]
@@ -77,6 +85,8 @@ pub enum Restore {
     #[default]
     LeftInPlace,
     NoPrevious,
+    /// The switch strategy: the candidate never received traffic; the old slot serves on.
+    NeverSwitched,
     Healthy,
     Unhealthy(String),
     Failed(String),
@@ -113,6 +123,10 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     let _lock = StateLock::acquire(ctx.state_dir, "deploy", ctx.lock_wait)?;
     let engine = Engine::connect().await?;
     let inspected = engine.ensure_image(&r.image, progress).await?;
+    if r.strategy.unwrap_or(cfg.rollout.strategy) == crate::config::Strategy::Switch {
+        let insecure = !gaps.is_empty();
+        return deploy_switch(ctx, r, spec, &engine, insecure, &interrupt, progress).await;
+    }
     let mut store = crate::store::Store::open(ctx.state_dir)?;
     let Reconciled { actions, .. } =
         super::reconcile(&engine, &mut store, &spec.name, &spec.restart).await?;
@@ -220,6 +234,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
             health: wait.last,
             previous_deployment: previous.as_ref().map(|p| p.id),
             previous_container: swap.old,
+            switch: None,
             story,
         })));
     }
@@ -232,6 +247,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         checks,
         restored: false,
         restore_ms: None,
+        received_traffic: None,
         restore: Restore::LeftInPlace,
         story,
     };
@@ -282,6 +298,75 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         (Err(e), _) => Restore::Failed(format!("{e:#}")),
     };
     Ok(Deployed::Failed(Box::new(failed)))
+}
+
+/// `deploy` with the switch strategy: the new container in the idle slot, verified there,
+/// then the front switched to it; a candidate that fails never receives traffic.
+async fn deploy_switch(
+    ctx: &Context<'_>,
+    r: &Request,
+    spec: DeploySpec,
+    engine: &Engine,
+    insecure: bool,
+    interrupt: &super::Interrupt,
+    progress: &dyn Fn(&str),
+) -> Result<Deployed> {
+    use super::switch;
+    let cfg = ctx.config;
+    let (front, _) = switch::front_of(cfg, ctx.state_dir).await?;
+    let mut store = crate::store::Store::open(ctx.state_dir)?;
+    let reconciled = switch::reconcile(engine, &mut store, &front, cfg).await?;
+    let reaped = switch::reap(engine, &store, &front, cfg).await?;
+    let previous = store.active_deployment(&cfg.container.name)?;
+    progress(&format!("starting {} in the idle slot", r.image));
+    let candidate = switch::Candidate {
+        spec,
+        kind: DeploymentKind::Deploy,
+        previous: previous.as_ref().map(|p| p.id),
+        insecure,
+        wait: r.wait.unwrap_or(cfg.verify.startup_wait),
+        started: Instant::now(),
+        interrupt,
+    };
+    let story = Story {
+        name: cfg.container.name.clone(),
+        image: r.image.clone(),
+        reconciled: reconciled.iter().chain(&reaped).cloned().collect(),
+        previous_ref: previous
+            .as_ref()
+            .map(|p| format!("#{} {}", p.id, p.image_ref)),
+        ..Story::default()
+    };
+    Ok(
+        match switch::start_and_switch(engine, &mut store, &front, cfg, candidate).await? {
+            Ok(sw) => Deployed::Active(Box::new(Active {
+                ok: true,
+                deployment_id: sw.deployment_id,
+                image: r.image.clone(),
+                image_id: None,
+                digest: None,
+                container_id: sw.container_id.clone(),
+                start_to_healthy_ms: sw.start_to_healthy_ms,
+                checks: sw.checks.clone(),
+                health: sw.health.clone(),
+                previous_deployment: previous.as_ref().map(|p| p.id),
+                previous_container: None,
+                switch: Some(sw),
+                story,
+            })),
+            Err(ns) => Deployed::Failed(Box::new(Failed {
+                ok: false,
+                deployment_id: ns.deployment_id,
+                reason: ns.reason,
+                checks: ns.checks,
+                restored: false,
+                restore_ms: None,
+                received_traffic: Some(false),
+                restore: Restore::NeverSwitched,
+                story,
+            })),
+        },
+    )
 }
 
 fn failure_reason(wait: &WaitResult, verify_error: Option<String>, checks: &[Check]) -> String {
@@ -347,6 +432,9 @@ impl Render for Deployed {
                     )),
                     a.story.probes
                 );
+                if let Some(sw) = &a.switch {
+                    text += &format!("{}\n", sw.story(&a.story.name, &a.image));
+                }
                 text += &format!("verification (Step 4):\n{}\n", render_checks(&a.checks));
                 if let Some(body) = a.health.as_ref().and_then(|h| h.body.as_ref()) {
                     text += &format!("health: {body}\n");
@@ -375,6 +463,9 @@ impl Render for Deployed {
                     }
                     Restore::NoPrevious => {
                         "  no previous container to restore; the failed one was removed".into()
+                    }
+                    Restore::NeverSwitched => {
+                        "  the front never switched to it: it was removed, and what served before serves on".into()
                     }
                     Restore::Healthy => {
                         format!("  previous container restored and healthy in {ms}ms")

@@ -8,6 +8,7 @@
 pub mod deploy;
 pub mod kubernetes;
 pub mod rollback;
+pub mod switch;
 
 use std::time::{Duration, Instant};
 

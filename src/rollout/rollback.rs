@@ -120,6 +120,9 @@ pub struct Restored {
     pub incident: Option<IncidentFiled>,
     pub target_ms: u64,
     pub within_target: bool,
+    /// The switch strategy: which slot, warm or started, and when the front switched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<rollout::switch::Switched>,
     #[serde(skip)]
     code: Code,
     #[serde(skip)]
@@ -225,6 +228,9 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<RolledBack> {
     let _lock = StateLock::acquire(ctx.state_dir, "rollback", ctx.lock_wait)?;
     let mut store = Store::open(ctx.state_dir)?;
     let engine = Engine::connect().await?;
+    if cfg.rollout.strategy == crate::config::Strategy::Switch {
+        return rollback_switch(ctx, a, &engine, &mut store, env, decision, &interrupt).await;
+    }
     // First what an interrupted run left: a rollback after an interrupted deploy undoes
     // that deploy, and stops there (it does not go one step further back).
     let reconciled = rollout::reconcile(
@@ -376,6 +382,139 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<RolledBack> {
     })))
 }
 
+/// The rollback with the switch strategy: a switch back to the warm previous slot when it runs
+/// the target (no container started: the baseline answers as soon as the front switches),
+/// else the target started in the idle slot, verified, and switched to. Either way no request
+/// is dropped; the incident and notifications follow as with `recreate`.
+async fn rollback_switch(
+    ctx: &Context<'_>,
+    a: &Request,
+    engine: &Engine,
+    store: &mut Store,
+    env: Vec<crate::envfile::EnvVar>,
+    decision: Instant,
+    interrupt: &rollout::Interrupt,
+) -> Result<RolledBack> {
+    use rollout::switch;
+    let cfg = ctx.config;
+    if a.drill {
+        return Err(failure(
+            Code::Usage,
+            "rollback --drill with [rollout] strategy = \"switch\" is not supported: drill with --strategy recreate set in the config, or deploy the previous image and roll back",
+        ));
+    }
+    let (front, _) = switch::front_of(cfg, ctx.state_dir).await?;
+    let mut notes = switch::reconcile(engine, store, &front, cfg).await?;
+    notes.extend(switch::reap(engine, store, &front, cfg).await?);
+    let active = store.active_deployment(&cfg.container.name)?;
+    let (target, target_source) = match &a.to {
+        Some(to) => (to.to_string(), "--to".to_string()),
+        None => {
+            let t = rollout::rollback_target(store, cfg)?;
+            (t.image, t.source)
+        }
+    };
+    if let Err(e) = engine.ensure_image(&target, &|_| {}).await {
+        return Err(failure(
+            Code::RollbackFailed,
+            format!("rollback target {target} ({target_source}) is not available: {e:#}; push it to the registry, or pass --to REF"),
+        ));
+    }
+    let old = engine.find_container(&cfg.container.name).await?;
+    let old_id = old.as_ref().and_then(|c| c.id.clone());
+    let warm = switch::switch_back(
+        engine,
+        store,
+        &front,
+        cfg,
+        &target,
+        active.as_ref().map(|d| d.id),
+        decision,
+    )
+    .await?;
+    let outcome = match warm {
+        Some(sw) => Ok(sw),
+        None => {
+            let candidate = switch::Candidate {
+                spec: DeploySpec::from_config(cfg, &target, env),
+                kind: DeploymentKind::Rollback,
+                previous: active.as_ref().map(|d| d.id),
+                insecure: false,
+                wait: a.wait.unwrap_or(cfg.verify.startup_wait),
+                started: decision,
+                interrupt,
+            };
+            switch::start_and_switch(engine, store, &front, cfg, candidate).await?
+        }
+    };
+    let elapsed = decision.elapsed().as_millis() as u64;
+    let target_ms = cfg.rollback.docker_target.as_millis() as u64;
+    let spec = DeploySpec::from_config(cfg, &target, Vec::new());
+    let logs = replaced_logs(engine, old_id.as_deref(), &spec, cfg).await;
+    let (id, restored, failure_why) = match &outcome {
+        Ok(sw) => (sw.deployment_id, true, None),
+        Err(ns) => (ns.deployment_id, false, Some(ns.reason.clone())),
+    };
+    let detail = RollbackDetail {
+        kind: Some("rollback".into()),
+        from: active.as_ref().map(|f| f.image_ref.clone()),
+        to: Some(target.clone()),
+        reason: a.reason.clone(),
+        approved_by: a.approval.recorded(),
+        decision_to_healthy_ms: restored.then_some(elapsed),
+        restored,
+        target_ms: Some(target_ms),
+        failure: failure_why.clone(),
+        left_running: failure_why
+            .as_ref()
+            .map(|_| "the front never switched: what served before serves on".to_string()),
+        decision_to_failure_ms: (!restored).then_some(elapsed),
+        ..Default::default()
+    };
+    store.event(EventKind::Rollback, Some(id), &detail)?;
+    let facts = Facts {
+        cfg,
+        request: a,
+        service: &cfg.container.name,
+        image: &target,
+        from: active.as_ref(),
+        to_deployment: id,
+        decided_at_ms: chrono::Utc::now().timestamp_millis() - elapsed as i64,
+        elapsed_ms: elapsed,
+    };
+    let record = facts.record(
+        logs,
+        failure_why
+            .clone()
+            .map(|w| (w, "what served before serves on".into())),
+    );
+    let mut story: String = notes.iter().map(|n| format!("  {n}\n")).collect();
+    story += &match &outcome {
+        Ok(sw) => format!("rollback: {} now serves {target} (deployment #{id})\n{}", cfg.container.name, sw.story(&cfg.container.name, &target)),
+        Err(ns) => format!("rollback to {target} FAILED: {}\n  the front never switched: what served before serves on", ns.reason),
+    };
+    let mut r = Restored {
+        ok: restored,
+        deployment_id: Some(id),
+        rollback: detail,
+        target_source,
+        incident: None,
+        target_ms,
+        within_target: elapsed <= target_ms,
+        switch: outcome.as_ref().ok().cloned(),
+        code: if restored {
+            Code::Ok
+        } else {
+            Code::RollbackFailed
+        },
+        decision_to_healthy_ms: elapsed,
+        story,
+        pending_incident: None,
+    };
+    r.incident = Some(post_rollback(cfg, store, &record).await);
+    Ok(RolledBack::Restored(Box::new(r)))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn restore_to(
     engine: &Engine,
@@ -468,36 +607,17 @@ async fn restore_to(
     let logs = replaced_logs(engine, swap.old.as_ref().map(|o| o.id.as_str()), spec, cfg).await;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let decided_at_ms = now_ms - decision.elapsed().as_millis() as i64;
-    let incident = |failure: Option<(String, String)>| IncidentDetail {
-        name: format!(
-            "incident-{}",
-            crate::store::events::at_ms(decided_at_ms).format("%Y%m%dT%H%M%S%.3fZ")
-        ),
-        service: spec.name.clone(),
-        target: cfg.verify.base_url.clone(),
+    let facts = Facts {
+        cfg,
+        request: a,
+        service: &spec.name,
+        image: &spec.image,
+        from: from.as_ref(),
+        to_deployment: id,
         decided_at_ms,
-        healthy_at_ms: failure.is_none().then_some(now_ms),
-        from_deployment: from.as_ref().map(|f| f.id),
-        to_deployment: Some(id),
-        from: from.as_ref().map(|f| f.image_ref.clone()),
-        to: spec.image.clone(),
-        automatic: matches!(a.approval, Approval::Automatic(_)),
-        reason: a.reason.clone(),
-        approved_by: a.approval.recorded(),
-        restored: failure.is_none(),
-        failure: failure.as_ref().map(|f| f.0.clone()),
-        left_running: failure.as_ref().map(|f| f.1.clone()),
-        decision_to_healthy_ms: elapsed as u64,
-        target_ms,
-        production: cfg.environment == Environment::Production,
-        logs: logs.clone(),
-        deliveries: Vec::new(),
-        after_until_ms: match failure {
-            None => now_ms + cfg.report.incident_after.as_millis() as i64,
-            Some(_) => now_ms,
-        },
-        complete: false,
+        elapsed_ms: elapsed as u64,
     };
+    let incident = |failure: Option<(String, String)>| facts.record(logs.clone(), failure);
     if w.healthy {
         // Healthy is recorded before the old container goes (see reconcile).
         store.mark_healthy(id, chrono::Utc::now())?;
@@ -531,6 +651,7 @@ async fn restore_to(
             incident: None,
             target_ms,
             within_target: elapsed as u64 <= target_ms,
+            switch: None,
             code: Code::Ok,
             decision_to_healthy_ms: elapsed as u64,
             story: text,
@@ -573,6 +694,7 @@ async fn restore_to(
         incident: None,
         target_ms,
         within_target: elapsed as u64 <= target_ms,
+        switch: None,
         code: Code::RollbackFailed,
         decision_to_healthy_ms: elapsed as u64,
         story: format!(
@@ -582,6 +704,56 @@ async fn restore_to(
         pending_incident: (kind == DeploymentKind::Rollback)
             .then(|| incident(Some((reason.clone(), left.clone())))),
     })
+}
+
+/// What an incident record is made of, the same for both strategies.
+struct Facts<'a> {
+    cfg: &'a crate::config::Config,
+    request: &'a Request,
+    service: &'a str,
+    image: &'a str,
+    from: Option<&'a crate::store::Deployment>,
+    to_deployment: i64,
+    decided_at_ms: i64,
+    elapsed_ms: u64,
+}
+
+impl Facts<'_> {
+    /// The record; `failure` is (why, what was left running) when the restore failed.
+    fn record(&self, logs: LogExcerpt, failure: Option<(String, String)>) -> IncidentDetail {
+        let (cfg, a) = (self.cfg, self.request);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        IncidentDetail {
+            name: format!(
+                "incident-{}",
+                crate::store::events::at_ms(self.decided_at_ms).format("%Y%m%dT%H%M%S%.3fZ")
+            ),
+            service: self.service.to_string(),
+            target: cfg.verify.base_url.clone(),
+            decided_at_ms: self.decided_at_ms,
+            healthy_at_ms: failure.is_none().then_some(now_ms),
+            from_deployment: self.from.map(|f| f.id),
+            to_deployment: Some(self.to_deployment),
+            from: self.from.map(|f| f.image_ref.clone()),
+            to: self.image.to_string(),
+            automatic: matches!(a.approval, Approval::Automatic(_)),
+            reason: a.reason.clone(),
+            approved_by: a.approval.recorded(),
+            restored: failure.is_none(),
+            failure: failure.as_ref().map(|f| f.0.clone()),
+            left_running: failure.as_ref().map(|f| f.1.clone()),
+            decision_to_healthy_ms: self.elapsed_ms,
+            target_ms: cfg.rollback.docker_target.as_millis() as u64,
+            production: cfg.environment == Environment::Production,
+            logs,
+            deliveries: Vec::new(),
+            after_until_ms: match failure {
+                None => now_ms + cfg.report.incident_after.as_millis() as i64,
+                Some(_) => now_ms,
+            },
+            complete: false,
+        }
+    }
 }
 
 /// The replaced container's last 30 lines, and its error lines of the last 10 minutes

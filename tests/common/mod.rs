@@ -415,6 +415,12 @@ pub fn docker(args: &[&str]) -> Run {
         .into()
 }
 
+/// `docker inspect NAME`, or None when there is no such container.
+pub fn docker_inspect_opt(name: &str) -> Option<serde_json::Value> {
+    let r = docker(&["inspect", name]);
+    (r.code == 0).then(|| serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone())
+}
+
 pub fn docker_inspect(name: &str) -> serde_json::Value {
     let r = docker(&["inspect", name]);
     assert_eq!(r.code, 0, "docker inspect {name}: {}", r.stderr);
