@@ -10,6 +10,9 @@ Sections (all by default, or those named on the command line):
   rollout  deploy and rollback against the raw Docker CLI doing the runbook's procedure,
            for a service that exits on SIGTERM and one that ignores it; `status`
   load     `dhi-stage load` against oha and wrk on the same route, connections, duration
+  switch   deploy, deploy, rollback under a constant 200 requests/s (open model, 1 s timeout)
+           with `[rollout] strategy = "switch"` (HAProxy front) and with `recreate`: failed
+           requests per step, the longest gap, a warm rollback's start to the first baseline answer
 
 Each section writes target/bench/<section>.json; BENCHMARKS.md is written from all of them
 (BENCH_OUT=path writes elsewhere: the CI smoke writes to target/). BENCH_QUICK=1 shortens
@@ -495,7 +498,7 @@ def fmt(v, unit):
 
 def write_md(path):
     sections = []
-    for s in ("store", "monitor", "scrape", "rollout", "load"):
+    for s in ("store", "monitor", "scrape", "rollout", "switch", "load"):
         p = os.path.join(OUT_DIR, f"{s}.json")
         if os.path.exists(p):
             sections.append(json.load(open(p)))
@@ -505,7 +508,7 @@ def write_md(path):
            "(`MONITOR_SECONDS`, `BENCH_N`, or section names: `store monitor rollout load`).", ""]
     titles = {"store": "A week of samples: storage, report, gate", "monitor": "The monitor at a 1 s interval",
               "rollout": "Deploy, rollback and status against the Docker CLI", "load": "The load probe against oha and wrk",
-              "scrape": "A scrape at real cardinality (issue M)"}
+              "scrape": "A scrape at real cardinality (issue M)", "switch": "Rollouts under load: switch against recreate (issue N)"}
     misses = []
     for s in sections:
         out += [f"## {titles[s['section']]}", "", f"Measured {s['at']}{' (quick smoke)' if s['quick'] else ''}.", "",
@@ -535,11 +538,128 @@ def write_md(path):
     log(f"wrote {path}")
 
 
+# ---------------------------------------------------------------- rollouts under load
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class OpenLoad:
+    """A request every 5 ms whatever the answers (open model), 1 s timeout each:
+    (sent, answered, service_id or None)."""
+
+    def __init__(self, port, rate=200):
+        self.port, self.every, self.hits, self.stop = port, 1.0 / rate, [], False
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
+    def one(self):
+        sent = time.monotonic()
+        sid = None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                if r.status == 200:
+                    sid = json.loads(r.read()).get("service_id")
+        except Exception:
+            pass
+        self.hits.append((sent, time.monotonic(), sid))
+
+    def loop(self):
+        workers, nxt = [], time.monotonic()
+        while not self.stop:
+            w = threading.Thread(target=self.one)
+            w.start()
+            workers.append(w)
+            nxt += self.every
+            time.sleep(max(0.0, nxt - time.monotonic()))
+        for w in workers:
+            w.join()
+
+    def finish(self):
+        self.stop = True
+        self.thread.join()
+        return sorted(self.hits)
+
+
+def step_figures(hits, start, end):
+    """Failed requests sent in [start, end + 1 s], and the longest stretch without an answer."""
+    during = [h for h in hits if start <= h[0] <= end + 1.0]
+    failed = sum(1 for h in during if h[2] is None)
+    gap, last = 0.0, start
+    for h in during:
+        if h[2] is not None:
+            gap, last = max(gap, h[1] - last), h[1]
+    return failed, gap
+
+
+def rollout_round(strategy, a, b):
+    """deploy A; under load: deploy B, rollback; (deploy failed, deploy gap, rollback failed,
+    rollback gap, rollback start to the first answer of A)."""
+    cfg = os.path.join(WORK, f"{strategy}.toml")
+    text = open(os.path.join(ROOT, "config", "staging.toml")).read()
+    text = text.replace('strategy = "recreate"', f'strategy = "{strategy}"')
+    text = text.replace("slots = [3101, 3102]", f"slots = [{free_port()}, {free_port()}]")
+    open(cfg, "w").write(text)
+    env = dict(BASE_ENV, DHI_STAGE_CONFIG=cfg)
+    run(["docker", "rm", "-f", NAME, f"{NAME}-slot1", f"{NAME}-slot2"], check=False)
+    shutil.rmtree(env["DHI_STAGE_STATE_DIR"], ignore_errors=True)
+    if strategy == "switch":
+        run([BIN, "-q", "front", "up"], env=env)
+    try:
+        run([BIN, "-q", "deploy", "--image", a], env=env)
+        poll_until("a", time.monotonic())
+        load = OpenLoad(PORT)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        run([BIN, "-q", "deploy", "--image", b], env=env)
+        t1 = time.monotonic()
+        time.sleep(1.5)
+        t2 = time.monotonic()
+        run([BIN, "-q", "rollback", "--reason", "bench"], env=env)
+        t3 = time.monotonic()
+        time.sleep(1.5)
+        hits = load.finish()
+    finally:
+        if strategy == "switch":
+            run([BIN, "-q", "front", "down"], env=env, check=False)
+        run(["docker", "rm", "-f", NAME, f"{NAME}-slot1", f"{NAME}-slot2"], check=False)
+    df, dg = step_figures(hits, t0, t1)
+    rf, rg = step_figures(hits, t2, t3)
+    first_a = min((h[1] for h in hits if h[0] >= t2 and h[2] == "a"), default=None)
+    return df, dg, rf, rg, (first_a - t2) if first_a else None
+
+
+def bench_switch():
+    tags = build_images()
+    a, b = tags[("a", False)], tags[("b", False)]
+    got = {"switch": [], "recreate": []}
+    for i in range(N):
+        for strategy in ("switch", "recreate"):
+            log(f"== rollouts under load: {strategy}, round {i + 1}")
+            got[strategy].append(rollout_round(strategy, a, b))
+    col = lambda st, k: [r[k] for r in got[st] if r[k] is not None]
+    base = "the same sequence with strategy = recreate"
+    rows = [
+        row("switch", "failed requests during a deploy (200 req/s, open model)", "dhi-stage deploy --image B (switch)", col("switch", 0), "req", target=0, baseline=(base, col("recreate", 0))),
+        row("switch", "failed requests during a rollback", "dhi-stage rollback (switch, warm)", col("switch", 2), "req", target=0, baseline=(base, col("recreate", 2))),
+        row("switch", "longest stretch without an answer, deploy", "dhi-stage deploy --image B (switch)", col("switch", 1), "s", baseline=(base, col("recreate", 1))),
+        row("switch", "longest stretch without an answer, rollback", "dhi-stage rollback (switch, warm)", col("switch", 3), "s", baseline=(base, col("recreate", 3))),
+        row("switch", "rollback start to the first baseline answer (process start included)", "dhi-stage rollback (switch, warm)", col("switch", 4), "s", target=0.1, baseline=(base, col("recreate", 4)), bounded_by="a process start, the config, the engine's and the front's answers before the switch (reconcile, reap, the warm slot's image): about 50 ms of it is dhi-stage's decision to the switch"),
+    ]
+    save("switch", rows)
+
+
 def main():
-    wanted = [a for a in sys.argv[1:] if not a.isdigit()] or ["store", "rollout", "load", "scrape", "monitor"]
+    wanted = [a for a in sys.argv[1:] if not a.isdigit()] or ["store", "rollout", "switch", "load", "scrape", "monitor"]
     try:
         for s in wanted:
-            {"store": bench_store, "rollout": bench_rollout, "load": bench_load, "monitor": bench_monitor, "scrape": bench_scrape}[s]()
+            {"store": bench_store, "rollout": bench_rollout, "switch": bench_switch, "load": bench_load, "monitor": bench_monitor, "scrape": bench_scrape}[s]()
     finally:
         run(["docker", "rm", "-f", NAME], check=False)
         shutil.rmtree(WORK, ignore_errors=True)

@@ -27,6 +27,8 @@ command -v stunnel >/dev/null 2>&1 || need_pkgs+=(stunnel4)
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # prometheus-alertmanager: the generated alerting is proven live (tests/alerting.rs).
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_pkgs+=(prometheus-alertmanager)
+# haproxy: the switch rollout strategy's front (tests/switch.rs runs Debian's 2.6).
+command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

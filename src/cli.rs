@@ -119,8 +119,6 @@ pub enum Command {
 pub struct FrontArgs {
     #[command(subcommand)]
     pub action: FrontAction,
-    #[command(flatten)]
-    pub target: TargetArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,12 +126,12 @@ pub enum FrontAction {
     /// Write the front's configuration under the state dir and start it unless it runs
     /// (HAProxy: master-worker, runtime socket; Kong: the upstream and its two targets)
     /// (`--port`: the public port it listens on [default: the service's, container.host_port])
-    Up,
+    Up(TargetArgs),
     /// Which slot serves, each slot's image, state, health and connections (finishes or undoes
     /// an interrupted switch first, as deploy and rollback do)
-    Status,
+    Status(TargetArgs),
     /// Stop the front (HAProxy)
-    Down,
+    Down(TargetArgs),
 }
 
 #[derive(Debug, Args)]

@@ -150,9 +150,9 @@ fn front_up<'a>(stage: &'a Stage, cfg: &Path) -> FrontUp<'a> {
         "--config",
         path_str(cfg),
         "front",
+        "up",
         "--port",
         &port,
-        "up",
         "--output",
         "json",
     ]);
@@ -513,5 +513,73 @@ fn a_front_that_is_down_a_taken_slot_port_and_an_expired_keep_previous() {
     assert!(
         get(stage.port).1.is_none(),
         "nothing answers on the public port: the front is down"
+    );
+}
+
+#[test]
+fn the_monitor_follows_the_slot_that_serves_across_a_switch() {
+    let stage = Stage::new();
+    let cfg = switch_config(&stage, "30m");
+    let _front = front_up(&stage, &cfg);
+    assert_eq!(stage.deploy(&good_image()).config(&cfg).run().code, 0);
+    let monitor = stage.spawn(&[
+        "--config",
+        path_str(&cfg),
+        "monitor",
+        "--duration",
+        "14s",
+        "--interval",
+        "1s",
+        "--output",
+        "json",
+    ]);
+    std::thread::sleep(Duration::from_secs(5));
+    let v2 = testsvc_image("dhi-test/authsvc:v2", &["FAULT_LATENCY_MS=1"]);
+    let d = stage.deploy(&v2).config(&cfg).run();
+    assert_eq!(d.code, 0, "{}", d.all());
+    let v2_id = d.json()["deployment_id"].as_i64().unwrap();
+    let out = monitor.wait_with_output().unwrap();
+    let r: Run = out.into();
+    assert!(r.code == 0 || r.code == 6, "{}", r.all());
+    let db = rusqlite::Connection::open(stage.state_dir().join("state.db")).unwrap();
+    let rows: Vec<(i64, i64, bool, Option<String>)> = db
+        .prepare("SELECT ts_ms, deployment_id, health_ok, container_id FROM samples ORDER BY ts_ms")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let switched = switches(&stage).last().unwrap().0;
+    let (before, after): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.0 < switched);
+    assert!(!before.is_empty() && !after.is_empty(), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.2),
+        "every probe through the front was healthy: {rows:?}"
+    );
+    assert!(
+        after.iter().all(|r| r.1 == v2_id),
+        "after the switch the samples are the new deployment's: {after:?}"
+    );
+    assert!(before.iter().all(|r| r.1 != v2_id), "{before:?}");
+    // The week's timeline says where the service moved.
+    let out = stage.dir.path().join("reports");
+    let w = stage.run(&[
+        "--config",
+        path_str(&cfg),
+        "report",
+        "--week",
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(w.code == 0 || w.code == 3, "{}", w.all());
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        page.contains("switched to slot"),
+        "the week page's timeline"
+    );
+    println!(
+        "switch: the monitor took {} samples before and {} after the switch, all healthy",
+        before.len(),
+        after.len()
     );
 }

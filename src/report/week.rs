@@ -219,6 +219,21 @@ pub fn gather(
                     .collect();
                 (format!("monitor blind: {}", names.join("; ")), true)
             }
+            // A switch is where the service moved: "switched to slot 2".
+            EventKind::Deploy
+                if e.detail["phase"] == "active" && e.detail["strategy"] == "switch" =>
+            {
+                let text = format!(
+                    "switched to slot {}{} (deployment #{})",
+                    e.detail["slot"],
+                    e.detail["from_slot"]
+                        .as_u64()
+                        .map(|f| format!(" from slot {f}"))
+                        .unwrap_or_default(),
+                    e.deployment_id.unwrap_or_default()
+                );
+                (text, false)
+            }
             EventKind::Drill => {
                 let d = e.drill();
                 let text = format!(
