@@ -583,3 +583,38 @@ fn the_monitor_follows_the_slot_that_serves_across_a_switch() {
         after.len()
     );
 }
+
+#[test]
+fn a_rollback_drill_switches_back_and_forward_without_a_container_start() {
+    let stage = Stage::new();
+    let cfg = switch_config(&stage, "30m");
+    let _front = front_up(&stage, &cfg);
+    let v2 = testsvc_image("dhi-test/authsvc:v2", &["FAULT_LATENCY_MS=1"]);
+    assert_eq!(stage.deploy(&good_image()).config(&cfg).run().code, 0);
+    assert_eq!(stage.deploy(&v2).config(&cfg).run().code, 0);
+    let before = switches(&stage).len();
+    let load = Load::start(stage.port, 100);
+    let r = stage
+        .rollback()
+        .config(&cfg)
+        .args(&["--drill", "--output", "json"])
+        .run();
+    let hits = load.finish();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let d = &r.json()["drill"];
+    assert_eq!(d["passed"], true, "{d}");
+    assert_eq!(switches(&stage).len(), before + 2, "back and forward");
+    assert_eq!(
+        stage.inspect()["Config"]["Image"],
+        v2.as_str(),
+        "the image under test serves again"
+    );
+    assert!(
+        hits.iter().all(|h| h.ok),
+        "no request dropped during the drill"
+    );
+    println!(
+        "switch drill: back in {} ms, forward in {} ms",
+        d["rollback_decision_to_healthy_ms"], d["forward_to_healthy_ms"]
+    );
+}

@@ -85,55 +85,12 @@ pub async fn alerting(i: &Inputs<'_>, prom: &Source, drill: Option<&Drilled>) ->
             }
         }
     };
-    for a in alerts.iter().filter(|a| a.rule.is_some()) {
-        let found = loaded.iter().find(|(name, trigger, severity, _)| {
-            *name == a.name && *trigger == a.trigger && *severity == a.severity.as_str()
-        });
-        match found {
-            None => bad.push(format!(
-                "{} ({}) is not loaded in Prometheus",
-                a.name,
-                a.severity.as_str()
-            )),
-            Some((.., health)) if health != "ok" => bad.push(format!(
-                "{} ({}) is loaded but its health is {health}",
-                a.name,
-                a.severity.as_str()
-            )),
-            Some(_) => {}
-        }
-    }
-    let n = alerts.iter().filter(|a| a.rule.is_some()).count();
-    let am = match alertmanager(i) {
-        None => {
-            bad.push("no Alertmanager to measure ([alerting] alertmanager_url)".into());
-            String::new()
-        }
-        Some(url) => match get(
-            &client(Duration::from_secs(5)),
-            &format!("{url}/api/v2/status"),
-        )
-        .await
-        {
-            Ok((200, body)) => {
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                format!(
-                    "; Alertmanager {} answers",
-                    v["versionInfo"]["version"]
-                        .as_str()
-                        .unwrap_or("(version unknown)")
-                )
-            }
-            Ok((status, _)) => {
-                bad.push(format!("Alertmanager answered HTTP {status}"));
-                String::new()
-            }
-            Err(e) => {
-                bad.push(format!("Alertmanager did not answer: {e}"));
-                String::new()
-            }
-        },
-    };
+    let triggers: Vec<&super::Alert> = alerts.iter().filter(|a| a.rule.is_some()).collect();
+    bad.extend(triggers.iter().filter_map(|a| not_loaded(a, &loaded)));
+    let am = alertmanager_answers(i).await.unwrap_or_else(|e| {
+        bad.push(e);
+        String::new()
+    });
     let drill_words = match drill {
         None => "; no alert drill recorded (`dhi-stage alerts --drill`)".to_string(),
         Some(d) if d.delivered => format!("; drill delivered at {}", d.at),
@@ -145,16 +102,50 @@ pub async fn alerting(i: &Inputs<'_>, prom: &Source, drill: Option<&Drilled>) ->
             String::new()
         }
     };
-    if bad.is_empty() {
-        Measured {
-            met: true,
-            evidence: format!("measured: all {n} trigger alerts loaded and healthy in Prometheus{am}{drill_words}"),
+    let n = triggers.len();
+    Measured {
+        met: bad.is_empty(),
+        evidence: match bad.is_empty() {
+            true => format!("measured: all {n} trigger alerts loaded and healthy in Prometheus{am}{drill_words}"),
+            false => format!("measured: {}", bad.join("; ")),
+        },
+    }
+}
+
+/// Why `a` is not loaded and healthy among Prometheus' rules, if it is not.
+fn not_loaded(a: &super::Alert, loaded: &[(String, String, String, String)]) -> Option<String> {
+    let sev = a.severity.as_str();
+    let found = loaded.iter().find(|(name, trigger, severity, _)| {
+        *name == a.name && *trigger == a.trigger && severity == sev
+    });
+    match found {
+        None => Some(format!("{} ({sev}) is not loaded in Prometheus", a.name)),
+        Some((.., health)) if health != "ok" => Some(format!(
+            "{} ({sev}) is loaded but its health is {health}",
+            a.name
+        )),
+        Some(_) => None,
+    }
+}
+
+/// "; Alertmanager 0.25.0 answers", or why it does not.
+async fn alertmanager_answers(i: &Inputs<'_>) -> Result<String, String> {
+    let url = alertmanager(i).ok_or("no Alertmanager to measure ([alerting] alertmanager_url)")?;
+    match get(
+        &client(Duration::from_secs(5)),
+        &format!("{url}/api/v2/status"),
+    )
+    .await
+    {
+        Ok((200, body)) => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let version = v["versionInfo"]["version"]
+                .as_str()
+                .unwrap_or("(version unknown)");
+            Ok(format!("; Alertmanager {version} answers"))
         }
-    } else {
-        Measured {
-            met: false,
-            evidence: format!("measured: {}", bad.join("; ")),
-        }
+        Ok((status, _)) => Err(format!("Alertmanager answered HTTP {status}")),
+        Err(e) => Err(format!("Alertmanager did not answer: {e}")),
     }
 }
 

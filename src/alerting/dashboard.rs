@@ -33,10 +33,81 @@ fn trigger_lines(i: &Inputs, metrics: &[Metric]) -> Vec<(f64, &'static str)> {
         .collect()
 }
 
-/// The panels, with `job` and `rate` standing for the dashboard's variable and rate interval
-/// (`$job`, `$__rate_interval` in Grafana; concrete values when the gate measures).
-pub fn panels(i: &Inputs, job: &str, rate: &str) -> Vec<Panel> {
+/// A runbook panel as data: title, unit, (legend, metric) series read from the recorded
+/// series, the metrics whose triggers draw lines, whether thresholds shade an area.
+struct Spec {
+    title: &'static str,
+    unit: &'static str,
+    series: &'static [(&'static str, Metric)],
+    lines: &'static [Metric],
+    area: bool,
+}
+
+const RUNBOOK_PANELS: &[Spec] = &[
+    Spec {
+        title: "Health check success rate",
+        unit: "percent",
+        series: &[("success", Metric::HealthCheckSuccessRatePct)],
+        lines: &[Metric::HealthCheckSuccessRatePct],
+        area: false,
+    },
+    Spec {
+        title: "Error rate (5xx)",
+        unit: "percent",
+        series: &[("error rate", Metric::ErrorRatePct)],
+        lines: &[Metric::ErrorRatePct],
+        area: false,
+    },
+    Spec {
+        title: "Latency P95 / P99",
+        unit: "ms",
+        series: &[("P95", Metric::P95LatencyMs), ("P99", Metric::P99LatencyMs)],
+        lines: &[Metric::P95LatencyMs, Metric::P99LatencyMs],
+        area: false,
+    },
+    Spec {
+        title: "Memory",
+        unit: "mbytes",
+        series: &[("memory", Metric::MemoryMib)],
+        lines: &[Metric::MemoryMib],
+        area: true,
+    },
+];
+
+/// The runbook's targets drawn green (the memory band's top yellow) on a panel of `metric`.
+fn targets(i: &Inputs, metric: Metric) -> Vec<(f64, &'static str)> {
     let t = &i.cfg.monitoring.targets;
+    match metric {
+        Metric::HealthCheckSuccessRatePct => vec![(t.health_check_success_rate_pct, "green")],
+        Metric::ErrorRatePct => vec![(t.error_rate_pct, "green")],
+        Metric::P95LatencyMs => vec![(t.p95_latency.as_secs_f64() * 1000.0, "green")],
+        Metric::P99LatencyMs => vec![(t.p99_latency.as_secs_f64() * 1000.0, "green")],
+        Metric::MemoryMib => vec![(t.memory_min_mib, "green"), (t.memory_max_mib, "yellow")],
+        _ => Vec::new(),
+    }
+}
+
+fn panel(
+    title: &str,
+    unit: &'static str,
+    queries: Vec<(String, String)>,
+    mut thresholds: Vec<(f64, &'static str)>,
+    area: bool,
+) -> Option<Panel> {
+    thresholds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (!queries.is_empty()).then(|| Panel {
+        title: title.to_string(),
+        unit,
+        queries,
+        thresholds,
+        area,
+    })
+}
+
+/// The panels, with `job` and `rate` standing for the dashboard's variable and rate interval
+/// (`$job`, `$__rate_interval` in Grafana; concrete values when the gate measures). A panel
+/// whose series nothing gives Prometheus is left out.
+pub fn panels(i: &Inputs, job: &str, rate: &str) -> Vec<Panel> {
     let svc = format!("{{service=\"{}\"}}", i.service());
     let recorded = i.recorded();
     let rec = |m: Metric| {
@@ -45,73 +116,19 @@ pub fn panels(i: &Inputs, job: &str, rate: &str) -> Vec<Panel> {
             .find(|r| r.metric == m)
             .map(|r| format!("{}{svc}", r.record))
     };
-    let mut out = Vec::new();
-    let mut add = |title: &str,
-                   unit,
-                   queries: Vec<(String, Option<String>)>,
-                   mut thresholds: Vec<(f64, &'static str)>,
-                   area| {
-        let queries: Vec<(String, String)> = queries
-            .into_iter()
-            .filter_map(|(legend, q)| Some((legend, q?)))
-            .collect();
-        if queries.is_empty() {
-            return;
-        }
-        thresholds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        out.push(Panel {
-            title: title.to_string(),
-            unit,
-            queries,
-            thresholds,
-            area,
-        });
-    };
-    let mut health = vec![(t.health_check_success_rate_pct, "green")];
-    health.extend(trigger_lines(i, &[Metric::HealthCheckSuccessRatePct]));
-    add(
-        "Health check success rate",
-        "percent",
-        vec![("success".into(), rec(Metric::HealthCheckSuccessRatePct))],
-        health,
-        false,
-    );
-    let mut errors = vec![(t.error_rate_pct, "green")];
-    errors.extend(trigger_lines(i, &[Metric::ErrorRatePct]));
-    add(
-        "Error rate (5xx)",
-        "percent",
-        vec![("error rate".into(), rec(Metric::ErrorRatePct))],
-        errors,
-        false,
-    );
-    let mut latency = vec![
-        (t.p95_latency.as_secs_f64() * 1000.0, "green"),
-        (t.p99_latency.as_secs_f64() * 1000.0, "green"),
-    ];
-    latency.extend(trigger_lines(
-        i,
-        &[Metric::P95LatencyMs, Metric::P99LatencyMs],
-    ));
-    add(
-        "Latency P95 / P99",
-        "ms",
-        vec![
-            ("P95".into(), rec(Metric::P95LatencyMs)),
-            ("P99".into(), rec(Metric::P99LatencyMs)),
-        ],
-        latency,
-        false,
-    );
-    let mut memory = vec![(t.memory_min_mib, "green"), (t.memory_max_mib, "yellow")];
-    memory.extend(trigger_lines(i, &[Metric::MemoryMib]));
-    add(
-        "Memory",
-        "mbytes",
-        vec![("memory".into(), rec(Metric::MemoryMib))],
-        memory,
-        true,
-    );
+    let mut out: Vec<Panel> = RUNBOOK_PANELS
+        .iter()
+        .filter_map(|p| {
+            let queries = p
+                .series
+                .iter()
+                .filter_map(|(l, m)| Some((l.to_string(), rec(*m)?)))
+                .collect();
+            let mut th: Vec<_> = p.lines.iter().flat_map(|m| targets(i, *m)).collect();
+            th.extend(trigger_lines(i, p.lines));
+            panel(p.title, p.unit, queries, th, p.area)
+        })
+        .collect();
     let restarts = match &i.cfg.monitoring.prometheus.queries.restarts {
         q if !q.trim().is_empty() => Some(i.fill(q)),
         _ if !i.cfg.alerting.monitor_selector.trim().is_empty() => {
@@ -119,48 +136,43 @@ pub fn panels(i: &Inputs, job: &str, rate: &str) -> Vec<Panel> {
         }
         _ => None,
     };
-    add(
+    let restarts: Vec<_> = restarts
+        .map(|q| ("restarts".to_string(), format!("increase(({q})[1h:])")))
+        .into_iter()
+        .collect();
+    out.extend(panel(
         "Restarts (per hour)",
         "short",
-        vec![(
-            "restarts".into(),
-            restarts.map(|q| format!("increase(({q})[1h:])")),
-        )],
+        restarts,
         trigger_lines(i, &[Metric::RestartsInWindow]),
         false,
+    ));
+    let firing = format!(
+        "sum by (alertname, severity) (ALERTS{{service=\"{}\",alertstate=\"firing\"}}) or on() vector(0)",
+        i.service()
     );
-    add(
+    out.extend(panel(
         "Alerts firing",
         "short",
-        vec![(
-            "{{alertname}} {{severity}}".into(),
-            Some(format!(
-                "sum by (alertname, severity) (ALERTS{{service=\"{}\",alertstate=\"firing\"}}) or on() vector(0)",
-                i.service()
-            )),
-        )],
+        vec![("{{alertname}} {{severity}}".into(), firing)],
         Vec::new(),
         false,
-    );
+    ));
     // The service's own series, by the dashboard's job variable.
-    if let Some((counter, _)) = i.convention.counter.clone().map(|c| (c, ())).or_else(|| {
-        i.convention
-            .latency
-            .first()
-            .map(|(h, _)| (format!("{h}_count"), ()))
-    }) {
-        add(
+    let c = i.convention;
+    if let Some(counter) = c
+        .counter
+        .clone()
+        .or_else(|| c.latency.first().map(|(h, _)| format!("{h}_count")))
+    {
+        let q = format!("sum by (job) (rate({counter}{{job=~\"{job}\"}}[{rate}]))");
+        out.extend(panel(
             "Requests per second by job",
             "reqps",
-            vec![(
-                "{{job}}".into(),
-                Some(format!(
-                    "sum by (job) (rate({counter}{{job=~\"{job}\"}}[{rate}]))"
-                )),
-            )],
+            vec![("{{job}}".into(), q)],
             Vec::new(),
             false,
-        );
+        ));
     }
     out
 }

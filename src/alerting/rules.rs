@@ -191,59 +191,7 @@ pub fn tests(i: &Inputs, alerts: &[Alert]) -> String {
         .filter_map(|a| Some((a, breaching(i, a, every)?)))
         .collect();
     for (n, (a, input)) in testable.iter().enumerate() {
-        // Window-in-expression alerts are judged once the window is full of breach.
-        let window = a.rule.as_ref().map(|r| r.sustained_for).unwrap_or_default();
-        let longer = a.hold.max(if a.hold.is_zero() {
-            window
-        } else {
-            Duration::ZERO
-        }) + every;
-        let mut cases = vec![(
-            format!("{} breached just longer than its window fires", a.trigger),
-            input,
-            longer,
-        )];
-        if a.hold >= every * 2 {
-            cases.push((
-                format!(
-                    "{} breached just shorter than its window does not fire",
-                    a.trigger
-                ),
-                input,
-                a.hold - every,
-            ));
-        }
-        // Another metric's breach: the next testable alert of another trigger.
-        let other = testable
-            .iter()
-            .cycle()
-            .skip(n + 1)
-            .take(testable.len())
-            .find(|(b, bi)| b.name != a.name && bi.series != input.series);
-        if let Some((b, bi)) = other {
-            cases.push((
-                format!("{} does not fire on a breach of {}", a.trigger, b.trigger),
-                bi,
-                longer,
-            ));
-        }
-        for (name, inp, at) in cases {
-            let steps = at.as_secs() / every.as_secs() + 2;
-            let values = if inp.step == 0.0 {
-                format!("{}x{steps}", num(inp.start))
-            } else {
-                format!("{}+{}x{steps}", num(inp.start), num(inp.step))
-            };
-            let _ = write!(
-                s,
-                "  - name: {}\n    interval: {}\n    input_series:\n      - series: {}\n        values: {}\n    alert_rule_test:\n      - eval_time: {}\n        alertname: {}\n",
-                q(&format!("{name} ({})", a.severity.as_str())),
-                duration(every),
-                q(&inp.series),
-                q(&values),
-                duration(at),
-                q(&a.name)
-            );
+        for (name, inp, at) in cases(&testable, n, a, input, every) {
             let expected: Vec<&Alert> = alerts
                 .iter()
                 .filter(|x| x.name == a.name)
@@ -251,20 +199,87 @@ pub fn tests(i: &Inputs, alerts: &[Alert]) -> String {
                     breaching(i, x, every).is_some_and(|own| fires(x, inp, &own, at, every))
                 })
                 .collect();
-            if expected.is_empty() {
-                s += "        exp_alerts: []\n";
-                continue;
-            }
-            s += "        exp_alerts:\n";
-            for x in expected {
-                s += "          - exp_labels:\n";
-                pairs(&mut s, "              ", &labels(i, x));
-                s += "            exp_annotations:\n";
-                pairs(&mut s, "              ", &annotations(i, x));
-            }
+            write_case(&mut s, i, (&name, a), inp, at, every, &expected);
         }
     }
     s
+}
+
+/// The cases of `a`: breached just longer than its window (fires), just shorter (does not,
+/// when the window allows one), and another metric breached (does not).
+fn cases<'a>(
+    testable: &'a [(&Alert, Input)],
+    n: usize,
+    a: &Alert,
+    input: &'a Input,
+    every: Duration,
+) -> Vec<(String, &'a Input, Duration)> {
+    // Window-in-expression alerts are judged once the window is full of breach.
+    let window = a.rule.as_ref().map(|r| r.sustained_for).unwrap_or_default();
+    let longer = if a.hold.is_zero() { window } else { a.hold } + every;
+    let mut out = vec![(
+        format!("{} breached just longer than its window fires", a.trigger),
+        input,
+        longer,
+    )];
+    if a.hold >= every * 2 {
+        let name = format!(
+            "{} breached just shorter than its window does not fire",
+            a.trigger
+        );
+        out.push((name, input, a.hold - every));
+    }
+    let other = testable
+        .iter()
+        .cycle()
+        .skip(n + 1)
+        .take(testable.len())
+        .find(|(b, bi)| b.name != a.name && bi.series != input.series);
+    if let Some((b, bi)) = other {
+        out.push((
+            format!("{} does not fire on a breach of {}", a.trigger, b.trigger),
+            bi,
+            longer,
+        ));
+    }
+    out
+}
+
+fn write_case(
+    s: &mut String,
+    i: &Inputs,
+    (name, a): (&str, &Alert),
+    inp: &Input,
+    at: Duration,
+    every: Duration,
+    expected: &[&Alert],
+) {
+    let steps = at.as_secs() / every.as_secs() + 2;
+    let values = match inp.step == 0.0 {
+        true => format!("{}x{steps}", num(inp.start)),
+        false => format!("{}+{}x{steps}", num(inp.start), num(inp.step)),
+    };
+    let _ = write!(
+        s,
+        "  - name: {}\n    interval: {}\n    input_series:\n      - series: {}\n        values: {}\n    alert_rule_test:\n      - eval_time: {}\n        alertname: {}\n",
+        q(&format!("{name} ({})", a.severity.as_str())),
+        duration(every),
+        q(&inp.series),
+        q(&values),
+        duration(at),
+        q(&a.name)
+    );
+    if expected.is_empty() {
+        *s += "        exp_alerts: []\n";
+        return;
+    }
+    *s += "        exp_alerts:\n";
+    for x in expected {
+        *s += "          - exp_labels:\n";
+        pairs(s, "              ", &labels(i, x));
+        *s += "            exp_annotations:\n";
+        pairs(s, "              ", &annotations(i, x));
+    }
 }
 
 fn pairs(s: &mut String, indent: &str, kv: &[(&'static str, String)]) {

@@ -229,16 +229,27 @@ pub fn value(metric: Metric, v: f64) -> String {
     }
 }
 
+fn moment(ms: i64, text: String, bad: bool) -> Moment {
+    Moment {
+        at: at(ms),
+        text,
+        bad,
+    }
+}
+
+/// The moments, in time order: each trigger's breach and firing, failed health checks before
+/// and after, blind stretches, the decision, healthy again, the notifications.
 fn timeline(store: &Store, inc: &Incident) -> Result<Vec<Moment>> {
-    let rec = &inc.record;
-    let mut m: Vec<Moment> = Vec::new();
-    let mut push = |ms: i64, text: String, bad: bool| {
-        m.push(Moment {
-            at: at(ms),
-            text,
-            bad,
-        })
-    };
+    let mut m = trigger_moments(inc);
+    m.extend(health_moments(inc));
+    m.extend(blind_moments(store, &inc.record)?);
+    m.extend(rollback_moments(inc));
+    m.sort_by_key(|x| x.at);
+    Ok(m)
+}
+
+fn trigger_moments(inc: &Incident) -> Vec<Moment> {
+    let mut m = Vec::new();
     for f in &inc.triggers {
         if let (Some((t, v)), Some(metric), Some(th)) = (f.breach_start(), f.metric, f.threshold) {
             let op = if f.op == Some(Comparison::Lt) {
@@ -246,93 +257,88 @@ fn timeline(store: &Store, inc: &Incident) -> Result<Vec<Moment>> {
             } else {
                 ">"
             };
-            push(
-                t,
-                format!(
-                    "{} {} {op} {} (the window starts)",
-                    rules::label(metric),
-                    value(metric, v),
-                    value(metric, th)
-                ),
-                true,
+            let text = format!(
+                "{} {} {op} {} (the window starts)",
+                rules::label(metric),
+                value(metric, v),
+                value(metric, th)
             );
+            m.push(moment(t, text, true));
         }
-        push(
-            f.at.timestamp_millis(),
-            format!("trigger fired: {} ({})", f.condition, severities(f)),
-            true,
-        );
+        let text = format!("trigger fired: {} ({})", f.condition, severities(f));
+        m.push(moment(f.at.timestamp_millis(), text, true));
     }
-    for (w, whose) in [
+    m
+}
+
+fn health_moments(inc: &Incident) -> Vec<Moment> {
+    let windows = [
         (&inc.before, "the replaced service"),
         (&inc.after, "the restored service"),
-    ] {
-        for run in &w.digest.failures {
-            push(
-                run.at_ms,
-                format!(
-                    "health check of {whose} failed{} ({})",
-                    if run.probes > 1 {
-                        format!(" {} times in a row", run.probes)
-                    } else {
-                        String::new()
-                    },
-                    run.detail
-                ),
-                true,
-            );
-        }
-    }
-    let from = at(rec.decided_at_ms - BEFORE_MS);
+    ];
+    windows
+        .iter()
+        .flat_map(|(w, whose)| {
+            w.digest.failures.iter().map(move |run| {
+                let times = match run.probes {
+                    1 => String::new(),
+                    n => format!(" {n} times in a row"),
+                };
+                let text = format!("health check of {whose} failed{times} ({})", run.detail);
+                moment(run.at_ms, text, true)
+            })
+        })
+        .collect()
+}
+
+fn blind_moments(store: &Store, rec: &IncidentDetail) -> Result<Vec<Moment>> {
+    let (from, to) = (at(rec.decided_at_ms - BEFORE_MS), at(rec.after_until_ms));
+    let mut m = Vec::new();
     for e in store
         .events(Some(EventKind::Blind))?
         .iter()
-        .filter(|e| e.at >= from && e.at <= at(rec.after_until_ms))
+        .filter(|e| e.at >= from && e.at <= to)
     {
         for b in e.blind().rules {
             let since = b.inconclusive_since_ms.unwrap_or(e.at.timestamp_millis());
-            push(
-                since,
-                format!(
-                    "monitor blind on {} ({}): {}",
-                    b.name, b.condition, b.reason
-                ),
-                true,
+            let text = format!(
+                "monitor blind on {} ({}): {}",
+                b.name, b.condition, b.reason
             );
+            m.push(moment(since, text, true));
         }
     }
-    let decided = if rec.automatic {
-        format!(
+    Ok(m)
+}
+
+fn rollback_moments(inc: &Incident) -> Vec<Moment> {
+    let rec = &inc.record;
+    let decided = match (rec.automatic, rec.approved_by.as_deref()) {
+        (true, by) => format!(
             "automatic rollback decided by {}",
-            rec.approved_by
-                .as_deref()
-                .unwrap_or("monitor --auto-rollback")
-        )
-    } else {
-        format!(
+            by.unwrap_or("monitor --auto-rollback")
+        ),
+        (false, by) => format!(
             "rollback decided by {}{}",
-            rec.approved_by
-                .as_deref()
-                .map(|a| format!("{a} (approver)"))
+            by.map(|a| format!("{a} (approver)"))
                 .unwrap_or_else(|| "an operator".into()),
             rec.reason
                 .as_deref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
-        )
-    };
-    push(rec.decided_at_ms, decided, true);
-    match rec.healthy_at_ms {
-        Some(h) => push(
-            h,
-            format!(
-                "{} healthy ({:.2} s after the decision)",
-                rec.to,
-                rec.decision_to_healthy_ms as f64 / 1000.0
-            ),
-            false,
         ),
-        None => push(
+    };
+    let mut m = vec![moment(rec.decided_at_ms, decided, true)];
+    m.push(match rec.healthy_at_ms {
+        Some(h) => {
+            let secs = rec.decision_to_healthy_ms as f64 / 1000.0;
+            moment(
+                h,
+                format!("{} healthy ({secs:.2} s after the decision)", rec.to),
+                false,
+            )
+        }
+        None => moment(
             rec.decided_at_ms + rec.decision_to_healthy_ms as i64,
             format!(
                 "restore FAILED: {}; {}",
@@ -341,23 +347,19 @@ fn timeline(store: &Store, inc: &Incident) -> Result<Vec<Moment>> {
             ),
             true,
         ),
-    }
-    for d in &rec.deliveries {
-        push(d.at_ms, delivery_words(d), !d.ok);
-    }
+    });
+    m.extend(
+        rec.deliveries
+            .iter()
+            .map(|d| moment(d.at_ms, delivery_words(d), !d.ok)),
+    );
     if inc.final_ && rec.healthy_at_ms.is_some() {
         let n = inc.after.digest.samples;
-        push(
-            rec.after_until_ms,
-            format!(
-                "end of the after-window: {n} sample{} of the restored service",
-                if n == 1 { "" } else { "s" }
-            ),
-            false,
-        );
+        let s = if n == 1 { "" } else { "s" };
+        let text = format!("end of the after-window: {n} sample{s} of the restored service");
+        m.push(moment(rec.after_until_ms, text, false));
     }
-    m.sort_by_key(|x| x.at);
-    Ok(m)
+    m
 }
 
 /// "webhook notified (HTTP 200)", "GitHub issue #123 opened", "webhook FAILED: ...".

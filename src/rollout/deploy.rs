@@ -108,16 +108,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     let cfg = ctx.config;
     let env = crate::envfile::read_for_container(&cfg.env_file)?;
     let spec = DeploySpec::from_config(cfg, &r.image, env);
-    let gaps = spec.hardening_gaps();
-    if !gaps.is_empty() && !r.allow_insecure {
-        return Err(failure(
-            Code::CheckFailed,
-            format!("refusing to deploy without the runbook's hardening: {}; fix the config or pass --allow-insecure", gaps.join("; ")),
-        ));
-    }
-    if !gaps.is_empty() {
-        tracing::warn!(gaps = ?gaps, "deploying WITHOUT the runbook's hardening (--allow-insecure)");
-    }
+    let gaps = hardening(&spec, r.allow_insecure)?;
 
     let interrupt = super::Interrupt::install();
     let _lock = StateLock::acquire(ctx.state_dir, "deploy", ctx.lock_wait)?;
@@ -138,38 +129,11 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     }
     let previous = store.active_deployment(&spec.name)?;
     let digest = crate::engine::repo_digest(&inspected);
-    let id = store.insert_deployment(&NewDeployment {
-        kind: DeploymentKind::Deploy,
-        image_ref: r.image.clone(),
-        image_id: inspected.id.clone(),
-        digest: digest.clone(),
-        container_name: spec.name.clone(),
-        previous_id: previous.as_ref().map(|p| p.id),
-        insecure: !gaps.is_empty(),
-        host_port: Some(spec.host_port),
-        base_url: Some(cfg.verify.base_url.clone()),
-    })?;
-    store.event(EventKind::Deploy, Some(id), &json!({"phase": "start", "image": r.image, "insecure_gaps": gaps, "previous_deployment": previous.as_ref().map(|p| p.id)}))?;
+    let id = record_start(&store, r, &spec, cfg, &inspected, previous.as_ref(), &gaps)?;
 
     progress(&format!("starting {} from {}", spec.name, r.image));
     let started = Instant::now();
-    let swap = match super::swap(&engine, &spec, cfg.container.stop_grace).await {
-        Ok(s) => s,
-        Err(e) => {
-            store.finish_deployment(
-                id,
-                DeploymentStatus::Failed,
-                Some(&json!({"error": format!("{e:#}")})),
-            )?;
-            store.event(
-                EventKind::Deploy,
-                Some(id),
-                &json!({"phase": "failed", "error": format!("{e:#}")}),
-            )?;
-            return Err(e);
-        }
-    };
-    store.set_container(id, &swap.new_id)?;
+    let swap = swap_recorded(&engine, &mut store, &spec, cfg.container.stop_grace, id).await?;
     let client = crate::probe::health::client(cfg.verify.probe_timeout);
     let limit = r.wait.unwrap_or(cfg.verify.startup_wait);
     let (url, poll) = (cfg.health_url(), cfg.verify.poll_interval);
@@ -180,21 +144,11 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
 
     // After the swap every failure takes the restore path, a failed check as much as an
     // engine error while checking.
-    let (checks, verify_error) = if wait.healthy {
-        match super::verify(&engine, cfg, &spec, wait.last.as_ref()).await {
-            Ok(c) => (c, None),
-            Err(e) => (
-                Vec::new(),
-                Some(format!("verification could not run: {e:#}")),
-            ),
-        }
-    } else {
-        (Vec::new(), None)
-    };
+    let (checks, verify_error) = verify_new(&engine, cfg, &spec, &wait).await;
     let verified = wait.healthy && verify_error.is_none() && checks_pass(&checks);
     let verification = json!({"wait": wait, "checks": checks});
     store.event(EventKind::Verify, Some(id), &json!({"passed": verified, "checks": checks, "healthy": wait.healthy, "reason": wait.reason}))?;
-    let mut story = Story {
+    let story = Story {
         name: spec.name.clone(),
         image: r.image.clone(),
         reconciled: actions,
@@ -207,22 +161,7 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
     };
 
     if verified {
-        // Recorded before the old container goes: a run killed between the two is finished
-        // by the next one's reconcile instead of undone.
-        store.mark_healthy(id, chrono::Utc::now())?;
-        if let Err(e) = super::commit(&engine, &swap).await {
-            tracing::warn!("the previous container could not be removed: {e:#}");
-            story
-                .warnings
-                .push(format!("the previous container stays aside: {e:#}"));
-        }
-        store.finish_deployment(id, DeploymentStatus::Active, Some(&verification))?;
-        store.event(
-            EventKind::Deploy,
-            Some(id),
-            &json!({"phase": "active", "start_to_healthy_ms": to_healthy.as_millis()}),
-        )?;
-        return Ok(Deployed::Active(Box::new(Active {
+        let active = Active {
             ok: true,
             deployment_id: id,
             image: r.image.clone(),
@@ -233,14 +172,15 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
             checks,
             health: wait.last,
             previous_deployment: previous.as_ref().map(|p| p.id),
-            previous_container: swap.old,
+            previous_container: swap.old.clone(),
             switch: None,
             story,
-        })));
+        };
+        return activate(&engine, &mut store, &swap, active, &verification).await;
     }
 
     let why = failure_reason(&wait, verify_error, &checks);
-    let mut failed = Failed {
+    let failed = Failed {
         ok: false,
         deployment_id: id,
         reason: why.clone(),
@@ -261,34 +201,88 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         return Ok(Deployed::Failed(Box::new(failed)));
     }
 
+    let probe = Probe {
+        client: &client,
+        url: &url,
+        limit,
+        poll,
+    };
+    restore_previous(
+        &engine,
+        &mut store,
+        &swap,
+        previous.as_ref(),
+        failed,
+        &verification,
+        &probe,
+    )
+    .await
+}
+
+/// The new container is verified: recorded healthy before the old one goes (a run killed
+/// between the two is finished by the next one's reconcile instead of undone), then active.
+async fn activate(
+    engine: &Engine,
+    store: &mut crate::store::Store,
+    swap: &super::Swap,
+    mut a: Active,
+    verification: &serde_json::Value,
+) -> Result<Deployed> {
+    let id = a.deployment_id;
+    store.mark_healthy(id, chrono::Utc::now())?;
+    if let Err(e) = super::commit(engine, swap).await {
+        tracing::warn!("the previous container could not be removed: {e:#}");
+        let warning = format!("the previous container stays aside: {e:#}");
+        a.story.warnings.push(warning);
+    }
+    store.finish_deployment(id, DeploymentStatus::Active, Some(verification))?;
+    let event = json!({"phase": "active", "start_to_healthy_ms": a.start_to_healthy_ms});
+    store.event(EventKind::Deploy, Some(id), &event)?;
+    Ok(Deployed::Active(Box::new(a)))
+}
+
+/// How the restored container is waited for.
+struct Probe<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    limit: Duration,
+    poll: Duration,
+}
+
+/// The new container failed: the previous one is put back and waited for (not
+/// interruptible: this is what puts service back), and both are recorded.
+async fn restore_previous(
+    engine: &Engine,
+    store: &mut crate::store::Store,
+    swap: &super::Swap,
+    previous: Option<&crate::store::Deployment>,
+    mut failed: Failed,
+    verification: &serde_json::Value,
+    p: &Probe<'_>,
+) -> Result<Deployed> {
+    let id = failed.deployment_id;
     let restore_started = Instant::now();
-    let restored = super::restore(&engine, &swap).await;
+    let restored = super::restore(engine, swap).await;
     let mut restore_wait = None;
     if let Ok(true) = restored {
-        // Not interruptible: this is what puts service back.
         restore_wait =
-            Some(super::wait_healthy(&engine, &client, &spec.name, &url, limit, poll).await);
+            Some(super::wait_healthy(engine, p.client, &swap.name, p.url, p.limit, p.poll).await);
     }
-    store.finish_deployment(id, DeploymentStatus::Failed, Some(&verification))?;
+    store.finish_deployment(id, DeploymentStatus::Failed, Some(verification))?;
     let restore_ok = matches!(&restore_wait, Some(w) if w.healthy);
-    if restore_ok {
-        if let Some(p) = &previous {
-            store.reactivate(p.id)?;
-        }
+    if let (true, Some(p)) = (restore_ok, previous) {
+        store.reactivate(p.id)?;
     }
     let restore_ms = restore_started.elapsed().as_millis();
-    store.event(
-        EventKind::Rollback,
-        Some(id),
-        &RollbackDetail {
-            automatic: Some(true),
-            reason: Some(why.clone()),
-            restored: restore_ok,
-            restore_ms: Some(restore_ms as u64),
-            to: swap.old.as_ref().map(|o| o.image.clone()),
-            ..Default::default()
-        },
-    )?;
+    let detail = RollbackDetail {
+        automatic: Some(true),
+        reason: Some(failed.reason.clone()),
+        restored: restore_ok,
+        restore_ms: Some(restore_ms as u64),
+        to: swap.old.as_ref().map(|o| o.image.clone()),
+        ..Default::default()
+    };
+    store.event(EventKind::Rollback, Some(id), &detail)?;
     failed.restored = restore_ok;
     failed.restore_ms = Some(restore_ms);
     failed.restore = match (restored, restore_wait) {
@@ -298,6 +292,90 @@ pub async fn deploy(ctx: &Context<'_>, r: &Request, progress: &dyn Fn(&str)) -> 
         (Err(e), _) => Restore::Failed(format!("{e:#}")),
     };
     Ok(Deployed::Failed(Box::new(failed)))
+}
+
+/// The deploy, recorded before anything changes (`starting`, with what it replaces).
+fn record_start(
+    store: &crate::store::Store,
+    r: &Request,
+    spec: &DeploySpec,
+    cfg: &crate::config::Config,
+    inspected: &bollard::models::ImageInspect,
+    previous: Option<&crate::store::Deployment>,
+    gaps: &[String],
+) -> Result<i64> {
+    let id = store.insert_deployment(&NewDeployment {
+        kind: DeploymentKind::Deploy,
+        image_ref: r.image.clone(),
+        image_id: inspected.id.clone(),
+        digest: crate::engine::repo_digest(inspected),
+        container_name: spec.name.clone(),
+        previous_id: previous.map(|p| p.id),
+        insecure: !gaps.is_empty(),
+        host_port: Some(spec.host_port),
+        base_url: Some(cfg.verify.base_url.clone()),
+    })?;
+    let start = json!({"phase": "start", "image": r.image, "insecure_gaps": gaps, "previous_deployment": previous.map(|p| p.id)});
+    store.event(EventKind::Deploy, Some(id), &start)?;
+    Ok(id)
+}
+
+/// The spec's gaps against the runbook's hardening: refused unless `--allow-insecure`, which
+/// is logged (and recorded on the deployment).
+fn hardening(spec: &DeploySpec, allow_insecure: bool) -> Result<Vec<String>> {
+    let gaps = spec.hardening_gaps();
+    if !gaps.is_empty() && !allow_insecure {
+        return Err(failure(
+            Code::CheckFailed,
+            format!("refusing to deploy without the runbook's hardening: {}; fix the config or pass --allow-insecure", gaps.join("; ")),
+        ));
+    }
+    if !gaps.is_empty() {
+        tracing::warn!(gaps = ?gaps, "deploying WITHOUT the runbook's hardening (--allow-insecure)");
+    }
+    Ok(gaps)
+}
+
+/// The swap, recorded: the new container's id on the deployment, or the deployment failed.
+async fn swap_recorded(
+    engine: &Engine,
+    store: &mut crate::store::Store,
+    spec: &DeploySpec,
+    grace: Duration,
+    id: i64,
+) -> Result<super::Swap> {
+    match super::swap(engine, spec, grace).await {
+        Ok(swap) => {
+            store.set_container(id, &swap.new_id)?;
+            Ok(swap)
+        }
+        Err(e) => {
+            let error = json!({"error": format!("{e:#}")});
+            store.finish_deployment(id, DeploymentStatus::Failed, Some(&error))?;
+            let event = json!({"phase": "failed", "error": format!("{e:#}")});
+            store.event(EventKind::Deploy, Some(id), &event)?;
+            Err(e)
+        }
+    }
+}
+
+/// Step 4 on a healthy container: the checks, or why they could not run.
+async fn verify_new(
+    engine: &Engine,
+    cfg: &crate::config::Config,
+    spec: &DeploySpec,
+    wait: &WaitResult,
+) -> (Vec<Check>, Option<String>) {
+    if !wait.healthy {
+        return (Vec::new(), None);
+    }
+    match super::verify(engine, cfg, spec, wait.last.as_ref()).await {
+        Ok(c) => (c, None),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("verification could not run: {e:#}")),
+        ),
+    }
 }
 
 /// `deploy` with the switch strategy: the new container in the idle slot, verified there,

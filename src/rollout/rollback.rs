@@ -270,23 +270,8 @@ pub async fn rollback(ctx: &Context<'_>, a: &Request) -> Result<RolledBack> {
         ));
     }
     let active = store.active_deployment(&cfg.container.name)?;
-    let (target, target_source) = match &a.to {
-        Some(to) => (to.to_string(), "--to".to_string()),
-        None => {
-            let t = rollout::rollback_target(&store, cfg)?;
-            (t.image, t.source)
-        }
-    };
-    // Before anything changes: a target that is not there fails the rollback now, with
-    // what to do, rather than after the running container was touched.
-    if let Err(e) = engine.ensure_image(&target, &|_| {}).await {
-        return Err(failure(
-            Code::RollbackFailed,
-            format!(
-                "rollback target {target} ({target_source}) is not available: {e:#}; push it to the registry, or pass --to REF"
-            ),
-        ));
-    }
+    let (target, target_source) = target_of(&store, cfg, a)?;
+    available(&engine, &target, &target_source).await?;
     let client = crate::probe::health::client(cfg.verify.probe_timeout);
     let wait = a.wait.unwrap_or(cfg.verify.startup_wait);
 
@@ -397,103 +382,211 @@ async fn rollback_switch(
 ) -> Result<RolledBack> {
     use rollout::switch;
     let cfg = ctx.config;
-    if a.drill {
-        return Err(failure(
-            Code::Usage,
-            "rollback --drill with [rollout] strategy = \"switch\" is not supported: drill with --strategy recreate set in the config, or deploy the previous image and roll back",
-        ));
-    }
     let (front, _) = switch::front_of(cfg, ctx.state_dir).await?;
     let mut notes = switch::reconcile(engine, store, &front, cfg).await?;
     notes.extend(switch::reap(engine, store, &front, cfg).await?);
     let active = store.active_deployment(&cfg.container.name)?;
-    let (target, target_source) = match &a.to {
+    let (target, target_source) = target_of(store, cfg, a)?;
+    available(engine, &target, &target_source).await?;
+    let old = engine.find_container(&cfg.container.name).await?;
+    let old_id = old.as_ref().and_then(|c| c.id.clone());
+    let legs = Legs {
+        cfg,
+        env,
+        request: a,
+        interrupt,
+    };
+    let first = legs.candidate(&target, active.as_ref().map(|d| d.id), decision);
+    let outcome = switch::leg(engine, store, &front, cfg, first).await?;
+    if a.drill {
+        return drill_switch(
+            engine,
+            store,
+            &front,
+            &legs,
+            (&outcome, &target),
+            active.as_ref(),
+        )
+        .await;
+    }
+    let elapsed = decision.elapsed().as_millis() as u64;
+    let spec = DeploySpec::from_config(cfg, &target, Vec::new());
+    let logs = replaced_logs(engine, old_id.as_deref(), &spec, cfg).await;
+    let mut r = switched_rollback(
+        store,
+        &legs,
+        &outcome,
+        (&target, target_source),
+        active.as_ref(),
+        elapsed,
+    )?;
+    let record = Facts {
+        cfg,
+        request: a,
+        service: &cfg.container.name,
+        image: &target,
+        from: active.as_ref(),
+        to_deployment: r.deployment_id.unwrap_or_default(),
+        decided_at_ms: chrono::Utc::now().timestamp_millis() - elapsed as i64,
+        elapsed_ms: elapsed,
+    }
+    .record(
+        logs,
+        r.rollback
+            .failure
+            .clone()
+            .map(|w| (w, "what served before serves on".into())),
+    );
+    r.story = notes.iter().map(|n| format!("  {n}\n")).collect::<String>() + &r.story;
+    r.incident = Some(post_rollback(cfg, store, &record).await);
+    Ok(RolledBack::Restored(Box::new(r)))
+}
+
+/// What a rollback restores: `--to`, else the recorded baseline, and where that came from.
+fn target_of(store: &Store, cfg: &crate::config::Config, a: &Request) -> Result<(String, String)> {
+    Ok(match &a.to {
         Some(to) => (to.to_string(), "--to".to_string()),
         None => {
             let t = rollout::rollback_target(store, cfg)?;
             (t.image, t.source)
         }
-    };
-    if let Err(e) = engine.ensure_image(&target, &|_| {}).await {
+    })
+}
+
+/// Before anything changes: a target that is not there fails the rollback now, with what to
+/// do, rather than after the serving container was touched.
+async fn available(engine: &Engine, target: &str, source: &str) -> Result<()> {
+    match engine.ensure_image(target, &|_| {}).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(failure(
+            Code::RollbackFailed,
+            format!("rollback target {target} ({source}) is not available: {e:#}; push it to the registry, or pass --to REF"),
+        )),
+    }
+}
+
+/// What every leg of a switch rollback or drill starts from.
+struct Legs<'a> {
+    cfg: &'a crate::config::Config,
+    env: Vec<crate::envfile::EnvVar>,
+    request: &'a Request,
+    interrupt: &'a rollout::Interrupt,
+}
+
+impl<'a> Legs<'a> {
+    fn candidate(
+        &self,
+        image: &str,
+        previous: Option<i64>,
+        started: Instant,
+    ) -> rollout::switch::Candidate<'a> {
+        let kind = if self.request.drill {
+            DeploymentKind::Drill
+        } else {
+            DeploymentKind::Rollback
+        };
+        rollout::switch::Candidate {
+            spec: DeploySpec::from_config(self.cfg, image, self.env.clone()),
+            kind,
+            previous,
+            insecure: false,
+            wait: self.request.wait.unwrap_or(self.cfg.verify.startup_wait),
+            started,
+            interrupt: self.interrupt,
+        }
+    }
+}
+
+type LegOutcome = std::result::Result<rollout::switch::Switched, rollout::switch::NotSwitched>;
+
+/// A drill with the switch strategy: back (done), then forward again to what served; the
+/// forward leg is a switch back to the warm slot too.
+async fn drill_switch(
+    engine: &Engine,
+    store: &mut Store,
+    front: &crate::front::Front,
+    legs: &Legs<'_>,
+    (outcome, target): (&LegOutcome, &str),
+    active: Option<&crate::store::Deployment>,
+) -> Result<RolledBack> {
+    let cfg = legs.cfg;
+    let (Ok(back), Some(forward)) = (outcome, active) else {
+        let why = match outcome {
+            Err(n) => n.reason.clone(),
+            Ok(_) => "nothing served before the drill".into(),
+        };
         return Err(failure(
             Code::RollbackFailed,
-            format!("rollback target {target} ({target_source}) is not available: {e:#}; push it to the registry, or pass --to REF"),
+            format!("rollback drill FAILED on its first leg: {why}"),
         ));
-    }
-    let old = engine.find_container(&cfg.container.name).await?;
-    let old_id = old.as_ref().and_then(|c| c.id.clone());
-    let warm = switch::switch_back(
-        engine,
-        store,
-        &front,
-        cfg,
-        &target,
-        active.as_ref().map(|d| d.id),
-        decision,
-    )
-    .await?;
-    let outcome = match warm {
-        Some(sw) => Ok(sw),
-        None => {
-            let candidate = switch::Candidate {
-                spec: DeploySpec::from_config(cfg, &target, env),
-                kind: DeploymentKind::Rollback,
-                previous: active.as_ref().map(|d| d.id),
-                insecure: false,
-                wait: a.wait.unwrap_or(cfg.verify.startup_wait),
-                started: decision,
-                interrupt,
-            };
-            switch::start_and_switch(engine, store, &front, cfg, candidate).await?
-        }
     };
-    let elapsed = decision.elapsed().as_millis() as u64;
+    let c = legs.candidate(&forward.image_ref, Some(back.deployment_id), Instant::now());
+    let second = rollout::switch::leg(engine, store, front, cfg, c).await?;
+    let detail = DrillDetail {
+        rollback_to: Some(target.to_string()),
+        rollback_decision_to_healthy_ms: Some(back.switched_after_ms as u64),
+        forward_to: Some(forward.image_ref.clone()),
+        forward_to_healthy_ms: second.as_ref().ok().map(|s| s.switched_after_ms as u64),
+        passed: second.is_ok(),
+        target_ms: Some(cfg.rollback.docker_target.as_millis() as u64),
+    };
+    store.event(
+        EventKind::Drill,
+        second.as_ref().ok().map(|s| s.deployment_id),
+        &detail,
+    )?;
+    Ok(RolledBack::Drill(Box::new(Drill {
+        ok: detail.passed,
+        drill: detail,
+        first: back.story(&cfg.container.name, target),
+        second: match &second {
+            Ok(s) => s.story(&cfg.container.name, &forward.image_ref),
+            Err(n) => format!("  the forward leg FAILED: {}", n.reason),
+        },
+    })))
+}
+
+/// A switch rollback's record and outcome (its incident follows).
+fn switched_rollback(
+    store: &Store,
+    legs: &Legs<'_>,
+    outcome: &LegOutcome,
+    (target, target_source): (&str, String),
+    active: Option<&crate::store::Deployment>,
+    elapsed: u64,
+) -> Result<Restored> {
+    let (cfg, a) = (legs.cfg, legs.request);
     let target_ms = cfg.rollback.docker_target.as_millis() as u64;
-    let spec = DeploySpec::from_config(cfg, &target, Vec::new());
-    let logs = replaced_logs(engine, old_id.as_deref(), &spec, cfg).await;
-    let (id, restored, failure_why) = match &outcome {
-        Ok(sw) => (sw.deployment_id, true, None),
-        Err(ns) => (ns.deployment_id, false, Some(ns.reason.clone())),
+    let (id, failure_why) = match outcome {
+        Ok(sw) => (sw.deployment_id, None),
+        Err(ns) => (ns.deployment_id, Some(ns.reason.clone())),
     };
+    let restored = failure_why.is_none();
+    let kept = "the front never switched: what served before serves on";
     let detail = RollbackDetail {
         kind: Some("rollback".into()),
-        from: active.as_ref().map(|f| f.image_ref.clone()),
-        to: Some(target.clone()),
+        from: active.map(|f| f.image_ref.clone()),
+        to: Some(target.to_string()),
         reason: a.reason.clone(),
         approved_by: a.approval.recorded(),
         decision_to_healthy_ms: restored.then_some(elapsed),
         restored,
         target_ms: Some(target_ms),
         failure: failure_why.clone(),
-        left_running: failure_why
-            .as_ref()
-            .map(|_| "the front never switched: what served before serves on".to_string()),
+        left_running: failure_why.as_ref().map(|_| kept.to_string()),
         decision_to_failure_ms: (!restored).then_some(elapsed),
         ..Default::default()
     };
     store.event(EventKind::Rollback, Some(id), &detail)?;
-    let facts = Facts {
-        cfg,
-        request: a,
-        service: &cfg.container.name,
-        image: &target,
-        from: active.as_ref(),
-        to_deployment: id,
-        decided_at_ms: chrono::Utc::now().timestamp_millis() - elapsed as i64,
-        elapsed_ms: elapsed,
+    let name = &cfg.container.name;
+    let story = match outcome {
+        Ok(sw) => format!(
+            "rollback: {name} now serves {target} (deployment #{id})\n{}",
+            sw.story(name, target)
+        ),
+        Err(ns) => format!("rollback to {target} FAILED: {}\n  {kept}", ns.reason),
     };
-    let record = facts.record(
-        logs,
-        failure_why
-            .clone()
-            .map(|w| (w, "what served before serves on".into())),
-    );
-    let mut story: String = notes.iter().map(|n| format!("  {n}\n")).collect();
-    story += &match &outcome {
-        Ok(sw) => format!("rollback: {} now serves {target} (deployment #{id})\n{}", cfg.container.name, sw.story(&cfg.container.name, &target)),
-        Err(ns) => format!("rollback to {target} FAILED: {}\n  the front never switched: what served before serves on", ns.reason),
-    };
-    let mut r = Restored {
+    Ok(Restored {
         ok: restored,
         deployment_id: Some(id),
         rollback: detail,
@@ -510,9 +603,7 @@ async fn rollback_switch(
         decision_to_healthy_ms: elapsed,
         story,
         pending_incident: None,
-    };
-    r.incident = Some(post_rollback(cfg, store, &record).await);
-    Ok(RolledBack::Restored(Box::new(r)))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -828,47 +919,13 @@ async fn post_rollback(
     let mut rec = rec.clone();
     let write = |rec: &IncidentDetail| {
         incident::gather(store, cfg, rec, chrono::Utc::now()).and_then(|inc| {
-            Ok((
-                incident::write(cfg, &inc)?,
-                incident::markdown(&inc, cfg, None),
-            ))
+            let md = incident::markdown(&inc, cfg, None);
+            Ok((incident::write(cfg, &inc)?, md))
         })
     };
-    let mut text = String::new();
     let first = write(&rec);
     let md = first.as_ref().map(|f| f.1.clone()).unwrap_or_default();
-    let summary = format!(
-        "dhi-stage: rollback of {} to {} {} ({}) in {:.2}s",
-        rec.service,
-        rec.to,
-        if rec.restored {
-            "restored service"
-        } else {
-            "FAILED"
-        },
-        rec.reason.as_deref().unwrap_or("no reason given"),
-        rec.decision_to_healthy_ms as f64 / 1000.0
-    );
-    let mut notes = Vec::new();
-    if let Some(s) = crate::notify::webhook(
-        &cfg.notify,
-        "rollback",
-        &summary,
-        &json!({"incident": &rec}),
-    )
-    .await
-    {
-        notes.push(s);
-    }
-    let title = format!(
-        "Rollback: {}",
-        rec.reason
-            .as_deref()
-            .unwrap_or("authentication-service staging")
-    );
-    if let Some(s) = crate::notify::github_issue(&cfg.notify, &title, &md).await {
-        notes.push(s);
-    }
+    let notes = notify_team(cfg, &rec, &md).await;
     for n in &notes {
         rec.deliveries.push(Delivery {
             channel: n.channel.to_string(),
@@ -876,11 +933,8 @@ async fn post_rollback(
             at_ms: n.at_ms,
             detail: n.detail.clone(),
         });
-        let _ = store.event(
-            EventKind::Notify,
-            None,
-            &json!({"channel": n.channel, "ok": n.ok, "detail": n.detail}),
-        );
+        let sent = json!({"channel": n.channel, "ok": n.ok, "detail": n.detail});
+        let _ = store.event(EventKind::Notify, None, &sent);
     }
     // Written again with the deliveries on the checklist and the timeline; recorded so a
     // later run completes the after-window.
@@ -889,38 +943,59 @@ async fn post_rollback(
     if let Err(e) = store.event(EventKind::Incident, rec.to_deployment, &rec) {
         tracing::warn!("the incident was not recorded: {e:#}");
     }
-    match &written {
-        Ok((files, _)) => text += &format!("\n  incident report: {}", files.markdown.display()),
-        Err(e) => text += &format!("\n  incident report NOT written: {e:#}"),
-    }
+    let mut text = match &written {
+        Ok((files, _)) => format!("\n  incident report: {}", files.markdown.display()),
+        Err(e) => format!("\n  incident report NOT written: {e:#}"),
+    };
     for n in &notes {
-        text += &format!(
-            "\n  notify {}: {}",
-            n.channel,
-            if n.ok {
-                n.detail.clone()
-            } else {
-                format!("FAILED ({})", n.detail)
-            }
-        );
+        let said = if n.ok {
+            n.detail.clone()
+        } else {
+            format!("FAILED ({})", n.detail)
+        };
+        text += &format!("\n  notify {}: {said}", n.channel);
     }
+    let files = written.as_ref().ok().map(|(f, _)| f);
+    let shown = |p: &std::path::Path| p.display().to_string();
     IncidentFiled {
-        report: written
-            .as_ref()
-            .ok()
-            .map(|(f, _)| f.markdown.display().to_string()),
-        html: written
-            .as_ref()
-            .ok()
-            .map(|(f, _)| f.html.display().to_string()),
-        chart: written
-            .as_ref()
-            .ok()
-            .and_then(|(f, _)| f.chart.as_ref())
-            .map(|p| p.display().to_string()),
+        report: files.map(|f| shown(&f.markdown)),
+        html: files.map(|f| shown(&f.html)),
+        chart: files.and_then(|f| f.chart.as_deref()).map(shown),
         notifications: notes,
         text,
     }
+}
+
+/// The runbook's "Notify team" and "Create GitHub issue": the webhook with the incident, and
+/// the issue with the report as its body, where configured.
+async fn notify_team(
+    cfg: &crate::config::Config,
+    rec: &IncidentDetail,
+    md: &str,
+) -> Vec<crate::notify::Sent> {
+    let outcome = if rec.restored {
+        "restored service"
+    } else {
+        "FAILED"
+    };
+    let summary = format!(
+        "dhi-stage: rollback of {} to {} {outcome} ({}) in {:.2}s",
+        rec.service,
+        rec.to,
+        rec.reason.as_deref().unwrap_or("no reason given"),
+        rec.decision_to_healthy_ms as f64 / 1000.0
+    );
+    let mut notes = Vec::new();
+    let detail = json!({"incident": rec});
+    notes.extend(crate::notify::webhook(&cfg.notify, "rollback", &summary, &detail).await);
+    let title = format!(
+        "Rollback: {}",
+        rec.reason
+            .as_deref()
+            .unwrap_or("authentication-service staging")
+    );
+    notes.extend(crate::notify::github_issue(&cfg.notify, &title, md).await);
+    notes
 }
 
 #[cfg(test)]

@@ -306,78 +306,10 @@ pub async fn start_and_switch(
         front.set(idle, Admin::Maint).await?;
         engine.remove_container(&o.id).await?;
     }
-    let mut spec = c.spec;
-    spec.name = slot_name(&cfg.container.name, idle);
-    spec.host_port = cfg.rollout.switch.slots[idle];
-    spec.host_ip = "127.0.0.1".into();
-    let image = engine.ensure_image(&spec.image, &|_| {}).await?;
-    let id = store.insert_deployment(&NewDeployment {
-        kind: c.kind,
-        image_ref: spec.image.clone(),
-        image_id: image.id.clone(),
-        digest: crate::engine::repo_digest(&image),
-        container_name: cfg.container.name.clone(),
-        previous_id: c.previous,
-        insecure: c.insecure,
-        host_port: Some(cfg.container.host_port),
-        base_url: Some(cfg.verify.base_url.clone()),
-    })?;
-    store.event(
-        EventKind::Deploy,
-        Some(id),
-        &json!({"phase": "start", "strategy": "switch", "slot": idle + 1, "image": spec.image}),
-    )?;
-    let fail = |store: &mut Store,
-                reason: String,
-                checks: Vec<super::Check>|
-     -> Result<NotSwitched> {
-        store.finish_deployment(
-            id,
-            DeploymentStatus::Failed,
-            Some(&json!({"reason": reason, "checks": checks})),
-        )?;
-        store.event(EventKind::Deploy, Some(id), &json!({"phase": "failed", "strategy": "switch", "reason": reason, "received_traffic": false}))?;
-        Ok(NotSwitched {
-            deployment_id: id,
-            reason,
-            checks,
-        })
+    let (id, started) = match start_verified(engine, store, cfg, &c, idle).await? {
+        Ok(started) => started,
+        Err(not) => return Ok(Err(not)),
     };
-    let new_id = match create_and_start(engine, &spec).await {
-        Ok(i) => i,
-        Err(e) => return Ok(Err(fail(store, format!("{e:#}"), Vec::new())?)),
-    };
-    store.set_container(id, &new_id)?;
-    let client = crate::probe::health::client(cfg.verify.probe_timeout);
-    let url = format!(
-        "http://127.0.0.1:{}{}",
-        spec.host_port, cfg.verify.health_path
-    );
-    let wait = c
-        .interrupt
-        .wait_healthy(
-            engine,
-            &client,
-            &new_id,
-            &url,
-            c.wait,
-            cfg.verify.poll_interval,
-        )
-        .await;
-    let checks = match wait.healthy {
-        true => super::verify(engine, cfg, &spec, wait.last.as_ref())
-            .await
-            .unwrap_or_default(),
-        false => Vec::new(),
-    };
-    if !wait.healthy || !super::checks_pass(&checks) || c.interrupt.interrupted() {
-        engine.remove_container(&new_id).await?;
-        let why = wait
-            .reason
-            .clone()
-            .unwrap_or_else(|| "verification failed".into());
-        return Ok(Err(fail(store, why, checks)?));
-    }
     let start_to_healthy_ms = c.started.elapsed().as_millis();
     // Verified is recorded before the front switches: a kill after it is finished, not undone.
     store.mark_healthy(id, chrono::Utc::now())?;
@@ -392,12 +324,104 @@ pub async fn start_and_switch(
         start_to_healthy_ms,
         switched_after_ms,
         left_in_flight: left,
-        container_id: new_id,
-        health: wait.last,
-        checks,
+        container_id: started.0,
+        health: started.1,
+        checks: started.2,
         reconciled: Vec::new(),
         reaped: None,
     }))
+}
+
+/// The candidate recorded, started in `slot` with every hardening flag, healthy on its own port
+/// and through Step 4's verification: (deployment, (container, last health, checks)); or why
+/// not, the candidate removed and recorded failed (it never received traffic).
+#[allow(clippy::type_complexity)]
+async fn start_verified(
+    engine: &Engine,
+    store: &mut Store,
+    cfg: &Config,
+    c: &Candidate<'_>,
+    slot: usize,
+) -> Result<
+    Result<
+        (
+            i64,
+            (
+                String,
+                Option<crate::probe::health::HealthResult>,
+                Vec<super::Check>,
+            ),
+        ),
+        NotSwitched,
+    >,
+> {
+    let mut spec = c.spec.clone();
+    spec.name = slot_name(&cfg.container.name, slot);
+    spec.host_port = cfg.rollout.switch.slots[slot];
+    spec.host_ip = "127.0.0.1".into();
+    let image = engine.ensure_image(&spec.image, &|_| {}).await?;
+    let id = store.insert_deployment(&NewDeployment {
+        kind: c.kind,
+        image_ref: spec.image.clone(),
+        image_id: image.id.clone(),
+        digest: crate::engine::repo_digest(&image),
+        container_name: cfg.container.name.clone(),
+        previous_id: c.previous,
+        insecure: c.insecure,
+        host_port: Some(cfg.container.host_port),
+        base_url: Some(cfg.verify.base_url.clone()),
+    })?;
+    let start =
+        json!({"phase": "start", "strategy": "switch", "slot": slot + 1, "image": spec.image});
+    store.event(EventKind::Deploy, Some(id), &start)?;
+    let new_id = match create_and_start(engine, &spec).await {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(not_switched(store, id, format!("{e:#}"), Vec::new())?)),
+    };
+    store.set_container(id, &new_id)?;
+    let client = crate::probe::health::client(cfg.verify.probe_timeout);
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        spec.host_port, cfg.verify.health_path
+    );
+    let poll = cfg.verify.poll_interval;
+    let wait = c
+        .interrupt
+        .wait_healthy(engine, &client, &new_id, &url, c.wait, poll)
+        .await;
+    let checks = match wait.healthy {
+        true => super::verify(engine, cfg, &spec, wait.last.as_ref())
+            .await
+            .unwrap_or_default(),
+        false => Vec::new(),
+    };
+    if !wait.healthy || !super::checks_pass(&checks) || c.interrupt.interrupted() {
+        engine.remove_container(&new_id).await?;
+        let why = wait
+            .reason
+            .clone()
+            .unwrap_or_else(|| "verification failed".into());
+        return Ok(Err(not_switched(store, id, why, checks)?));
+    }
+    Ok(Ok((id, (new_id, wait.last, checks))))
+}
+
+/// A candidate that will never get traffic, recorded as failed.
+fn not_switched(
+    store: &mut Store,
+    id: i64,
+    reason: String,
+    checks: Vec<super::Check>,
+) -> Result<NotSwitched> {
+    let detail = json!({"reason": reason, "checks": checks});
+    store.finish_deployment(id, DeploymentStatus::Failed, Some(&detail))?;
+    let event = json!({"phase": "failed", "strategy": "switch", "reason": reason, "received_traffic": false});
+    store.event(EventKind::Deploy, Some(id), &event)?;
+    Ok(NotSwitched {
+        deployment_id: id,
+        reason,
+        checks,
+    })
 }
 
 async fn create_and_start(engine: &Engine, spec: &DeploySpec) -> Result<String> {
@@ -451,10 +475,9 @@ pub async fn switch_back(
     store: &mut Store,
     front: &Front,
     cfg: &Config,
-    target: &str,
-    previous: Option<i64>,
-    decision: Instant,
+    c: &Candidate<'_>,
 ) -> Result<Option<Switched>> {
+    let (target, kind, previous, decision) = (c.spec.image.as_str(), c.kind, c.previous, c.started);
     let st = front.state().await?;
     let Some(s) = serving(&st) else {
         return Ok(None);
@@ -468,7 +491,7 @@ pub async fn switch_back(
     }
     let image = engine.inspect_image(target).await?;
     let id = store.insert_deployment(&NewDeployment {
-        kind: DeploymentKind::Rollback,
+        kind,
         image_ref: target.to_string(),
         image_id: image.id.clone(),
         digest: crate::engine::repo_digest(&image),
@@ -754,5 +777,21 @@ pub async fn reap_now(cfg: &Config, state_dir: &std::path::Path) -> Option<Strin
             tracing::warn!("the previous slot was not reaped: {e:#}");
             None
         }
+    }
+}
+
+/// One leg of a rollback or drill to `image`: a switch back to the warm slot when it runs it,
+/// else `image` started in the idle slot, verified, and switched to.
+pub async fn leg(
+    engine: &Engine,
+    store: &mut Store,
+    front: &Front,
+    cfg: &Config,
+    c: Candidate<'_>,
+) -> Result<Result<Switched, NotSwitched>> {
+    let warm = switch_back(engine, store, front, cfg, &c).await?;
+    match warm {
+        Some(sw) => Ok(Ok(sw)),
+        None => start_and_switch(engine, store, front, cfg, c).await,
     }
 }
