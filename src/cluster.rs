@@ -136,13 +136,19 @@ impl Cluster {
                 .client
                 .send(req.map(kube::client::Body::from))
                 .await
-                .map_err(|e| api_error(e, doing))?;
+                .map_err(|e| match &e {
+                    kube::Error::Api(_) => api_error(e, doing),
+                    // Not an answer at all (reset, refused mid-restart): worth asking again.
+                    _ => transient(api_error(e, doing)),
+                })?;
             let status = res.status();
             let body = read_bounded(res.into_body(), MAX_BODY)
                 .await
                 .map_err(|e| anyhow!("{doing}: {e}"))?;
             if !status.is_success() {
-                return Err(status_error(doing, status.as_u16(), &body));
+                let e = status_error(doing, status.as_u16(), &body);
+                let again = status.is_server_error() || status.as_u16() == 429;
+                return Err(if again { transient(e) } else { e });
             }
             serde_json::from_slice(&body).map_err(|e| {
                 anyhow!("{doing}: the API server's answer is not the expected object ({e})")
@@ -150,11 +156,11 @@ impl Cluster {
         };
         match tokio::time::timeout(self.deadline, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(anyhow!(
+            Err(_) => Err(transient(anyhow!(
                 "{doing}: the API server {} did not answer in full within {}s",
                 self.server,
                 self.deadline.as_secs_f64()
-            )),
+            ))),
         }
     }
 }
@@ -191,6 +197,28 @@ async fn read_bounded(mut body: kube::client::Body, max: usize) -> Result<Vec<u8
         }
     }
     Ok(buf)
+}
+
+/// An answer worth asking again for: the API server overloaded or restarting (HTTP 429, 5xx),
+/// the connection reset, no answer in time. Carried inside the error so a wait can retry.
+#[derive(Debug)]
+pub struct Transient(String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Transient {}
+
+/// Whether `e` is worth retrying (see `Transient`).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Transient>())
+}
+
+fn transient(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Transient(format!("{e:#}")))
 }
 
 /// A refusal in the API server's own words (its Status message, reason and code) when it

@@ -384,3 +384,91 @@ fn the_monitors_auto_rollback_on_kubernetes_is_a_rollout_undo_and_never_touches_
     assert_eq!(stage.inspect()["Id"], before);
     assert!(stage.events("rollback").last().unwrap()["kind"] == "kubernetes");
 }
+
+/// The progressing answer with the controller's progress deadline set to `deadline_s`.
+fn progressing(deadline_s: u64, renewed_at_s: u64) -> (u16, String) {
+    let mut d: serde_json::Value =
+        serde_json::from_str(&fixture("deploy-progressing.json")).unwrap();
+    d["spec"]["progressDeadlineSeconds"] = deadline_s.into();
+    for c in d["status"]["conditions"].as_array_mut().unwrap() {
+        if c["type"] == "Progressing" {
+            // The controller renews the condition on every step of progress.
+            c["lastUpdateTime"] = format!(
+                "2026-11-28T10:{:02}:{:02}Z",
+                renewed_at_s / 60,
+                renewed_at_s % 60
+            )
+            .into();
+        }
+    }
+    (200, d.to_string())
+}
+
+#[test]
+fn a_transient_api_server_failure_in_the_middle_of_the_wait_is_asked_again() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
+    let unavailable = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server is currently unable to handle the request","reason":"ServiceUnavailable","code":503}"#;
+    api.route(
+        "GET",
+        DEPLOYMENT,
+        &[
+            ok("deploy-progressing.json"),
+            (503, unavailable.to_string()),
+            (500, "Internal Server Error".to_string()),
+            ok("deploy-progressing.json"),
+            ok("deploy-complete.json"),
+        ],
+    );
+    api.route("GET", PODS, &[ok("pods.json")]);
+    let r = run(
+        &stage,
+        &api,
+        &["deploy", "--target", "kubernetes", "--image", NEW],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["rollout"]["state"], "done");
+    let reads = api
+        .requests("GET")
+        .iter()
+        .filter(|(t, ..)| t.starts_with(DEPLOYMENT))
+        .count();
+    assert_eq!(reads, 5, "the two failures were asked again");
+}
+
+#[test]
+fn a_slow_rollout_that_keeps_progressing_past_the_old_cap_is_waited_for() {
+    // The controller's deadline is 1 s without progress; the old cap (deadline + 30 s from
+    // the start) would have ended this wait at 31 s. The rollout renews its Progressing
+    // condition every read for 34 s (at the 500 ms read interval), then completes.
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    let mut applied: serde_json::Value =
+        serde_json::from_str(&fixture("deploy-applied.json")).unwrap();
+    applied["spec"]["progressDeadlineSeconds"] = 1.into();
+    api.route("PATCH", DEPLOYMENT, &[(200, applied.to_string())]);
+    let mut reads: Vec<(u16, String)> = (0..68).map(|k| progressing(1, k)).collect();
+    reads.push(ok("deploy-complete.json"));
+    api.route("GET", DEPLOYMENT, &reads);
+    api.route("GET", PODS, &[ok("pods.json")]);
+    let started = std::time::Instant::now();
+    let r = run(
+        &stage,
+        &api,
+        &["deploy", "--target", "kubernetes", "--image", NEW],
+        None,
+    );
+    let took = started.elapsed();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["rollout"]["state"], "done", "{}", r.all());
+    assert!(
+        took.as_secs() >= 31,
+        "it progressed past the old cap: {took:?}"
+    );
+    println!(
+        "kubernetes: a rollout progressing for {:.0} s was waited for (the old cap was 31 s)",
+        took.as_secs_f64()
+    );
+}

@@ -429,8 +429,12 @@ mod live {
     use crate::store::events::RollbackDetail;
     use crate::store::{EventKind, Store};
 
-    /// Waits as `kubectl rollout status` does: until done, failed (the progress deadline), or
-    /// `limit` passes (then the last waiting state is the outcome).
+    /// Waits as `kubectl rollout status` does: until done, or failed (the controller's
+    /// Progressing condition says the progress deadline passed). Its own cap, `limit`, is a
+    /// safety net counted as the controller counts its deadline: from the last progress seen
+    /// (replicas updated, ready or available, or the Progressing condition renewed), so a slow
+    /// healthy rollout is waited for. A transient failure of the API server (HTTP 5xx or 429,
+    /// a reset, no answer) is asked again with backoff, within the same cap.
     async fn wait(
         cluster: &Cluster,
         name: &str,
@@ -438,27 +442,74 @@ mod live {
         poll: Duration,
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<(Progress, Deployment)> {
-        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut seen: Option<String> = None;
+        let mut backoff = poll;
         loop {
-            let d = cluster.deployment(name).await?;
+            let d = match cluster.deployment(name).await {
+                Ok(d) => d,
+                Err(e) if crate::cluster::is_transient(&e) && last_progress.elapsed() < limit => {
+                    progress(&format!(
+                        "{e:#}; asking again in {}",
+                        humantime::format_duration(backoff)
+                    ));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            backoff = poll;
+            let mark = progress_mark(&d);
+            if seen.as_ref() != Some(&mark) {
+                seen = Some(mark);
+                last_progress = Instant::now();
+            }
             let p = rollout_status(&d);
             match &p {
-                Progress::Waiting(w) if started.elapsed() < limit => progress(w),
+                Progress::Waiting(w) if last_progress.elapsed() < limit => progress(w),
                 _ => return Ok((p, d)),
             }
             tokio::time::sleep(poll).await;
         }
     }
 
+    /// What changes when a rollout progresses, as the controller judges progress.
+    fn progress_mark(d: &Deployment) -> String {
+        let s = d.status.clone().unwrap_or_default();
+        let renewed = s
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+            .and_then(|c| c.last_update_time)
+            .map(|t| t.0.to_string());
+        format!(
+            "{:?}/{:?}/{:?}/{:?}/{:?}/{renewed:?}",
+            s.observed_generation,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas,
+            s.replicas
+        )
+    }
+
     fn limit(d: &Deployment) -> Duration {
-        // The controller's own deadline (600 s unless set), and a little for it to say so;
-        // capped at an hour, whatever the server says (2147483647 s would be 68 years).
+        // The controller's own deadline (600 s unless set) without progress, and a little for
+        // it to say so; capped at an hour, whatever the server says (2147483647 s would be 68
+        // years).
         let deadline = d
             .spec
             .as_ref()
             .and_then(|s| s.progress_deadline_seconds)
             .unwrap_or(600);
         Duration::from_secs(deadline.clamp(1, MAX_PROGRESS_DEADLINE_S) as u64 + 30)
+    }
+
+    /// How often a wait reads the Deployment: the probe interval, but not more than twice a
+    /// second (a rollout takes seconds to minutes; 50 ms would be 12,000 requests in ten).
+    fn kube_poll(cfg: &crate::config::Config) -> Duration {
+        cfg.verify.poll_interval.max(Duration::from_millis(500))
     }
 
     /// The longest progress deadline a wait honours.
@@ -483,7 +534,7 @@ mod live {
             &cluster,
             &k.deployment,
             limit(&applied),
-            cfg.verify.poll_interval,
+            kube_poll(cfg),
             progress,
         )
         .await?;
@@ -594,7 +645,7 @@ mod live {
             &cluster,
             &k.deployment,
             limit(&patched),
-            cfg.verify.poll_interval,
+            kube_poll(cfg),
             progress,
         )
         .await?;
