@@ -171,6 +171,9 @@ fn remember_credentials(config: &Config) {
     let a = &config.auth_info;
     let user = a.username.as_deref();
     let mut forms = crate::redact::url_credentials(&config.cluster_url.to_string());
+    if let Some(p) = &config.proxy_url {
+        forms.extend(crate::redact::url_credentials(&p.to_string()));
+    }
     if let Some(t) = &a.token {
         forms.extend(crate::redact::credential_forms(None, t.expose_secret()));
     }

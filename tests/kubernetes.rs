@@ -472,3 +472,102 @@ fn a_slow_rollout_that_keeps_progressing_past_the_old_cap_is_waited_for() {
         took.as_secs_f64()
     );
 }
+
+/// An HTTP proxy on loopback: CONNECT tunnels and absolute-form requests, each target kept.
+fn proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let first = text.lines().next().unwrap_or("").to_string();
+                seen.lock().unwrap().push(first.clone());
+                let mut parts = first.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let host = if method == "CONNECT" {
+                    target.to_string()
+                } else {
+                    target
+                        .trim_start_matches("http://")
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let Ok(mut up) = std::net::TcpStream::connect(&host) else {
+                    return;
+                };
+                if method == "CONNECT" {
+                    let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                } else {
+                    // Origin-form to the server, the rest of the head as sent.
+                    let path = format!(
+                        "/{}",
+                        target
+                            .trim_start_matches("http://")
+                            .splitn(2, '/')
+                            .nth(1)
+                            .unwrap_or("")
+                    );
+                    let rest = text.splitn(2, "\r\n").nth(1).unwrap_or("");
+                    let _ = write!(up, "{method} {path} HTTP/1.1\r\n{rest}");
+                }
+                let (mut a, mut b2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut b2, &mut a);
+                });
+                let _ = std::io::copy(&mut c, &mut up);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_cluster_reached_through_the_kubeconfigs_proxy_url_goes_through_it() {
+    let stage = Stage::new();
+    let api = FakeApi::start();
+    api.route("GET", DEPLOYMENT, &[ok("deploy-complete.json")]);
+    api.route("GET", PODS, &[ok("pods.json")]);
+    let (port, seen) = proxy();
+    let kubeconfig = api.kubeconfig(stage.dir.path(), TOKEN);
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let with_proxy = text.replace(
+        &format!("    server: http://127.0.0.1:{}\n", api.port),
+        &format!(
+            "    server: http://127.0.0.1:{}\n    proxy-url: http://127.0.0.1:{port}\n",
+            api.port
+        ),
+    );
+    std::fs::write(&kubeconfig, with_proxy).unwrap();
+    let r: Run = stage
+        .command(&["status", "--target", "kubernetes", "--output", "json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap()
+        .into();
+    assert!(r.code == 0 || r.code == 3, "{}", r.all());
+    assert_eq!(r.json()["rollout"]["state"], "done", "{}", r.all());
+    let through = seen.lock().unwrap().clone();
+    assert!(!through.is_empty(), "nothing went through the proxy");
+    assert!(
+        through
+            .iter()
+            .all(|l| l.contains(&format!("127.0.0.1:{}", api.port))),
+        "{through:?}"
+    );
+    println!(
+        "kubernetes: {} connection(s) through the kubeconfig's proxy-url: {through:?}",
+        through.len()
+    );
+}
