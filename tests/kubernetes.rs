@@ -515,11 +515,10 @@ fn proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                         "/{}",
                         target
                             .trim_start_matches("http://")
-                            .splitn(2, '/')
-                            .nth(1)
-                            .unwrap_or("")
+                            .split_once('/')
+                            .map_or("", |x| x.1)
                     );
-                    let rest = text.splitn(2, "\r\n").nth(1).unwrap_or("");
+                    let rest = text.split_once("\r\n").map_or("", |x| x.1);
                     let _ = write!(up, "{method} {path} HTTP/1.1\r\n{rest}");
                 }
                 let (mut a, mut b2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
