@@ -570,3 +570,159 @@ fn a_cluster_reached_through_the_kubeconfigs_proxy_url_goes_through_it() {
         through.len()
     );
 }
+
+/// RFC 6902 as the API server applies it (`replace` and `add` at a JSON pointer).
+fn apply_json_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) -> Result<(), String> {
+    for op in patch.as_array().ok_or("a JSON patch is a list")? {
+        let path = op["path"].as_str().ok_or("an op without a path")?;
+        let value = op["value"].clone();
+        match op["op"].as_str() {
+            Some("replace") => *doc.pointer_mut(path).ok_or(format!("replace: no {path}"))? = value,
+            Some("add") => {
+                let (parent, key) = path.rsplit_once('/').ok_or("add: a bad path")?;
+                let p = doc.pointer_mut(parent).ok_or(format!("add: no {parent}"))?;
+                p.as_object_mut()
+                    .ok_or("add: not an object")?
+                    .insert(key.to_string(), value);
+            }
+            other => return Err(format!("op {other:?} is not used by the undo")),
+        }
+    }
+    Ok(())
+}
+
+/// A strategic merge as the API server applies it to a pod template: maps merge key by key,
+/// and the lists Kubernetes merges by `name` (containers, env, volumes, volumeMounts) keep
+/// the entries the patch leaves out. This is why an undo must not be one.
+fn strategic_merge(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (doc, patch) {
+        (serde_json::Value::Object(d), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                strategic_merge(d.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (serde_json::Value::Array(d), serde_json::Value::Array(p))
+            if p.iter().all(|e| e.get("name").is_some()) =>
+        {
+            for e in p {
+                match d.iter_mut().find(|x| x.get("name") == e.get("name")) {
+                    Some(x) => strategic_merge(x, e),
+                    None => d.push(e.clone()),
+                }
+            }
+        }
+        (d, p) => *d = p.clone(),
+    }
+}
+
+#[test]
+fn the_undo_takes_back_everything_the_bad_revision_added() {
+    use std::sync::{Arc, Mutex};
+    // Revision 4 added an env var, a volume and its mount to revision 3's template.
+    let sets: serde_json::Value = serde_json::from_str(&fixture("replicasets.json")).unwrap();
+    let rs = |rev: &str| {
+        sets["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev)
+            .unwrap()
+            .clone()
+    };
+    let without_hash = |mut t: serde_json::Value| {
+        t["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("pod-template-hash");
+        t
+    };
+    let rev3 = without_hash(rs("3")["spec"]["template"].clone());
+    let mut rev4 = rs("4")["spec"]["template"].clone();
+    let c = &mut rev4["spec"]["containers"][0];
+    c["env"] = serde_json::json!([{"name": "FEATURE_X", "value": "on"}]);
+    c["volumeMounts"] = serde_json::json!([{"name": "scratch", "mountPath": "/scratch"}]);
+    rev4["spec"]["volumes"] = serde_json::json!([{"name": "scratch", "emptyDir": {}}]);
+    let mut items = sets.clone();
+    for i in items["items"].as_array_mut().unwrap() {
+        if i["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4" {
+            i["spec"]["template"] = rev4.clone();
+        }
+    }
+    // The Deployment as the server keeps it, and a stand-in that applies what it is sent.
+    let mut current: serde_json::Value =
+        serde_json::from_str(&fixture("deploy-complete.json")).unwrap();
+    current["spec"]["template"] = without_hash(rev4.clone());
+    let state = Arc::new(Mutex::new(current.clone()));
+    let api = FakeApi::start();
+    let st = state.clone();
+    api.handle(
+        "GET",
+        DEPLOYMENT,
+        Arc::new(move |_, _| (200, st.lock().unwrap().to_string())),
+    );
+    let st = state.clone();
+    api.handle(
+        "PATCH",
+        DEPLOYMENT,
+        Arc::new(move |head, body| {
+            let mut d = st.lock().unwrap();
+            let patch: serde_json::Value = serde_json::from_str(body).unwrap();
+            if head.to_ascii_lowercase().contains("application/json-patch+json") {
+                if let Err(e) = apply_json_patch(&mut d, &patch) {
+                    return (422, format!(r#"{{"kind":"Status","status":"Failure","message":"{e}","reason":"Invalid","code":422}}"#));
+                }
+            } else {
+                strategic_merge(&mut d, &patch);
+            }
+            // A new generation the controller then rolls out (at once, here).
+            let g = d["metadata"]["generation"].as_i64().unwrap() + 1;
+            d["metadata"]["generation"] = g.into();
+            d["status"]["observedGeneration"] = g.into();
+            (200, d.to_string())
+        }),
+    );
+    api.route("GET", REPLICA_SETS, &[(200, items.to_string())]);
+    let stage = Stage::new();
+    let r = run(
+        &stage,
+        &api,
+        &[
+            "rollback",
+            "--target",
+            "kubernetes",
+            "--reason",
+            "FEATURE_X broke logins",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    // `creationTimestamp: null` is how the API writes an absent time: the same object.
+    fn no_nulls(v: &mut serde_json::Value) {
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(no_nulls);
+        } else if let Some(a) = v.as_array_mut() {
+            a.iter_mut().for_each(no_nulls);
+        }
+    }
+    let mut after = state.lock().unwrap()["spec"]["template"].clone();
+    let mut want = rev3.clone();
+    no_nulls(&mut after);
+    no_nulls(&mut want);
+    assert_eq!(
+        after, want,
+        "the template after the undo is revision 3's, exactly"
+    );
+    // The same undo as a strategic merge (what was sent before) keeps what revision 4 added.
+    let mut merged = current.clone();
+    strategic_merge(
+        &mut merged,
+        &serde_json::json!({"spec": {"template": rev3.clone()}}),
+    );
+    assert_ne!(
+        merged["spec"]["template"], rev3,
+        "a strategic merge would have left FEATURE_X and the volume"
+    );
+    assert!(merged.to_string().contains("FEATURE_X"));
+    println!("kubernetes undo: the template equals revision 3's exactly after the JSON patch; a strategic merge would have kept the env var and the volume");
+}

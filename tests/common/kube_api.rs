@@ -17,9 +17,14 @@ pub struct Exchange {
 
 type Routes = Vec<(String, String, VecDeque<(u16, String)>)>;
 
+/// A route answered by code (a stand-in that keeps state): (head, body) -> (status, body).
+pub type Handler = Arc<dyn Fn(&str, &str) -> (u16, String) + Send + Sync>;
+type Handlers = Vec<(String, String, Handler)>;
+
 pub struct FakeApi {
     pub port: u16,
     routes: Arc<Mutex<Routes>>,
+    handlers: Arc<Mutex<Handlers>>,
     pub seen: Arc<Mutex<Vec<Exchange>>>,
 }
 
@@ -32,15 +37,29 @@ impl FakeApi {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let routes: Arc<Mutex<Routes>> = Arc::default();
+        let handlers: Arc<Mutex<Handlers>> = Arc::default();
         let seen: Arc<Mutex<Vec<Exchange>>> = Arc::default();
-        let (r2, s2) = (routes.clone(), seen.clone());
+        let (r2, h2, s2) = (routes.clone(), handlers.clone(), seen.clone());
         std::thread::spawn(move || {
             for conn in l.incoming().flatten() {
-                let (r3, s3) = (r2.clone(), s2.clone());
-                std::thread::spawn(move || serve(conn, &r3, &s3));
+                let (r3, h3, s3) = (r2.clone(), h2.clone(), s2.clone());
+                std::thread::spawn(move || serve(conn, &r3, &h3, &s3));
             }
         });
-        FakeApi { port, routes, seen }
+        FakeApi {
+            port,
+            routes,
+            handlers,
+            seen,
+        }
+    }
+
+    /// `method` requests to `path` are answered by `f` (checked before recorded routes).
+    pub fn handle(&self, method: &str, path: &str, f: Handler) {
+        self.handlers
+            .lock()
+            .unwrap()
+            .push((method.to_string(), path.to_string(), f));
     }
 
     /// `method` requests whose path (without query) is `path` answer `responses` in order.
@@ -77,7 +96,12 @@ impl FakeApi {
     }
 }
 
-fn serve(mut conn: std::net::TcpStream, routes: &Mutex<Routes>, seen: &Mutex<Vec<Exchange>>) {
+fn serve(
+    mut conn: std::net::TcpStream,
+    routes: &Mutex<Routes>,
+    handlers: &Mutex<Handlers>,
+    seen: &Mutex<Vec<Exchange>>,
+) {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok();
     loop {
@@ -89,7 +113,13 @@ fn serve(mut conn: std::net::TcpStream, routes: &Mutex<Routes>, seen: &Mutex<Vec
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
         let path = target.split('?').next().unwrap_or("").to_string();
-        let answer = {
+        let handler = handlers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map(|(_, _, f)| f.clone());
+        let answer = handler.map(|f| f(&head, &body)).or_else(|| {
             let mut r = routes.lock().unwrap();
             r.iter_mut()
                 .find(|(m, p, _)| *m == method && *p == path)
@@ -100,7 +130,7 @@ fn serve(mut conn: std::net::TcpStream, routes: &Mutex<Routes>, seen: &Mutex<Vec
                         q.front().cloned().unwrap()
                     }
                 })
-        };
+        });
         seen.lock().unwrap().push(Exchange {
             method,
             target,
