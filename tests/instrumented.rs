@@ -138,7 +138,15 @@ impl Load {
         }
     }
 
-    /// The client's P99 so far: the server's own time for a request is never more.
+    /// The slowest request the client saw: the server's own time for a request is never more,
+    /// so no quantile of the server's can lie above it.
+    fn max_ms(&self) -> f64 {
+        let v = self.latencies_ms.lock().unwrap();
+        v.iter().copied().fold(f64::NAN, f64::max)
+    }
+
+    /// The client's P99 so far (for the record: a quantile over other requests than the
+    /// server's window, so it bounds nothing).
     fn p99_ms(&self) -> f64 {
         let mut v = self.latencies_ms.lock().unwrap().clone();
         v.sort_by(f64::total_cmp);
@@ -266,7 +274,7 @@ fn clean_fires_nothing_and_latency_is_in_its_bucket(lib: Library) {
     let svc = start(lib, 0);
     let load = Load::start(&svc.url, 8, Duration::from_millis(5));
     let r = monitor(&stage, &cfg, &svc.url, "12s");
-    let client_p99 = load.p99_ms();
+    let (client_p99, client_max) = (load.p99_ms(), load.max_ms());
     assert_eq!(r.code, 0, "{}: {}", lib.name, r.all());
     let j = r.json();
     assert!(
@@ -300,8 +308,8 @@ fn clean_fires_nothing_and_latency_is_in_its_bucket(lib: Library) {
         rule(&j, "p99_latency")["value"].as_f64().unwrap_or(f64::NAN)
     ));
     assert!(
-        lo < client_p99 && hi >= 20.0,
-        "{}: P99 bucket ({lo}, {hi}] ms, client P99 {client_p99:.1} ms",
+        lo < client_max && hi >= 20.0,
+        "{}: P99 bucket ({lo}, {hi}] ms, the client's slowest {client_max:.1} ms (P99 {client_p99:.1} ms)",
         lib.name
     );
 }

@@ -399,8 +399,13 @@ impl<'a> Call<'a> {
 impl Drop for Stage {
     fn drop(&mut self) {
         let aside = format!("{}.previous", self.name);
+        // The switch strategy's two slots, too.
+        let (s1, s2) = (
+            format!("{}-slot1", self.name),
+            format!("{}-slot2", self.name),
+        );
         let _ = Command::new("docker")
-            .args(["rm", "-f", &self.name, &aside])
+            .args(["rm", "-f", &self.name, &aside, &s1, &s2])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
