@@ -120,9 +120,7 @@ pub async fn reconcile(
         };
         let keep = match keep {
             Some(k) => k,
-            None => slot_of_container_named(engine, cfg, name)
-                .await?
-                .unwrap_or(0),
+            None => slot_of_container(engine, cfg, name).await?.unwrap_or(0),
         };
         front.set(1 - keep, Admin::Drain).await?;
         actions.push(format!(
@@ -180,14 +178,6 @@ async fn slot_of_container(engine: &Engine, cfg: &Config, id: &str) -> Result<Op
     })
 }
 
-async fn slot_of_container_named(
-    engine: &Engine,
-    cfg: &Config,
-    name: &str,
-) -> Result<Option<usize>> {
-    slot_of_container(engine, cfg, name).await
-}
-
 /// The serving slot's container gets the service's name, the other its slot's name.
 async fn name_the_serving(engine: &Engine, cfg: &Config, serving: usize) -> Result<Vec<String>> {
     let name = &cfg.container.name;
@@ -209,7 +199,7 @@ async fn name_the_serving(engine: &Engine, cfg: &Config, serving: usize) -> Resu
         engine.rename_container(&t.id, name).await?;
         actions.push(format!("the serving container is {name} again"));
     }
-    Ok(actions.into_iter().filter(|_| true).collect())
+    Ok(actions)
 }
 
 /// The warm previous slot, once `keep_previous` has passed since the switch away from it:
