@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{GetParams, ListParams, ObjectList, Patch, PatchParams};
+use kube::api::{GetParams, ListParams, ObjectList, Patch, PatchParams, WatchParams};
+use kube::core::WatchEvent;
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
 
@@ -19,6 +20,10 @@ pub const FIELD_MANAGER: &str = "dhi-stage";
 /// Every call to the API server ends within this, however slowly its answer drips in
 /// (`read_timeout` is per read: it alone lets a server hold a call for ever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one watch runs before the server ends it and it is resumed from the last
+/// resourceVersion: under the 30 s read timeout, so a quiet rollout is a clean end, not a
+/// timed-out read.
+const WATCH_SECONDS: u32 = 25;
 /// An answer larger than this is refused: a Deployment or a list of the Deployment's pods
 /// and ReplicaSets is a few hundred KB even at hundreds of replicas.
 pub const MAX_BODY: usize = 16 << 20;
@@ -119,49 +124,180 @@ impl Cluster {
         }
     }
 
+    /// kubectl's way of following one object: a list narrowed to its name by a field
+    /// selector, whose resourceVersion (the collection's, current even when the Deployment
+    /// has not changed for days) is where a watch starts.
+    pub async fn list_deployment(&self, name: &str) -> Result<(Option<Deployment>, String)> {
+        let req = self
+            .request::<Deployment>()
+            .list(&ListParams::default().fields(&format!("metadata.name={name}")));
+        let list: ObjectList<Deployment> = self
+            .call(&format!("reading deployment {name}"), req)
+            .await?;
+        let rv = list.metadata.resource_version.unwrap_or_default();
+        Ok((list.items.into_iter().next(), rv))
+    }
+
+    /// A watch on one Deployment from `resource_version` (`?watch=true`), which the server
+    /// ends after `WATCH_SECONDS`; `Watch::next` reads its events.
+    pub async fn watch_deployment(&self, name: &str, resource_version: &str) -> Result<Watch> {
+        let doing = format!("watching deployment {name}");
+        let wp = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(WATCH_SECONDS);
+        let req = self.request::<Deployment>().watch(&wp, resource_version);
+        let res = tokio::time::timeout(self.deadline, self.send(&doing, req))
+            .await
+            .map_err(|_| self.late(&doing))??;
+        Ok(Watch {
+            body: res.into_body(),
+            buf: Vec::new(),
+            doing,
+        })
+    }
+
     /// One call: sent, its body read up to `MAX_BODY`, decoded, all within the deadline.
     async fn call<T: DeserializeOwned>(
         &self,
         doing: &str,
         req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
     ) -> Result<T> {
+        let exchange = async {
+            let res = self.send(doing, req).await?;
+            let body = read_bounded(res.into_body(), MAX_BODY)
+                .await
+                .map_err(|e| transient(anyhow!("{doing}: {e}")))?;
+            serde_json::from_slice(&body).map_err(|e| {
+                anyhow!("{doing}: the API server's answer is not the expected object ({e})")
+            })
+        };
+        tokio::time::timeout(self.deadline, exchange)
+            .await
+            .map_err(|_| self.late(doing))?
+    }
+
+    /// The request sent with dhi-stage's User-Agent; a refusal read (bounded) into the API
+    /// server's own words, marked transient when asking again may help.
+    async fn send(
+        &self,
+        doing: &str,
+        req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<http::Response<kube::client::Body>> {
         let mut req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
         // Audit logs and managedFields name who called.
         req.headers_mut().insert(
             http::header::USER_AGENT,
             http::HeaderValue::from_static(concat!("dhi-stage/", env!("CARGO_PKG_VERSION"))),
         );
-        let exchange = async {
-            let res = self
-                .client
-                .send(req.map(kube::client::Body::from))
-                .await
-                .map_err(|e| match &e {
-                    kube::Error::Api(_) => api_error(e, doing),
-                    // Not an answer at all (reset, refused mid-restart): worth asking again.
-                    _ => transient(api_error(e, doing)),
-                })?;
-            let status = res.status();
-            let body = read_bounded(res.into_body(), MAX_BODY)
-                .await
-                .map_err(|e| anyhow!("{doing}: {e}"))?;
-            if !status.is_success() {
-                let e = status_error(doing, status.as_u16(), &body);
-                let again = status.is_server_error() || status.as_u16() == 429;
-                return Err(if again { transient(e) } else { e });
-            }
-            serde_json::from_slice(&body).map_err(|e| {
-                anyhow!("{doing}: the API server's answer is not the expected object ({e})")
-            })
-        };
-        match tokio::time::timeout(self.deadline, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(transient(anyhow!(
-                "{doing}: the API server {} did not answer in full within {}s",
-                self.server,
-                self.deadline.as_secs_f64()
-            ))),
+        let res = self
+            .client
+            .send(req.map(kube::client::Body::from))
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(_) => api_error(e, doing),
+                // Not an answer at all (reset, refused mid-restart): worth asking again.
+                _ => transient(api_error(e, doing)),
+            })?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
         }
+        let body = read_bounded(res.into_body(), MAX_BODY)
+            .await
+            .map_err(|e| transient(anyhow!("{doing}: {e}")))?;
+        let e = status_error(doing, status.as_u16(), &body);
+        let again = status.is_server_error() || status.as_u16() == 429;
+        Err(if again { transient(e) } else { e })
+    }
+
+    fn late(&self, doing: &str) -> anyhow::Error {
+        transient(anyhow!(
+            "{doing}: the API server {} did not answer in full within {}s",
+            self.server,
+            self.deadline.as_secs_f64()
+        ))
+    }
+}
+
+/// What a watch on one Deployment saw next.
+pub enum Seen {
+    /// The Deployment as it now is (added or modified); its resourceVersion is where to resume.
+    Changed(Box<Deployment>),
+    /// Nothing changed up to this resourceVersion (a bookmark).
+    Bookmark(String),
+    Deleted,
+    /// 410 Gone: the version asked for is older than the server keeps; list again.
+    Expired(String),
+}
+
+/// The events of one watch, newline-delimited JSON as the API server streams them.
+pub struct Watch {
+    body: kube::client::Body,
+    buf: Vec<u8>,
+    doing: String,
+}
+
+impl Watch {
+    /// The next event, or `None` when the server ended the watch. One event over `MAX_BODY`
+    /// is refused; a broken stream is transient (resume from the last resourceVersion).
+    pub async fn next(&mut self) -> Result<Option<Seen>> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return self.event(&line).map(Some);
+            }
+            let Some(frame) = self.body.frame().await else {
+                if self.buf.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+                let rest = std::mem::take(&mut self.buf);
+                return self.event(&rest).map(Some);
+            };
+            let frame =
+                frame.map_err(|e| transient(anyhow!("{}: the watch broke: {e}", self.doing)))?;
+            if let Some(data) = frame.data_ref() {
+                if self.buf.len() + data.len() > MAX_BODY {
+                    return Err(anyhow!(
+                        "{}: a watch event is larger than {} MiB; refused",
+                        self.doing,
+                        MAX_BODY >> 20
+                    ));
+                }
+                self.buf.extend_from_slice(data);
+            }
+        }
+    }
+
+    fn event(&self, line: &[u8]) -> Result<Seen> {
+        let event: WatchEvent<Deployment> = serde_json::from_slice(line).map_err(|e| {
+            anyhow!(
+                "{}: the API server's watch event is not the expected object ({e})",
+                self.doing
+            )
+        })?;
+        Ok(match event {
+            WatchEvent::Added(d) | WatchEvent::Modified(d) => Seen::Changed(Box::new(d)),
+            WatchEvent::Bookmark(b) => Seen::Bookmark(b.metadata.resource_version),
+            WatchEvent::Deleted(_) => Seen::Deleted,
+            WatchEvent::Error(s) if s.code == 410 => Seen::Expired(s.message),
+            WatchEvent::Error(s) => {
+                let e = anyhow!(
+                    "{}: the API server said {} ({}, HTTP {})",
+                    self.doing,
+                    s.message,
+                    s.reason,
+                    s.code
+                );
+                if s.code >= 500 || s.code == 429 {
+                    return Err(transient(e));
+                }
+                return Err(e);
+            }
+        })
     }
 }
 

@@ -377,7 +377,17 @@ fn pod(name: &str, restarts: &str) -> String {
 
 #[test]
 fn a_kubernetes_api_that_drips_or_floods_is_cut_off() {
-    let deployment = kube_api::fixture("deploy-complete.json");
+    // A rolled-out Deployment as the stateful stand-in's controller leaves it.
+    let deployment = {
+        let sim = kube_sim::Sim::start();
+        sim.roll_out(
+            &kube_sim::manifest("registry.example.com/authentication-service:staging-dhi-20261128"),
+            "dhi-stage",
+            Duration::from_secs(30),
+        );
+        let d = sim.world().deployment.clone().unwrap().to_string();
+        d
+    };
     let pods = |flood: bool| {
         let d = deployment.clone();
         Hostile::start(move |head| {

@@ -1,26 +1,24 @@
-//! `deploy --target kubernetes` and `rollback --target kubernetes` with kube's real client
-//! against recorded API exchanges (responses in the shape a v1.33 API server returns, kept in
-//! tests/fixtures/kube/), served on loopback and found through KUBECONFIG. No Kubernetes API
-//! server runs on these machines: this proves the client's requests and its reading of the
-//! answers, not a live cluster's behaviour.
+//! `deploy`, `status`, `rollback` and `monitor` with `--target kubernetes`, kube's real client
+//! against `common::kube_sim`: a stand-in API server on loopback that keeps state, defaults
+//! objects as the API server does, applies each patch type with its own semantics and plays
+//! the Deployment controller, found through KUBECONFIG. Every object the client reads is
+//! what that server made of what the client (or the test, as another field manager) did.
+//! No Kubernetes API server runs on these machines: this proves the client's requests and
+//! its reading of a server's answers, not a live cluster's behaviour.
 mod common;
-use common::kube_api::{fixture, FakeApi};
+use common::kube_sim::{manifest, status, strategic_merge, Sim};
 use common::*;
+use std::time::{Duration, Instant};
 
 const DEPLOYMENT: &str =
     "/apis/apps/v1/namespaces/staging/deployments/authentication-service-staging-dhi";
 const PODS: &str = "/api/v1/namespaces/staging/pods";
-const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/staging/replicasets";
 const NEW: &str = "registry.example.com/authentication-service:staging-dhi-20261128";
 const OLD: &str = "registry.example.com/authentication-service:staging-dhi-20261121";
 const TOKEN: &str = "kube-token-canary-4471";
 
-fn ok(name: &str) -> (u16, String) {
-    (200, fixture(name))
-}
-
-fn run(stage: &Stage, api: &FakeApi, args: &[&str], config: Option<&std::path::Path>) -> Run {
-    let kubeconfig = api.kubeconfig(stage.dir.path(), TOKEN);
+fn run(stage: &Stage, sim: &Sim, args: &[&str], config: Option<&std::path::Path>) -> Run {
+    let kubeconfig = sim.kubeconfig(stage.dir.path(), TOKEN);
     let mut line: Vec<String> = Vec::new();
     if let Some(c) = config {
         line.extend(["--config".to_string(), path_str(c).to_string()]);
@@ -42,35 +40,48 @@ fn run(stage: &Stage, api: &FakeApi, args: &[&str], config: Option<&std::path::P
     r
 }
 
-#[test]
-fn deploy_applies_server_side_waits_like_rollout_status_and_verifies_the_pods() {
-    let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
-    api.route(
-        "GET",
-        DEPLOYMENT,
-        &[ok("deploy-progressing.json"), ok("deploy-complete.json")],
-    );
-    api.route("GET", PODS, &[ok("pods.json")]);
-    let r = run(
-        &stage,
-        &api,
-        &["deploy", "--target", "kubernetes", "--image", NEW],
+fn deploy(stage: &Stage, sim: &Sim, image: &str) -> Run {
+    run(
+        stage,
+        sim,
+        &["deploy", "--target", "kubernetes", "--image", image],
         None,
-    );
+    )
+}
+
+/// `deploy --target kubernetes` of each image in turn, each rolled out.
+fn deployed(stage: &Stage, sim: &Sim, images: &[&str]) {
+    for image in images {
+        let r = deploy(stage, sim, image);
+        assert_eq!(r.code, 0, "deploy {image}: {}", r.all());
+    }
+}
+
+fn template_image(sim: &Sim) -> serde_json::Value {
+    sim.world().deployment.as_ref().unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .clone()
+}
+
+#[test]
+fn deploy_applies_server_side_watches_like_rollout_status_and_verifies_the_pods() {
+    let stage = Stage::new();
+    let sim = Sim::start();
+    let started = Instant::now();
+    let r = deploy(&stage, &sim, NEW);
+    let took = started.elapsed();
     assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
     assert_eq!(j["rollout"]["state"], "done", "{j}");
-    assert_eq!(j["revision"], 4);
+    assert_eq!(j["revision"], 1, "{j}");
     let checks = j["checks"].as_array().unwrap();
-    // Two pods run the new image (the third runs the old one and is not judged), four checks each.
+    // Two pods run the new image, four checks each.
     assert_eq!(checks.len(), 8, "{j}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{j}");
 
-    let patches = api.requests("PATCH");
+    let patches = sim.requests("PATCH");
     assert_eq!(patches.len(), 1);
-    let (target, head, body) = &patches[0];
+    let (target, head, body, code) = &patches[0];
+    assert_eq!(*code, 201, "a server-side apply that creates answers 201");
     assert!(
         target.contains("fieldManager=dhi-stage") && target.contains("force=true"),
         "{target}"
@@ -80,12 +91,12 @@ fn deploy_applies_server_side_waits_like_rollout_status_and_verifies_the_pods() 
         head.contains("content-type: application/apply-patch+yaml"),
         "{head}"
     );
+    assert!(head.contains("user-agent: dhi-stage/"), "{head}");
     assert!(
         head.contains(&format!("authorization: bearer {TOKEN}")),
         "{head}"
     );
     let applied: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(applied["kind"], "Deployment");
     let pod = &applied["spec"]["template"]["spec"];
     assert_eq!(pod["containers"][0]["image"], NEW);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -93,15 +104,25 @@ fn deploy_applies_server_side_waits_like_rollout_status_and_verifies_the_pods() 
         pod["containers"][0]["securityContext"]["capabilities"]["drop"],
         serde_json::json!(["ALL"])
     );
-    // The wait read the deployment until it was done: progressing, then complete.
-    assert_eq!(
-        api.requests("GET")
-            .iter()
-            .filter(|(t, ..)| t.starts_with(DEPLOYMENT))
-            .count(),
-        2
+    // As kubectl rollout status: one list narrowed to the name, then a watch from the list's
+    // resourceVersion; the Deployment is never polled.
+    let reads = sim.deployment_reads();
+    assert_eq!(reads[0], "list -> 200", "{reads:?}");
+    assert!(
+        reads[1].starts_with("watch ") && reads[1].ends_with("-> 200"),
+        "{reads:?}"
     );
-    let (pods_target, ..) = api
+    assert!(!reads.iter().any(|r| r.starts_with("get")), "{reads:?}");
+    let (list_target, ..) = sim
+        .requests("GET")
+        .into_iter()
+        .find(|(t, ..)| t.contains("fieldSelector") && !t.contains("watch="))
+        .unwrap();
+    assert!(
+        list_target.contains("fieldSelector=metadata.name%3Dauthentication-service-staging-dhi"),
+        "{list_target}"
+    );
+    let (pods_target, ..) = sim
         .requests("GET")
         .into_iter()
         .find(|(t, ..)| t.starts_with(PODS))
@@ -110,24 +131,34 @@ fn deploy_applies_server_side_waits_like_rollout_status_and_verifies_the_pods() 
         pods_target.contains("labelSelector=app%3Dauthentication-service%2Cversion%3Ddhi"),
         "{pods_target}"
     );
+    // A second deploy updates: 200, the next revision.
+    let r = run(
+        &stage,
+        &sim,
+        &["deploy", "--target", "kubernetes", "--image", OLD],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["revision"], 2, "{}", r.all());
+    assert_eq!(sim.requests("PATCH")[1].3, 200);
     println!(
-        "kubernetes deploy: 1 apply, 2 status reads, 1 pod list, {} checks passed",
-        checks.len()
+        "kubernetes deploy: 1 apply (201), {} reads of the deployment while waiting ({reads:?}), {} checks passed, {:.1} s",
+        reads.len(),
+        checks.len(),
+        took.as_secs_f64()
     );
 }
 
 #[test]
 fn a_rollout_past_its_progress_deadline_fails_saying_so() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
-    api.route("GET", DEPLOYMENT, &[ok("deploy-stuck.json")]);
-    let r = run(
-        &stage,
-        &api,
-        &["deploy", "--target", "kubernetes", "--image", NEW],
-        None,
-    );
+    let sim = Sim::start();
+    {
+        let mut w = sim.world();
+        w.knobs.pods_become_ready = false;
+        w.knobs.progress_deadline = Some(2);
+    }
+    let r = deploy(&stage, &sim, NEW);
     assert_eq!(r.code, 3, "{}", r.all());
     let j = r.json();
     assert_eq!(j["rollout"]["state"], "failed");
@@ -139,7 +170,7 @@ fn a_rollout_past_its_progress_deadline_fails_saying_so() {
         "{j}"
     );
     assert!(
-        api.requests("GET")
+        sim.requests("GET")
             .iter()
             .all(|(t, ..)| !t.starts_with(PODS)),
         "no verification of a failed rollout"
@@ -149,14 +180,19 @@ fn a_rollout_past_its_progress_deadline_fails_saying_so() {
 #[test]
 fn the_api_servers_refusal_is_said_in_its_words() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("PATCH", DEPLOYMENT, &[(403, fixture("forbidden.json"))]);
-    let r = run(
-        &stage,
-        &api,
-        &["deploy", "--target", "kubernetes", "--image", NEW],
-        None,
-    );
+    let sim = Sim::start();
+    sim.world().knobs.faults.push((
+        "PATCH".into(),
+        DEPLOYMENT.into(),
+        1,
+        403,
+        status(
+            403,
+            "Forbidden",
+            "deployments.apps \"authentication-service-staging-dhi\" is forbidden: User \"system:serviceaccount:ci:deployer\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"staging\"",
+        ),
+    ));
+    let r = deploy(&stage, &sim, NEW);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stderr.contains("cannot patch resource \"deployments\"") && r.stderr.contains("HTTP 403"),
@@ -168,21 +204,11 @@ fn the_api_servers_refusal_is_said_in_its_words() {
 #[test]
 fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route(
-        "GET",
-        DEPLOYMENT,
-        &[
-            ok("deploy-complete.json"),
-            ok("undo-progressing.json"),
-            ok("undo-complete.json"),
-        ],
-    );
-    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
-    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD, NEW]);
     let r = run(
         &stage,
-        &api,
+        &sim,
         &[
             "rollback",
             "--target",
@@ -196,7 +222,7 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     let j = r.json();
     assert_eq!(
         (j["from_revision"].as_i64(), j["to_revision"].as_i64()),
-        (Some(4), Some(3)),
+        (Some(2), Some(1)),
         "{j}"
     );
     assert_eq!(j["to_image"], OLD);
@@ -204,12 +230,16 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     assert_eq!(j["within_target"], true);
     let ms = j["decision_to_ready_ms"].as_u64().unwrap();
 
-    let patches = api.requests("PATCH");
+    let patches: Vec<_> = sim
+        .requests("PATCH")
+        .into_iter()
+        .filter(|(_, h, ..)| !h.to_ascii_lowercase().contains("apply-patch"))
+        .collect();
     assert_eq!(patches.len(), 1);
-    let (target, head, body) = &patches[0];
+    let (target, head, body, code) = &patches[0];
+    assert_eq!(*code, 200);
     let head = head.to_ascii_lowercase();
-    // What kubectl sends: a JSON patch replacing the template and the annotations, so
-    // nothing the bad revision added survives (a strategic merge would keep it).
+    // What kubectl sends: a JSON patch replacing the template and the annotations.
     assert!(
         head.contains("content-type: application/json-patch+json"),
         "{head}"
@@ -220,20 +250,48 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     assert_eq!(patch[0]["op"], "replace", "{patch}");
     assert_eq!(patch[0]["path"], "/spec/template", "{patch}");
     assert_eq!(patch[1]["path"], "/metadata/annotations", "{patch}");
-    let template = &patch[0]["value"];
-    assert_eq!(template["spec"]["containers"][0]["image"], OLD);
     assert!(
-        template["metadata"]["labels"]
+        patch[0]["value"]["metadata"]["labels"]
             .get("pod-template-hash")
             .is_none(),
-        "{template}"
+        "{patch}"
     );
+    // The server's side: the template matched revision 1's ReplicaSet, which the controller
+    // adopted as revision 3 (no third ReplicaSet), and the pods run the old image again.
+    let w = sim.world();
+    assert_eq!(
+        w.deployment.as_ref().unwrap()["spec"]["template"]["spec"]["containers"][0]["image"],
+        OLD
+    );
+    assert_eq!(w.replica_sets.len(), 2, "no new ReplicaSet");
+    let adopted = w
+        .replica_sets
+        .iter()
+        .find(|rs| rs["spec"]["template"]["spec"]["containers"][0]["image"] == OLD)
+        .unwrap();
+    assert_eq!(
+        adopted["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let serving: Vec<_> = w
+        .pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert!(
+        serving.len() == 2
+            && serving
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == OLD),
+        "{serving:?}"
+    );
+    drop(w);
     let ev = stage.events("rollback");
     assert_eq!(ev.last().unwrap()["kind"], "kubernetes");
     assert_eq!(ev.last().unwrap()["reason"], "p99 over budget");
     record_reliability(
         "kubernetes-undo.txt",
-        &format!("kubernetes rollout undo (recorded API exchanges, no live cluster): revision 4 -> 3, decision to ready {ms} ms (target 60 s); the kubeconfig token in no output\n"),
+        &format!("kubernetes rollout undo (kube's client against the stateful stand-in, no live cluster): revision 2 -> 1 (adopted as 3, no new ReplicaSet), decision to ready {ms} ms (target 60 s); the kubeconfig token in no output\n"),
         false,
     );
 }
@@ -241,68 +299,76 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
 #[test]
 fn a_production_rollback_without_approval_changes_nothing() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("GET", DEPLOYMENT, &[ok("deploy-complete.json")]);
-    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
-    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD, NEW]);
+    let before = sim.seen.lock().unwrap().len();
     let cfg = stage
         .write_config(|t| t.replace("environment = \"staging\"", "environment = \"production\""));
     let r = run(
         &stage,
-        &api,
+        &sim,
         &["rollback", "--target", "kubernetes"],
         Some(&cfg),
     );
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.all().contains("--approved-by"), "{}", r.all());
-    assert!(
-        api.seen.lock().unwrap().is_empty(),
+    assert_eq!(
+        sim.seen.lock().unwrap().len(),
+        before,
         "nothing reached the API server"
     );
+    assert_eq!(template_image(&sim), NEW);
     let r = run(
         &stage,
-        &api,
+        &sim,
         &["rollback", "--target", "kubernetes", "--approved-by", "cto"],
         Some(&cfg),
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.json()["approved_by"], "cto");
+    assert_eq!(template_image(&sim), OLD);
 }
 
 #[test]
-fn status_reads_the_rollout_and_every_pods_readiness_and_restarts() {
+fn status_reads_the_rollout_and_leaves_terminating_pods_out_of_readiness() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("GET", DEPLOYMENT, &[ok("deploy-progressing.json")]);
-    api.route("GET", PODS, &[ok("pods.json")]);
-    let r = run(&stage, &api, &["status", "--target", "kubernetes"], None);
-    // Mid-rollout (1 of 2 updated) is not ok: exit 3, saying why.
-    assert_eq!(r.code, 3, "{}", r.all());
+    let sim = Sim::start();
+    // The old revision's pods stay terminating (their grace period) after the rollout.
+    sim.world().knobs.keep_terminating = true;
+    deployed(&stage, &sim, &[OLD, NEW]);
+    let r = run(&stage, &sim, &["status", "--target", "kubernetes"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
-    assert_eq!(j["rollout"]["state"], "waiting", "{j}");
+    assert_eq!(j["rollout"]["state"], "done", "{j}");
     let pods = j["pods"].as_array().unwrap();
-    assert_eq!(pods.len(), 3);
+    assert_eq!(pods.len(), 4, "{j}");
+    let (leaving, serving): (Vec<_>, Vec<_>) = pods.iter().partition(|p| p["terminating"] == true);
+    assert_eq!(leaving.len(), 2, "{j}");
+    assert!(leaving.iter().all(|p| p["image"] == OLD), "{j}");
     assert!(
-        pods.iter()
-            .all(|p| p["ready"] == true && p["restarts"] == 0),
+        serving
+            .iter()
+            .all(|p| p["ready"] == true && p["restarts"] == 0 && p["image"] == NEW),
         "{j}"
     );
-    assert_eq!(pods[2]["image"], OLD);
 }
 
 #[test]
 fn the_monitor_reads_restarts_and_readiness_from_every_pod() {
     let stage = Stage::new();
     assert_eq!(stage.deploy(&good_image()).run().code, 0);
-    let api = FakeApi::start();
-    // Restarts 1, 2 and 0 across the three pods: the fleet restarted 3 times.
-    let pods = fixture("pods.json")
-        .replacen("\"restartCount\": 0", "\"restartCount\": 1", 1)
-        .replacen("\"restartCount\": 0", "\"restartCount\": 2", 1);
-    api.route("GET", PODS, &[(200, pods)]);
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[NEW]);
+    // The kubelet counts restarts 1 and 2 on the two pods: the fleet restarted 3 times.
+    {
+        let mut w = sim.world();
+        for (k, p) in w.pods.iter_mut().enumerate() {
+            p["status"]["containerStatuses"][0]["restartCount"] = (k + 1).into();
+        }
+    }
     let r = run(
         &stage,
-        &api,
+        &sim,
         &[
             "monitor",
             "--once",
@@ -318,19 +384,10 @@ fn the_monitor_reads_restarts_and_readiness_from_every_pod() {
     assert_eq!(s["restart_count"], 3, "{s}");
     assert_eq!(
         s["health_detail"]["pods"],
-        serde_json::json!({"ready": 3, "total": 3}),
+        serde_json::json!({"ready": 2, "total": 2}),
         "{s}"
     );
     assert_eq!(s["health_ok"], true, "the service itself was probed: {s}");
-    let (target, ..) = api
-        .requests("GET")
-        .into_iter()
-        .find(|(t, ..)| t.starts_with(PODS))
-        .unwrap();
-    assert!(
-        target.contains("labelSelector=app%3Dauthentication-service%2Cversion%3Ddhi"),
-        "{target}"
-    );
 }
 
 #[test]
@@ -340,24 +397,17 @@ fn the_monitors_auto_rollback_on_kubernetes_is_a_rollout_undo_and_never_touches_
     let stage = Stage::new();
     assert_eq!(stage.deploy(&good_image()).run().code, 0);
     let before = stage.inspect()["Id"].clone();
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD, NEW]);
     assert!(http(
         "POST",
         &format!("{}/admin/faults?health_unhealthy=1", stage.base_url())
     )
     .is_some());
-    let api = FakeApi::start();
-    api.route("GET", PODS, &[ok("pods.json")]);
-    api.route(
-        "GET",
-        DEPLOYMENT,
-        &[ok("deploy-complete.json"), ok("undo-complete.json")],
-    );
-    api.route("GET", REPLICA_SETS, &[ok("replicasets.json")]);
-    api.route("PATCH", DEPLOYMENT, &[ok("undo-patched.json")]);
     let cfg = short_window_config(&stage, |_| {});
     let r = run(
         &stage,
-        &api,
+        &sim,
         &[
             "monitor",
             "--target",
@@ -374,91 +424,102 @@ fn the_monitors_auto_rollback_on_kubernetes_is_a_rollout_undo_and_never_touches_
     let j = r.json();
     assert_eq!(j["rollback"]["target"], "kubernetes", "{j}");
     assert_eq!(j["rollback"]["to_image"], OLD, "{j}");
-    let patches = api.requests("PATCH");
-    assert_eq!(patches.len(), 1, "one undo request");
-    assert!(patches[0]
-        .1
-        .to_ascii_lowercase()
-        .contains("application/json-patch+json"));
+    let undos: Vec<_> = sim
+        .requests("PATCH")
+        .into_iter()
+        .filter(|(_, h, ..)| {
+            h.to_ascii_lowercase()
+                .contains("application/json-patch+json")
+        })
+        .collect();
+    assert_eq!(undos.len(), 1, "one undo request");
+    assert_eq!(template_image(&sim), OLD);
     // Docker was not asked to roll anything back: the same container still serves.
     assert_eq!(stage.inspect()["Id"], before);
     assert!(stage.events("rollback").last().unwrap()["kind"] == "kubernetes");
 }
 
-/// The progressing answer with the controller's progress deadline set to `deadline_s`.
-fn progressing(deadline_s: u64, renewed_at_s: u64) -> (u16, String) {
-    let mut d: serde_json::Value =
-        serde_json::from_str(&fixture("deploy-progressing.json")).unwrap();
-    d["spec"]["progressDeadlineSeconds"] = deadline_s.into();
-    for c in d["status"]["conditions"].as_array_mut().unwrap() {
-        if c["type"] == "Progressing" {
-            // The controller renews the condition on every step of progress.
-            c["lastUpdateTime"] = format!(
-                "2026-11-28T10:{:02}:{:02}Z",
-                renewed_at_s / 60,
-                renewed_at_s % 60
-            )
-            .into();
-        }
+#[test]
+fn transient_api_server_failures_in_the_wait_are_asked_again() {
+    let stage = Stage::new();
+    let sim = Sim::start();
+    {
+        let mut w = sim.world();
+        let unavailable = status(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
+        w.knobs.faults.extend([
+            (
+                "GET".into(),
+                "deployments?&fieldSelector".into(),
+                1,
+                500,
+                "Internal Server Error".into(),
+            ),
+            ("GET".into(), "watch=true".into(), 1, 503, unavailable),
+            // The connection closed with no answer (an API server restarting).
+            ("GET".into(), "watch=true".into(), 1, 0, String::new()),
+        ]);
     }
-    (200, d.to_string())
+    let r = deploy(&stage, &sim, NEW);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["rollout"]["state"], "done");
+    let reads = sim.deployment_reads();
+    assert_eq!(reads[0], "list -> 500", "{reads:?}");
+    assert_eq!(reads[1], "list -> 200", "{reads:?}");
+    assert!(
+        reads[2].ends_with("-> 503") && reads[3].ends_with("-> 0"),
+        "{reads:?}"
+    );
+    assert!(
+        reads[4].starts_with("watch") && reads[4].ends_with("-> 200"),
+        "{reads:?}"
+    );
+    println!(
+        "kubernetes: a 500, a 503 and a dropped connection in the wait were asked again: {reads:?}"
+    );
 }
 
 #[test]
-fn a_transient_api_server_failure_in_the_middle_of_the_wait_is_asked_again() {
+fn a_watch_answered_410_gone_is_listed_afresh() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("PATCH", DEPLOYMENT, &[ok("deploy-applied.json")]);
-    let unavailable = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server is currently unable to handle the request","reason":"ServiceUnavailable","code":503}"#;
-    api.route(
-        "GET",
-        DEPLOYMENT,
-        &[
-            ok("deploy-progressing.json"),
-            (503, unavailable.to_string()),
-            (500, "Internal Server Error".to_string()),
-            ok("deploy-progressing.json"),
-            ok("deploy-complete.json"),
-        ],
-    );
-    api.route("GET", PODS, &[ok("pods.json")]);
-    let r = run(
-        &stage,
-        &api,
-        &["deploy", "--target", "kubernetes", "--image", NEW],
-        None,
-    );
+    let sim = Sim::start();
+    sim.world().knobs.expire_watches = 1;
+    let r = deploy(&stage, &sim, NEW);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.json()["rollout"]["state"], "done");
-    let reads = api
-        .requests("GET")
-        .iter()
-        .filter(|(t, ..)| t.starts_with(DEPLOYMENT))
-        .count();
-    assert_eq!(reads, 5, "the two failures were asked again");
+    let reads = sim.deployment_reads();
+    // The first watch's events were one ERROR 410: list again, watch from the new version.
+    assert_eq!(reads[0], "list -> 200", "{reads:?}");
+    assert!(reads[1].starts_with("watch "), "{reads:?}");
+    assert_eq!(reads[2], "list -> 200", "{reads:?}");
+    assert!(reads[3].starts_with("watch "), "{reads:?}");
+    println!("kubernetes: a 410 Gone watch was listed afresh: {reads:?}");
 }
 
 #[test]
 fn a_slow_rollout_that_keeps_progressing_past_the_old_cap_is_waited_for() {
-    // The controller's deadline is 1 s without progress; the old cap (deadline + 30 s from
-    // the start) would have ended this wait at 31 s. The rollout renews its Progressing
-    // condition every read for 34 s (at the 500 ms read interval), then completes.
+    // The controller's deadline is 1 s without progress (set by an admission policy); the
+    // old cap (deadline + 30 s from the start) would have ended this wait at 31 s. Twelve
+    // replicas, one controller step every 0.9 s: about 34 s of steady progress. The server
+    // ends each watch after 4 s: the wait goes on from the last resourceVersion seen.
     let stage = Stage::new();
-    let api = FakeApi::start();
-    let mut applied: serde_json::Value =
-        serde_json::from_str(&fixture("deploy-applied.json")).unwrap();
-    applied["spec"]["progressDeadlineSeconds"] = 1.into();
-    api.route("PATCH", DEPLOYMENT, &[(200, applied.to_string())]);
-    let mut reads: Vec<(u16, String)> = (0..68).map(|k| progressing(1, k)).collect();
-    reads.push(ok("deploy-complete.json"));
-    api.route("GET", DEPLOYMENT, &reads);
-    api.route("GET", PODS, &[ok("pods.json")]);
-    let started = std::time::Instant::now();
+    let sim = Sim::start();
+    {
+        let mut w = sim.world();
+        w.knobs.step = Duration::from_millis(900);
+        w.knobs.progress_deadline = Some(1);
+        w.knobs.watch_max = Duration::from_secs(4);
+    }
+    let cfg = stage.write_config(|t| t.replace("replicas = 2", "replicas = 18"));
+    let started = Instant::now();
     let r = run(
         &stage,
-        &api,
+        &sim,
         &["deploy", "--target", "kubernetes", "--image", NEW],
-        None,
+        Some(&cfg),
     );
     let took = started.elapsed();
     assert_eq!(r.code, 0, "{}", r.all());
@@ -467,8 +528,16 @@ fn a_slow_rollout_that_keeps_progressing_past_the_old_cap_is_waited_for() {
         took.as_secs() >= 31,
         "it progressed past the old cap: {took:?}"
     );
+    let reads = sim.deployment_reads();
+    let watches = reads.iter().filter(|r| r.starts_with("watch")).count();
+    assert_eq!(
+        reads.iter().filter(|r| r.starts_with("list")).count(),
+        1,
+        "{reads:?}"
+    );
+    assert!(watches >= 5, "{reads:?}");
     println!(
-        "kubernetes: a rollout progressing for {:.0} s was waited for (the old cap was 31 s)",
+        "kubernetes: a rollout progressing for {:.0} s was waited for (the old cap was 31 s), over {watches} watches resumed from their last resourceVersion",
         took.as_secs_f64()
     );
 }
@@ -535,17 +604,16 @@ fn proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 #[test]
 fn a_cluster_reached_through_the_kubeconfigs_proxy_url_goes_through_it() {
     let stage = Stage::new();
-    let api = FakeApi::start();
-    api.route("GET", DEPLOYMENT, &[ok("deploy-complete.json")]);
-    api.route("GET", PODS, &[ok("pods.json")]);
+    let sim = Sim::start();
+    sim.roll_out(&manifest(NEW), "dhi-stage", Duration::from_secs(30));
     let (port, seen) = proxy();
-    let kubeconfig = api.kubeconfig(stage.dir.path(), TOKEN);
+    let kubeconfig = sim.kubeconfig(stage.dir.path(), TOKEN);
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
     let with_proxy = text.replace(
-        &format!("    server: http://127.0.0.1:{}\n", api.port),
+        &format!("    server: http://127.0.0.1:{}\n", sim.port),
         &format!(
             "    server: http://127.0.0.1:{}\n    proxy-url: http://127.0.0.1:{port}\n",
-            api.port
+            sim.port
         ),
     );
     std::fs::write(&kubeconfig, with_proxy).unwrap();
@@ -555,14 +623,14 @@ fn a_cluster_reached_through_the_kubeconfigs_proxy_url_goes_through_it() {
         .output()
         .unwrap()
         .into();
-    assert!(r.code == 0 || r.code == 3, "{}", r.all());
+    assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.json()["rollout"]["state"], "done", "{}", r.all());
     let through = seen.lock().unwrap().clone();
     assert!(!through.is_empty(), "nothing went through the proxy");
     assert!(
         through
             .iter()
-            .all(|l| l.contains(&format!("127.0.0.1:{}", api.port))),
+            .all(|l| l.contains(&format!("127.0.0.1:{}", sim.port))),
         "{through:?}"
     );
     println!(
@@ -571,121 +639,43 @@ fn a_cluster_reached_through_the_kubeconfigs_proxy_url_goes_through_it() {
     );
 }
 
-/// RFC 6902 as the API server applies it (`replace` and `add` at a JSON pointer).
-fn apply_json_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) -> Result<(), String> {
-    for op in patch.as_array().ok_or("a JSON patch is a list")? {
-        let path = op["path"].as_str().ok_or("an op without a path")?;
-        let value = op["value"].clone();
-        match op["op"].as_str() {
-            Some("replace") => *doc.pointer_mut(path).ok_or(format!("replace: no {path}"))? = value,
-            Some("add") => {
-                let (parent, key) = path.rsplit_once('/').ok_or("add: a bad path")?;
-                let p = doc.pointer_mut(parent).ok_or(format!("add: no {parent}"))?;
-                p.as_object_mut()
-                    .ok_or("add: not an object")?
-                    .insert(key.to_string(), value);
-            }
-            other => return Err(format!("op {other:?} is not used by the undo")),
-        }
-    }
-    Ok(())
-}
-
-/// A strategic merge as the API server applies it to a pod template: maps merge key by key,
-/// and the lists Kubernetes merges by `name` (containers, env, volumes, volumeMounts) keep
-/// the entries the patch leaves out. This is why an undo must not be one.
-fn strategic_merge(doc: &mut serde_json::Value, patch: &serde_json::Value) {
-    match (doc, patch) {
-        (serde_json::Value::Object(d), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                strategic_merge(d.entry(k.clone()).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (serde_json::Value::Array(d), serde_json::Value::Array(p))
-            if p.iter().all(|e| e.get("name").is_some()) =>
-        {
-            for e in p {
-                match d.iter_mut().find(|x| x.get("name") == e.get("name")) {
-                    Some(x) => strategic_merge(x, e),
-                    None => d.push(e.clone()),
-                }
-            }
-        }
-        (d, p) => *d = p.clone(),
-    }
-}
-
 #[test]
 fn the_undo_takes_back_everything_the_bad_revision_added() {
-    use std::sync::{Arc, Mutex};
-    // Revision 4 added an env var, a volume and its mount to revision 3's template.
-    let sets: serde_json::Value = serde_json::from_str(&fixture("replicasets.json")).unwrap();
-    let rs = |rev: &str| {
-        sets["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev)
-            .unwrap()
-            .clone()
-    };
-    let without_hash = |mut t: serde_json::Value| {
+    // Revision 1 is dhi-stage's; revision 2, applied by another field manager, adds an env
+    // var, a volume and its mount and changes the image.
+    let stage = Stage::new();
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD]);
+    let rev1 = {
+        let w = sim.world();
+        let mut t = w.replica_sets[0]["spec"]["template"].clone();
         t["metadata"]["labels"]
             .as_object_mut()
             .unwrap()
             .remove("pod-template-hash");
         t
     };
-    let rev3 = without_hash(rs("3")["spec"]["template"].clone());
-    let mut rev4 = rs("4")["spec"]["template"].clone();
-    let c = &mut rev4["spec"]["containers"][0];
-    c["env"] = serde_json::json!([{"name": "FEATURE_X", "value": "on"}]);
-    c["volumeMounts"] = serde_json::json!([{"name": "scratch", "mountPath": "/scratch"}]);
-    rev4["spec"]["volumes"] = serde_json::json!([{"name": "scratch", "emptyDir": {}}]);
-    let mut items = sets.clone();
-    for i in items["items"].as_array_mut().unwrap() {
-        if i["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4" {
-            i["spec"]["template"] = rev4.clone();
-        }
-    }
-    // The Deployment as the server keeps it, and a stand-in that applies what it is sent.
-    let mut current: serde_json::Value =
-        serde_json::from_str(&fixture("deploy-complete.json")).unwrap();
-    current["spec"]["template"] = without_hash(rev4.clone());
-    let state = Arc::new(Mutex::new(current.clone()));
-    let api = FakeApi::start();
-    let st = state.clone();
-    api.handle(
-        "GET",
-        DEPLOYMENT,
-        Arc::new(move |_, _| (200, st.lock().unwrap().to_string())),
-    );
-    let st = state.clone();
-    api.handle(
-        "PATCH",
-        DEPLOYMENT,
-        Arc::new(move |head, body| {
-            let mut d = st.lock().unwrap();
-            let patch: serde_json::Value = serde_json::from_str(body).unwrap();
-            if head.to_ascii_lowercase().contains("application/json-patch+json") {
-                if let Err(e) = apply_json_patch(&mut d, &patch) {
-                    return (422, format!(r#"{{"kind":"Status","status":"Failure","message":"{e}","reason":"Invalid","code":422}}"#));
-                }
-            } else {
-                strategic_merge(&mut d, &patch);
-            }
-            // A new generation the controller then rolls out (at once, here).
-            let g = d["metadata"]["generation"].as_i64().unwrap() + 1;
-            d["metadata"]["generation"] = g.into();
-            d["status"]["observedGeneration"] = g.into();
-            (200, d.to_string())
-        }),
-    );
-    api.route("GET", REPLICA_SETS, &[(200, items.to_string())]);
-    let stage = Stage::new();
+    let mut rev2 = manifest(NEW);
+    let pod = &mut rev2["spec"]["template"]["spec"];
+    pod["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "FEATURE_X", "value": "on"}));
+    pod["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "scratch", "mountPath": "/scratch"}));
+    pod["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "scratch", "emptyDir": {}}));
+    sim.roll_out(&rev2, "kubectl", Duration::from_secs(30));
+    let before = sim.world().deployment.clone().unwrap();
+    assert!(before.to_string().contains("FEATURE_X"));
+
     let r = run(
         &stage,
-        &api,
+        &sim,
         &[
             "rollback",
             "--target",
@@ -696,33 +686,49 @@ fn the_undo_takes_back_everything_the_bad_revision_added() {
         None,
     );
     assert_eq!(r.code, 0, "{}", r.all());
-    // `creationTimestamp: null` is how the API writes an absent time: the same object.
-    fn no_nulls(v: &mut serde_json::Value) {
-        if let Some(m) = v.as_object_mut() {
-            m.retain(|_, x| !x.is_null());
-            m.values_mut().for_each(no_nulls);
-        } else if let Some(a) = v.as_array_mut() {
-            a.iter_mut().for_each(no_nulls);
-        }
-    }
-    let mut after = state.lock().unwrap()["spec"]["template"].clone();
-    let mut want = rev3.clone();
-    no_nulls(&mut after);
-    no_nulls(&mut want);
+    let w = sim.world();
+    let after = w.deployment.as_ref().unwrap()["spec"]["template"].clone();
     assert_eq!(
-        after, want,
-        "the template after the undo is revision 3's, exactly"
+        after, rev1,
+        "the template after the undo is revision 1's, exactly"
     );
-    // The same undo as a strategic merge (what was sent before) keeps what revision 4 added.
-    let mut merged = current.clone();
+    assert_eq!(
+        w.replica_sets.len(),
+        2,
+        "the template matched revision 1's ReplicaSet: no new revision was made"
+    );
+    drop(w);
+    // The same undo as a strategic merge (what was sent before) keeps what revision 2 added.
+    let mut merged = before.clone();
     strategic_merge(
         &mut merged,
-        &serde_json::json!({"spec": {"template": rev3.clone()}}),
+        &serde_json::json!({"spec": {"template": rev1.clone()}}),
     );
-    assert_ne!(
-        merged["spec"]["template"], rev3,
-        "a strategic merge would have left FEATURE_X and the volume"
-    );
+    assert_ne!(merged["spec"]["template"], rev1);
     assert!(merged.to_string().contains("FEATURE_X"));
-    println!("kubernetes undo: the template equals revision 3's exactly after the JSON patch; a strategic merge would have kept the env var and the volume");
+    println!("kubernetes undo: the template equals revision 1's exactly after the JSON patch and matches its ReplicaSet; a strategic merge would have kept the env var and the volume");
+}
+
+#[test]
+fn a_paused_deployment_is_refused_before_any_patch() {
+    let stage = Stage::new();
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD, NEW]);
+    // `kubectl rollout pause`: a merge patch setting spec.paused.
+    let (code, _) = sim.world().patch(
+        "application/merge-patch+json",
+        r#"{"spec":{"paused":true}}"#,
+    );
+    assert_eq!(code, 200);
+    let patches_before = sim.requests("PATCH").len();
+    let r = run(
+        &stage,
+        &sim,
+        &["rollback", "--target", "kubernetes", "--reason", "paused"],
+        None,
+    );
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.all().contains("kubectl rollout resume"), "{}", r.all());
+    assert_eq!(sim.requests("PATCH").len(), patches_before, "no patch sent");
+    assert_eq!(template_image(&sim), NEW);
 }

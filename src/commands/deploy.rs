@@ -19,6 +19,11 @@ pub async fn run(ctx: Ctx, a: DeployArgs) -> Result<Outcome> {
     if a.dry_run && (a.kubernetes || kubernetes) {
         let manifest = crate::engine::kubernetes::deployment(cfg, &image);
         let text = serde_json::to_string_pretty(&manifest)?;
+        // Stdout stays the manifest kubectl takes; what applying it needs is for the reader.
+        eprintln!(
+            "# The identity in the kubeconfig needs this Role (bound to it) to deploy, watch and roll back:\n{}",
+            crate::engine::kubernetes::role_yaml(cfg)
+        );
         return Ok(Outcome::new(Code::Ok, manifest, text));
     }
     if a.dry_run {

@@ -194,6 +194,37 @@ pub fn selector(cfg: &Config) -> String {
         .join(",")
 }
 
+/// What dhi-stage asks of the API server, as RBAC rules: (API group, resource, verbs). Server-
+/// side apply that may create the Deployment checks `create`; the rollout wait lists the
+/// Deployment by name and watches it (as `kubectl rollout status`); the undo reads the
+/// ReplicaSets; verification, status and the monitor list the pods.
+pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    (
+        "apps",
+        "deployments",
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    ("apps", "replicasets", &["list"]),
+    ("", "pods", &["list"]),
+];
+
+/// The Role granting `PERMISSIONS` in the Deployment's namespace, as YAML (`kubectl apply -f`
+/// takes it; `deploy --dry-run --target kubernetes` prints it, the README shows it).
+pub fn role_yaml(cfg: &Config) -> String {
+    let mut out = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: dhi-stage, namespace: {}}}\nrules:\n",
+        cfg.kubernetes.namespace
+    );
+    for (group, resource, verbs) in PERMISSIONS {
+        let verbs: Vec<String> = verbs.iter().map(|v| format!("\"{v}\"")).collect();
+        out.push_str(&format!(
+            "  - apiGroups: [\"{group}\"]\n    resources: [\"{resource}\"]\n    verbs: [{}]\n",
+            verbs.join(", ")
+        ));
+    }
+    out
+}
+
 /// One pod as `status --target kubernetes` shows it.
 #[derive(Debug, serde::Serialize)]
 pub struct PodView {
@@ -239,6 +270,16 @@ pub fn pod_view(p: &k8s_openapi::api::core::v1::Pod) -> PodView {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_shows_the_role_the_tool_asks_for() {
+        let cfg = crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap();
+        let role = super::role_yaml(&cfg);
+        assert!(
+            include_str!("../../README.md").contains(&role),
+            "README.md's Role differs from engine::kubernetes::PERMISSIONS; it should read:\n{role}"
+        );
+    }
+
     #[test]
     fn the_runbooks_manifest() {
         let cfg = crate::config::parse(crate::config::DEFAULT_TOML, "t").unwrap();

@@ -423,54 +423,162 @@ pub use self::live::{deploy, rollback, status};
 #[cfg(feature = "kubernetes")]
 mod live {
     use super::*;
-    use crate::cluster::Cluster;
+    use crate::cluster::{Cluster, Seen};
     use crate::exit::failure;
     use crate::rollout::rollback::{approved, Approval, Context};
     use crate::store::events::RollbackDetail;
     use crate::store::{EventKind, Store};
 
-    /// Waits as `kubectl rollout status` does: until done, or failed (the controller's
-    /// Progressing condition says the progress deadline passed). Its own cap, `limit`, is a
-    /// safety net counted as the controller counts its deadline: from the last progress seen
-    /// (replicas updated, ready or available, or the Progressing condition renewed), so a slow
-    /// healthy rollout is waited for. A transient failure of the API server (HTTP 5xx or 429,
-    /// a reset, no answer) is asked again with backoff, within the same cap.
+    /// Waits as `kubectl rollout status` does: the Deployment listed by name, then watched from
+    /// the list's resourceVersion, each event judged, until done or failed (the controller's
+    /// Progressing condition says the progress deadline passed). A watch the server ends is
+    /// resumed from the last resourceVersion seen; one answered 410 Gone (the version
+    /// compacted away) is listed afresh. Its own cap, `limit`, is a safety net counted as the
+    /// controller counts its deadline: from the last progress seen (replicas updated, ready or
+    /// available, or the Progressing condition renewed), so a slow healthy rollout is waited
+    /// for. A transient failure (HTTP 5xx or 429, a reset, no answer) is asked again with
+    /// backoff, within the same cap.
     async fn wait(
         cluster: &Cluster,
         name: &str,
         limit: Duration,
-        poll: Duration,
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<(Progress, Deployment)> {
-        let mut last_progress = Instant::now();
-        let mut seen: Option<String> = None;
-        let mut backoff = poll;
+        let mut w = Waiting {
+            limit,
+            last_progress: Instant::now(),
+            mark: None,
+            backoff: RETRY_FIRST,
+        };
+        // Where to watch from, and the Deployment as last seen; None: list afresh.
+        let mut from: Option<(String, Deployment)> = None;
         loop {
-            let d = match cluster.deployment(name).await {
-                Ok(d) => d,
-                Err(e) if crate::cluster::is_transient(&e) && last_progress.elapsed() < limit => {
-                    progress(&format!(
-                        "{e:#}; asking again in {}",
-                        humantime::format_duration(backoff)
-                    ));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let (rv, d) = match from.take() {
+                Some(x) => x,
+                None => match cluster.list_deployment(name).await {
+                    Ok((Some(d), rv)) => (rv, d),
+                    Ok((None, _)) => {
+                        anyhow::bail!("deployment/{name} is gone (deleted during its rollout?)")
+                    }
+                    Err(e) => {
+                        w.retry(e, progress).await?;
+                        continue;
+                    }
+                },
             };
-            backoff = poll;
-            let mark = progress_mark(&d);
-            if seen.as_ref() != Some(&mark) {
-                seen = Some(mark);
-                last_progress = Instant::now();
+            if let Some(end) = w.judge(&d, progress) {
+                return Ok((end, d));
             }
-            let p = rollout_status(&d);
-            match &p {
-                Progress::Waiting(w) if last_progress.elapsed() < limit => progress(w),
-                _ => return Ok((p, d)),
+            from = match cluster.watch_deployment(name, &rv).await {
+                Ok(watch) => match w.follow(watch, rv, d, progress).await? {
+                    Next::Over(p, d) => return Ok((p, *d)),
+                    Next::From(rv, d) => Some((rv, *d)),
+                    Next::Relist => None,
+                },
+                Err(e) => {
+                    w.retry(e, progress).await?;
+                    Some((rv, d))
+                }
+            };
+        }
+    }
+
+    /// The first wait before asking the API server again, doubled up to `RETRY_MAX`.
+    const RETRY_FIRST: Duration = Duration::from_millis(500);
+    const RETRY_MAX: Duration = Duration::from_secs(5);
+
+    /// A rollout wait's bookkeeping: the cap, the last progress and the retry backoff.
+    struct Waiting {
+        limit: Duration,
+        last_progress: Instant,
+        mark: Option<String>,
+        backoff: Duration,
+    }
+
+    /// How a watch ended.
+    enum Next {
+        /// The wait is over: done, failed, or the cap passed.
+        Over(Progress, Box<Deployment>),
+        /// Watch again from this resourceVersion (the server ended the watch, or it broke).
+        From(String, Box<Deployment>),
+        /// 410 Gone: list afresh.
+        Relist,
+    }
+
+    impl Waiting {
+        fn left(&self) -> Duration {
+            self.limit.saturating_sub(self.last_progress.elapsed())
+        }
+
+        /// The verdict on `d` if the wait is over: done, failed, or still waiting past the cap.
+        fn judge(&mut self, d: &Deployment, progress: &dyn Fn(&str)) -> Option<Progress> {
+            let mark = progress_mark(d);
+            if self.mark.as_ref() != Some(&mark) {
+                self.mark = Some(mark);
+                self.last_progress = Instant::now();
             }
-            tokio::time::sleep(poll).await;
+            match rollout_status(d) {
+                Progress::Waiting(w) if !self.left().is_zero() => {
+                    progress(&w);
+                    None
+                }
+                p => Some(p),
+            }
+        }
+
+        /// A transient failure waited out (with backoff) while the cap allows; else the error.
+        async fn retry(&mut self, e: anyhow::Error, progress: &dyn Fn(&str)) -> anyhow::Result<()> {
+            if !crate::cluster::is_transient(&e) || self.left().is_zero() {
+                return Err(e);
+            }
+            progress(&format!(
+                "{e:#}; asking again in {}",
+                humantime::format_duration(self.backoff)
+            ));
+            tokio::time::sleep(self.backoff.min(self.left())).await;
+            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            Ok(())
+        }
+
+        /// Reads one watch to its end: a verdict, or where to go on from.
+        async fn follow(
+            &mut self,
+            mut watch: crate::cluster::Watch,
+            mut rv: String,
+            mut d: Deployment,
+            progress: &dyn Fn(&str),
+        ) -> anyhow::Result<Next> {
+            loop {
+                let Ok(next) = tokio::time::timeout(self.left(), watch.next()).await else {
+                    // The cap passed with nothing new: the verdict on what was last seen.
+                    return Ok(Next::Over(rollout_status(&d), Box::new(d)));
+                };
+                match next {
+                    Ok(Some(Seen::Changed(nd))) => {
+                        self.backoff = RETRY_FIRST;
+                        rv = nd.metadata.resource_version.clone().unwrap_or(rv);
+                        d = *nd;
+                        if let Some(end) = self.judge(&d, progress) {
+                            return Ok(Next::Over(end, Box::new(d)));
+                        }
+                    }
+                    Ok(Some(Seen::Bookmark(at))) => rv = at,
+                    Ok(Some(Seen::Deleted)) => anyhow::bail!(
+                        "deployment/{} was deleted during its rollout",
+                        d.metadata.name.unwrap_or_default()
+                    ),
+                    Ok(Some(Seen::Expired(why))) => {
+                        progress(&format!("the watch expired ({why}); listing again"));
+                        return Ok(Next::Relist);
+                    }
+                    // The server ended the watch (its timeout): watch again from here.
+                    Ok(None) => return Ok(Next::From(rv, Box::new(d))),
+                    Err(e) => {
+                        self.retry(e, progress).await?;
+                        return Ok(Next::From(rv, Box::new(d)));
+                    }
+                }
+            }
         }
     }
 
@@ -506,12 +614,6 @@ mod live {
         Duration::from_secs(deadline.clamp(1, MAX_PROGRESS_DEADLINE_S) as u64 + 30)
     }
 
-    /// How often a wait reads the Deployment: the probe interval, but not more than twice a
-    /// second (a rollout takes seconds to minutes; 50 ms would be 12,000 requests in ten).
-    fn kube_poll(cfg: &crate::config::Config) -> Duration {
-        cfg.verify.poll_interval.max(Duration::from_millis(500))
-    }
-
     /// The longest progress deadline a wait honours.
     const MAX_PROGRESS_DEADLINE_S: i32 = 3600;
 
@@ -530,14 +632,7 @@ mod live {
             k.deployment, cluster.server
         ));
         let applied = cluster.apply(&manifest).await?;
-        let (rollout, d) = wait(
-            &cluster,
-            &k.deployment,
-            limit(&applied),
-            kube_poll(cfg),
-            progress,
-        )
-        .await?;
+        let (rollout, d) = wait(&cluster, &k.deployment, limit(&applied), progress).await?;
         let rollout_ms = started.elapsed().as_millis() as u64;
         let checks = if rollout == Progress::Done {
             let pods = cluster
@@ -641,14 +736,7 @@ mod live {
         ));
         let patch = undo_patch(&template, &annotations);
         let patched = cluster.undo(&k.deployment, &patch).await?;
-        let (rollout, _) = wait(
-            &cluster,
-            &k.deployment,
-            limit(&patched),
-            kube_poll(cfg),
-            progress,
-        )
-        .await?;
+        let (rollout, _) = wait(&cluster, &k.deployment, limit(&patched), progress).await?;
         let ms = decision.elapsed().as_millis() as u64;
         let target_ms = cfg.rollback.kubernetes_target.as_millis() as u64;
         let out = KubeRolledBack {

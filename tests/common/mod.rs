@@ -5,7 +5,7 @@
 
 pub mod alertmanager;
 pub mod hostile;
-pub mod kube_api;
+pub mod kube_sim;
 pub mod prometheus;
 pub mod recorder;
 pub mod scrape;
