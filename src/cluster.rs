@@ -206,6 +206,9 @@ impl Cluster {
             .await
             .map_err(|e| transient(anyhow!("{doing}: {e}")))?;
         let e = status_error(doing, status.as_u16(), &body);
+        if status.as_u16() == 410 {
+            return Err(anyhow::Error::new(Gone(format!("{e:#}"))));
+        }
         let again = status.is_server_error() || status.as_u16() == 429;
         Err(if again { transient(e) } else { e })
     }
@@ -354,6 +357,23 @@ impl std::error::Error for Transient {}
 /// Whether `e` is worth retrying (see `Transient`).
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Transient>())
+}
+
+/// HTTP 410 Gone: the resourceVersion asked for is older than the server keeps (a watch is
+/// listed afresh).
+#[derive(Debug)]
+pub struct Gone(String);
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Gone {}
+
+pub fn is_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Gone>())
 }
 
 fn transient(e: anyhow::Error) -> anyhow::Error {

@@ -162,11 +162,10 @@ fn a_rollout_past_its_progress_deadline_fails_saying_so() {
     assert_eq!(r.code, 3, "{}", r.all());
     let j = r.json();
     assert_eq!(j["rollout"]["state"], "failed");
+    let detail = j["rollout"]["detail"].as_str().unwrap();
+    // Ours, then the controller's own words.
     assert!(
-        j["rollout"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("progress deadline"),
+        detail.contains("progress deadline") && detail.contains("has timed out progressing"),
         "{j}"
     );
     assert!(
@@ -502,8 +501,8 @@ fn a_watch_answered_410_gone_is_listed_afresh() {
 #[test]
 fn a_slow_rollout_that_keeps_progressing_past_the_old_cap_is_waited_for() {
     // The controller's deadline is 1 s without progress (set by an admission policy); the
-    // old cap (deadline + 30 s from the start) would have ended this wait at 31 s. Twelve
-    // replicas, one controller step every 0.9 s: about 34 s of steady progress. The server
+    // old cap (deadline + 30 s from the start) would have ended this wait at 31 s. Eighteen
+    // replicas, one controller step every 0.9 s: about 33 s of steady progress. The server
     // ends each watch after 4 s: the wait goes on from the last resourceVersion seen.
     let stage = Stage::new();
     let sim = Sim::start();
@@ -669,6 +668,9 @@ fn the_undo_takes_back_everything_the_bad_revision_added() {
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({"name": "scratch", "emptyDir": {}}));
+    rev2["metadata"]["annotations"] =
+        serde_json::json!({"kubernetes.io/change-cause": "turn FEATURE_X on"});
+    // As `kubectl apply --server-side --force-conflicts` would apply it.
     sim.roll_out(&rev2, "kubectl", Duration::from_secs(30));
     let before = sim.world().deployment.clone().unwrap();
     assert!(before.to_string().contains("FEATURE_X"));
@@ -696,6 +698,12 @@ fn the_undo_takes_back_everything_the_bad_revision_added() {
         w.replica_sets.len(),
         2,
         "the template matched revision 1's ReplicaSet: no new revision was made"
+    );
+    // The annotations are revision 1's too: revision 2's change-cause is not kept.
+    let annotations = &w.deployment.as_ref().unwrap()["metadata"]["annotations"];
+    assert!(
+        annotations.get("kubernetes.io/change-cause").is_none(),
+        "{annotations}"
     );
     drop(w);
     // The same undo as a strategic merge (what was sent before) keeps what revision 2 added.
@@ -731,4 +739,104 @@ fn a_paused_deployment_is_refused_before_any_patch() {
     assert!(r.all().contains("kubectl rollout resume"), "{}", r.all());
     assert_eq!(sim.requests("PATCH").len(), patches_before, "no patch sent");
     assert_eq!(template_image(&sim), NEW);
+}
+
+#[test]
+fn an_undo_after_a_rollout_past_its_deadline_is_waited_for_not_failed_at_once() {
+    // One replica: the undo to the old ReplicaSet makes no progress in the controller's first
+    // sync, which keeps the last rollout's "deadline exceeded" beside the new generation.
+    let stage = Stage::new();
+    let sim = Sim::start();
+    let cfg = stage.write_config(|t| t.replace("replicas = 2", "replicas = 1"));
+    let deploy_with = |image: &str| {
+        run(
+            &stage,
+            &sim,
+            &["deploy", "--target", "kubernetes", "--image", image],
+            Some(&cfg),
+        )
+    };
+    assert_eq!(deploy_with(OLD).code, 0);
+    {
+        let mut w = sim.world();
+        w.knobs.pods_become_ready = false;
+        w.knobs.progress_deadline = Some(2);
+    }
+    let r = deploy_with(NEW);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let r = run(
+        &stage,
+        &sim,
+        &["rollback", "--target", "kubernetes", "--reason", "stuck"],
+        Some(&cfg),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["rollout"]["state"], "done", "{}", r.all());
+    assert_eq!(template_image(&sim), OLD);
+    // What the wait saw: the undo's generation observed while the condition still said the
+    // deadline passed (kubectl's check, and ours before, would have failed there).
+    let stale = sim.history().into_iter().any(|d| {
+        d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && d["spec"]["template"]["spec"]["containers"][0]["image"] == OLD
+            && d["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["reason"] == "ProgressDeadlineExceeded"))
+    });
+    assert!(
+        stale,
+        "the stand-in kept the stale condition: {:?}",
+        sim.history().last()
+    );
+}
+
+#[test]
+fn a_deploy_to_a_paused_deployment_says_so_at_once() {
+    let stage = Stage::new();
+    let sim = Sim::start();
+    deployed(&stage, &sim, &[OLD]);
+    let (code, _) = sim.world().patch(
+        "application/merge-patch+json",
+        r#"{"spec":{"paused":true}}"#,
+    );
+    assert_eq!(code, 200);
+    let started = Instant::now();
+    let r = deploy(&stage, &sim, NEW);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["rollout"]["state"], "failed", "{j}");
+    let detail = j["rollout"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("paused") && detail.contains("kubectl rollout resume"),
+        "{j}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "not waited on");
+    // The apply took the template and kept the pause (another manager's field).
+    assert_eq!(template_image(&sim), NEW);
+    assert_eq!(
+        sim.world().deployment.as_ref().unwrap()["spec"]["paused"],
+        true
+    );
+}
+
+#[test]
+fn a_watch_refused_410_gone_outright_is_listed_afresh() {
+    let stage = Stage::new();
+    let sim = Sim::start();
+    sim.world().knobs.faults.push((
+        "GET".into(),
+        "watch=true".into(),
+        1,
+        410,
+        status(410, "Gone", "too old resource version: 1 (1001)"),
+    ));
+    let r = deploy(&stage, &sim, NEW);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let reads = sim.deployment_reads();
+    assert_eq!(reads[0], "list -> 200", "{reads:?}");
+    assert!(reads[1].ends_with("-> 410"), "{reads:?}");
+    assert_eq!(reads[2], "list -> 200", "{reads:?}");
+    assert!(
+        reads[3].starts_with("watch") && reads[3].ends_with("-> 200"),
+        "{reads:?}"
+    );
 }

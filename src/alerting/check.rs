@@ -22,22 +22,10 @@ pub struct Measured {
 /// A body larger than this is not an Alertmanager's answer.
 const MAX_BODY: usize = 4 << 20;
 
-/// GET `url` with a timeout and a bounded body: (status, body).
+/// A JSON answer read whole (refused past `MAX_BODY`: a cut document would misread).
 async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(crate::probe::health::describe)?;
-    let status = resp.status().as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(crate::probe::health::describe)? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the answer is over {} MiB", MAX_BODY >> 20));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, body))
+    use crate::probe::health::{get_within, Over};
+    get_within(client, url, MAX_BODY, Over::Refuse).await
 }
 
 fn client(timeout: Duration) -> reqwest::Client {

@@ -63,20 +63,18 @@ impl Kong {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let mut resp = req.send().await.map_err(|e| {
-            anyhow!(
-                "Kong's Admin API ({method} {path}): {}",
-                crate::probe::health::describe(e)
-            )
-        })?;
+        use crate::probe::health::{describe, read_body, Over, Unread};
+        let failed = |e| anyhow!("Kong's Admin API ({method} {path}): {}", describe(e));
+        let resp = req.send().await.map_err(failed)?;
         let status = resp.status();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            if bytes.len() + chunk.len() > MAX_BODY {
-                bail!("Kong's answer to {method} {path} is over 1 MiB");
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = read_body(resp, MAX_BODY, Over::Refuse)
+            .await
+            .map_err(|e| match e {
+                Unread::Failed(e) => failed(e),
+                Unread::Over(max) => {
+                    anyhow!("Kong's answer to {method} {path} is over {} MiB", max >> 20)
+                }
+            })?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             bail!(

@@ -15,99 +15,111 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The exposition of the monitor's state after `tick` (`samples`: taken by this process).
-pub fn render(service: &str, tick: &Tick, samples: u64) -> String {
-    let svc = format!("service=\"{}\"", label(service));
-    let mut s = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(s, "{name}{{{labels}}} {v}");
-        }
-    };
-    let one = |v: f64| vec![(svc.clone(), v)];
-    let t = &tick.sample;
-    gauge(
+/// What one series reads from the monitor's state: its value, or None to leave it out
+/// (a reading the tick did not have).
+type Read = fn(&State) -> Option<f64>;
+
+/// The monitor's state after a tick, as the series read it.
+struct State<'a> {
+    tick: &'a Tick,
+    samples: u64,
+}
+
+/// The single-valued series: (name, help, type, read).
+const SERIES: &[(&str, &str, &str, Read)] = &[
+    (
         "dhi_stage_up",
         "The monitor is running: 1.",
         "gauge",
-        one(1.0),
-    );
-    gauge(
+        |_| Some(1.0),
+    ),
+    (
         "dhi_stage_last_sample_timestamp_seconds",
         "When the monitor last sampled the service (Unix seconds).",
         "gauge",
-        one(t.ts_ms as f64 / 1000.0),
-    );
-    gauge(
+        |s| Some(s.tick.sample.ts_ms as f64 / 1000.0),
+    ),
+    (
         "dhi_stage_samples_total",
         "Samples taken by this monitor process.",
         "counter",
-        one(samples as f64),
-    );
-    gauge(
+        |s| Some(s.samples as f64),
+    ),
+    (
         "dhi_stage_health_ok",
         "The last /health probe: 1 healthy, 0 not.",
         "gauge",
-        one(f64::from(u8::from(t.health_ok))),
-    );
-    if let Some(m) = t.memory_mib() {
-        gauge(
-            "dhi_stage_memory_mib",
-            "Container memory as docker stats shows it (MiB).",
-            "gauge",
-            one(m),
-        );
-    }
-    if let Some(r) = t.restart_count {
-        gauge(
-            "dhi_stage_restarts_total",
-            "The container's restart count.",
-            "counter",
-            one(r as f64),
-        );
-    }
-    if let Some(c) = tick.critical_cves {
-        gauge(
-            "dhi_stage_critical_cves",
-            "CRITICAL CVEs of the image under test, after VEX, as the last scan says.",
-            "gauge",
-            one(f64::from(c)),
-        );
-    }
-    gauge(
+        |s| Some(f64::from(u8::from(s.tick.sample.health_ok))),
+    ),
+    (
+        "dhi_stage_memory_mib",
+        "Container memory as docker stats shows it (MiB).",
+        "gauge",
+        |s| s.tick.sample.memory_mib(),
+    ),
+    (
+        "dhi_stage_restarts_total",
+        "The container's restart count.",
+        "counter",
+        |s| s.tick.sample.restart_count.map(|r| r as f64),
+    ),
+    (
+        "dhi_stage_critical_cves",
+        "CRITICAL CVEs of the image under test, after VEX, as the last scan says.",
+        "gauge",
+        |s| s.tick.critical_cves.map(f64::from),
+    ),
+    (
         "dhi_stage_blind_rules",
         "Rollback triggers without a verdict for longer than their window plus the margin.",
         "gauge",
-        one(tick.blind.len() as f64),
-    );
-    let verdicts = |want: fn(&Verdict) -> bool| {
-        tick.results
-            .iter()
-            .map(|r| {
-                (
-                    format!(
-                        "{svc},trigger=\"{}\",severity=\"{}\"",
-                        label(&r.name),
-                        r.severity.as_str()
-                    ),
-                    f64::from(u8::from(want(&r.verdict))),
-                )
-            })
-            .collect()
-    };
-    gauge(
+        |s| Some(s.tick.blind.len() as f64),
+    ),
+];
+
+/// Whether a trigger's verdict counts for a per-trigger series.
+type Counts = fn(&Verdict) -> bool;
+
+/// The per-trigger series (labelled by trigger and severity): (name, help, verdict test).
+const VERDICTS: &[(&str, &str, Counts)] = &[
+    (
         "dhi_stage_trigger_fired",
         "Whether the rollback trigger fired at the last tick.",
-        "gauge",
-        verdicts(|v| *v == Verdict::Fired),
-    );
-    gauge(
+        |v| *v == Verdict::Fired,
+    ),
+    (
         "dhi_stage_trigger_inconclusive",
         "Whether the monitor could not judge the trigger at the last tick.",
-        "gauge",
-        verdicts(|v| matches!(v, Verdict::Inconclusive { .. })),
-    );
+        |v| matches!(v, Verdict::Inconclusive { .. }),
+    ),
+];
+
+/// The exposition of the monitor's state after `tick` (`samples`: taken by this process).
+pub fn render(service: &str, tick: &Tick, samples: u64) -> String {
+    let svc = format!("service=\"{}\"", label(service));
+    let state = State { tick, samples };
+    let mut s = String::new();
+    let head = |s: &mut String, name: &str, help: &str, kind: &str| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    for (name, help, kind, read) in SERIES {
+        if let Some(v) = read(&state) {
+            head(&mut s, name, help, kind);
+            let _ = writeln!(s, "{name}{{{svc}}} {v}");
+        }
+    }
+    for (name, help, want) in VERDICTS {
+        head(&mut s, name, help, "gauge");
+        for r in &tick.results {
+            let _ = writeln!(
+                s,
+                "{name}{{{svc},trigger=\"{}\",severity=\"{}\"}} {}",
+                label(&r.name),
+                r.severity.as_str(),
+                u8::from(want(&r.verdict))
+            );
+        }
+    }
     s
 }
 

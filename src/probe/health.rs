@@ -33,23 +33,68 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .expect("a plain HTTP client always builds")
 }
 
-/// GET `url` with the client's timeout; reads at most `limit` bytes of body.
+/// GET `url` with the client's timeout; reads at most `limit` bytes of body (the rest cut).
 pub async fn get_bounded(
     client: &reqwest::Client,
     url: &str,
     limit: usize,
 ) -> Result<(u16, Vec<u8>), String> {
-    let mut resp = client.get(url).send().await.map_err(describe)?;
+    get_within(client, url, limit, Over::Cut).await
+}
+
+/// What a GET does with a body over its bound: keep its start (a health answer is judged by
+/// its status and first bytes), or refuse it (a JSON document cut short would misread).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Over {
+    Cut,
+    Refuse,
+}
+
+/// GET `url` with the client's timeout, its body read up to `limit` bytes, then `over`.
+pub async fn get_within(
+    client: &reqwest::Client,
+    url: &str,
+    limit: usize,
+    over: Over,
+) -> Result<(u16, Vec<u8>), String> {
+    let resp = client.get(url).send().await.map_err(describe)?;
     let status = resp.status().as_u16();
+    let body = read_body(resp, limit, over).await.map_err(|e| match e {
+        Unread::Failed(e) => describe(e),
+        Unread::Over(limit) if limit >= 1 << 20 => {
+            format!("the answer is over {} MiB", limit >> 20)
+        }
+        Unread::Over(limit) => format!("the answer is over {} KiB", limit >> 10),
+    })?;
+    Ok((status, body))
+}
+
+/// Why a body was not read: the transfer failed, or it passed its bound (`Over::Refuse`).
+pub enum Unread {
+    Failed(reqwest::Error),
+    Over(usize),
+}
+
+/// A response's body, read chunk by chunk up to `limit` bytes, then `over`: the one bounded
+/// reader of every HTTP answer the tool reads (health, Prometheus, Alertmanager, Kong).
+pub async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    over: Over,
+) -> Result<Vec<u8>, Unread> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(describe)? {
+    while let Some(chunk) = resp.chunk().await.map_err(Unread::Failed)? {
         let room = limit.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= limit {
+        if chunk.len() > room {
+            if over == Over::Refuse {
+                return Err(Unread::Over(limit));
+            }
+            body.extend_from_slice(&chunk[..room]);
             break;
         }
+        body.extend_from_slice(&chunk);
     }
-    Ok((status, body))
+    Ok(body)
 }
 
 /// A failed request in words: a timeout and a refusal read differently, and reqwest's

@@ -388,6 +388,60 @@ fn gapped_path(
     path
 }
 
+/// A time chart's frame: x across `(start, end)` in Unix ms, y from 0 to a round maximum a
+/// little above the data (`ticks`, its gridlines).
+struct Frame {
+    start: i64,
+    end: i64,
+    y_max: f64,
+    ticks: Vec<f64>,
+}
+
+impl Frame {
+    fn new(start: i64, end: i64, data_max: f64) -> Frame {
+        let ticks = nice_ticks(data_max * 1.05);
+        Frame {
+            start,
+            end: end.max(start + 1),
+            y_max: *ticks.last().unwrap_or(&1.0),
+            ticks,
+        }
+    }
+
+    fn px(&self, t: i64) -> f64 {
+        L + (t - self.start) as f64 / (self.end - self.start) as f64 * (W - L - R)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        T + (1.0 - y / self.y_max) * (H - T - B)
+    }
+}
+
+/// The two axis lines and the y unit, rotated along the y axis.
+fn axes(s: &mut String, y_unit: &str) {
+    let _ = write!(
+        s,
+        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{yb}" stroke="#444"/><line x1="{L}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="#444"/><text x="14" y="{m}" transform="rotate(-90 14 {m})" text-anchor="middle">{u}</text>"##,
+        yb = H - B,
+        xr = W - R,
+        m = H / 2.0,
+        u = esc(y_unit)
+    );
+}
+
+/// One series as a path, broken where points are further apart than `gap_ms`.
+fn series_path(s: &mut String, se: &TimeSeries, gap_ms: i64, f: &Frame, width: f64) {
+    let path = gapped_path(&se.points, gap_ms, &|t| f.px(t), &|y| f.py(y));
+    let _ = write!(
+        s,
+        r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="{width}" d="{p}"/>"#,
+        n = esc(&se.name),
+        k = se.points.len(),
+        c = se.color,
+        p = path.trim_end()
+    );
+}
+
 /// A line chart over the whole period: one gridline and label per day (its date), y ticks
 /// at round values, the target band and trigger lines. Gaps of more than two hours between
 /// points break the line, so a stretch without data never reads as a straight trend.
@@ -399,22 +453,20 @@ pub fn week_chart(
     lines: &[Line],
     band: Option<&Band>,
 ) -> String {
-    let end = end.max(start + 1);
     let data_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(lines.iter().map(|l| l.y))
         .chain(band.map(|b| b.hi))
         .fold(0.0_f64, f64::max);
-    let ticks = nice_ticks(data_max * 1.05);
-    let y_max = *ticks.last().unwrap_or(&1.0);
-    let px = |t: i64| L + (t - start) as f64 / (end - start) as f64 * (W - L - R);
-    let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
+    let f = Frame::new(start, end, data_max);
+    let (px, py) = (|t: i64| f.px(t), |y: f64| f.py(y));
+    let end = f.end;
     let mut s = svg_open(title);
     if let Some(b) = band {
         band_area(&mut s, b, &py);
     }
-    y_ticks(&mut s, &ticks, &py, "#e4e4e4");
+    y_ticks(&mut s, &f.ticks, &py, "#e4e4e4");
     let mut day = start;
     let mut n = 1;
     while day <= end {
@@ -439,25 +491,10 @@ pub fn week_chart(
         day += 86_400_000;
         n += 1;
     }
-    let _ = write!(
-        s,
-        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{yb}" stroke="#444"/><line x1="{L}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="#444"/><text x="14" y="{m}" transform="rotate(-90 14 {m})" text-anchor="middle">{u}</text>"##,
-        yb = H - B,
-        xr = W - R,
-        m = H / 2.0,
-        u = esc(y_unit)
-    );
+    axes(&mut s, y_unit);
     threshold_lines(&mut s, lines, &py);
     for (i, se) in series.iter().enumerate() {
-        let path = gapped_path(&se.points, 2 * 3_600_000, &px, &py);
-        let _ = write!(
-            s,
-            r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="1.6" d="{p}"/>"#,
-            n = esc(&se.name),
-            k = se.points.len(),
-            c = se.color,
-            p = path.trim_end()
-        );
+        series_path(&mut s, se, 2 * 3_600_000, &f, 1.6);
         legend_entry(&mut s, i, &se.name, se.color, H - 12.0);
     }
     s += "</svg>\n";
@@ -509,17 +546,15 @@ pub fn incident_chart(
     series: &TimeSeries,
     marks: &Marks,
 ) -> String {
-    let end = end.max(start + 1);
     let data_max = series
         .points
         .iter()
         .map(|p| p.1)
         .chain(marks.threshold.as_ref().map(|l| l.y))
         .fold(0.0_f64, f64::max);
-    let ticks = nice_ticks(data_max * 1.05);
-    let y_max = *ticks.last().unwrap_or(&1.0);
-    let px = |t: i64| L + (t - start) as f64 / (end - start) as f64 * (W - L - R);
-    let py = |y: f64| T + (1.0 - y / y_max) * (H - T - B);
+    let f = Frame::new(start, end, data_max);
+    let (px, py) = (|t: i64| f.px(t), |y: f64| f.py(y));
+    let end = f.end;
     let mut s = svg_open(title);
     if let Some((a, b)) = marks.breach {
         let (x0, x1) = (px(a.max(start)), px(b.min(end)));
@@ -530,7 +565,7 @@ pub fn incident_chart(
             h = H - T - B
         );
     }
-    y_ticks(&mut s, &ticks, &py, "#e4e4e4");
+    y_ticks(&mut s, &f.ticks, &py, "#e4e4e4");
     for (t, label) in clock_ticks(start, end) {
         let _ = write!(
             s,
@@ -540,13 +575,10 @@ pub fn incident_chart(
             ty = H - B + 16.0
         );
     }
+    axes(&mut s, y_unit);
     let _ = write!(
         s,
-        r##"<line x1="{L}" y1="{T}" x2="{L}" y2="{yb}" stroke="#444"/><line x1="{L}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="#444"/><text x="14" y="{m}" transform="rotate(-90 14 {m})" text-anchor="middle">{u}</text><text x="{c}" y="{tl}" text-anchor="middle">time (UTC)</text>"##,
-        yb = H - B,
-        xr = W - R,
-        m = H / 2.0,
-        u = esc(y_unit),
+        r##"<text x="{c}" y="{tl}" text-anchor="middle">time (UTC)</text>"##,
         c = (L + W - R) / 2.0,
         tl = H - 36.0
     );
@@ -564,15 +596,7 @@ pub fn incident_chart(
             ty = T + 12.0 + 14.0 * i as f64
         );
     }
-    let path = gapped_path(&series.points, 120_000, &px, &py);
-    let _ = write!(
-        s,
-        r#"<path data-series="{n}" data-points="{k}" fill="none" stroke="{c}" stroke-width="2" d="{p}"/>"#,
-        n = esc(&series.name),
-        k = series.points.len(),
-        c = series.color,
-        p = path.trim_end()
-    );
+    series_path(&mut s, series, 120_000, &f, 2.0);
     legend_entry(&mut s, 0, &series.name, series.color, H - 12.0);
     s += "</svg>\n";
     s

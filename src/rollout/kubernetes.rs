@@ -438,17 +438,24 @@ mod live {
     /// available, or the Progressing condition renewed), so a slow healthy rollout is waited
     /// for. A transient failure (HTTP 5xx or 429, a reset, no answer) is asked again with
     /// backoff, within the same cap.
+    ///
+    /// `written` is the Deployment as the apply or undo answered it: its progress deadline
+    /// sets the cap, and a "deadline exceeded" condition it already carried belongs to the
+    /// rollout before: the controller keeps that condition on an undo to an existing
+    /// ReplicaSet until the new rollout progresses (`syncRolloutStatus`), so it is waited past,
+    /// not read as this rollout failing (kubectl would fail at once here).
     async fn wait(
         cluster: &Cluster,
         name: &str,
-        limit: Duration,
+        written: &Deployment,
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<(Progress, Deployment)> {
         let mut w = Waiting {
-            limit,
+            limit: limit(written),
             last_progress: Instant::now(),
             mark: None,
             backoff: RETRY_FIRST,
+            stale: timed_out_stamp(written),
         };
         // Where to watch from, and the Deployment as last seen; None: list afresh.
         let mut from: Option<(String, Deployment)> = None;
@@ -475,6 +482,12 @@ mod live {
                     Next::From(rv, d) => Some((rv, *d)),
                     Next::Relist => None,
                 },
+                // 410 Gone as the answer's status (not as an event): list afresh.
+                Err(e) if crate::cluster::is_gone(&e) => {
+                    progress(&format!("{e:#}; listing again"));
+                    w.back_off().await;
+                    None
+                }
                 Err(e) => {
                     w.retry(e, progress).await?;
                     Some((rv, d))
@@ -493,6 +506,8 @@ mod live {
         last_progress: Instant,
         mark: Option<String>,
         backoff: Duration,
+        /// When the written Deployment's "deadline exceeded" condition was set, if it was.
+        stale: Option<String>,
     }
 
     /// How a watch ended.
@@ -517,7 +532,16 @@ mod live {
                 self.mark = Some(mark);
                 self.last_progress = Instant::now();
             }
-            match rollout_status(d) {
+            let status = match rollout_status(d) {
+                Progress::Failed(_) if self.stale.is_some() && timed_out_stamp(d) == self.stale => {
+                    Progress::Waiting(
+                        "the last rollout's \"progress deadline exceeded\" stands until this one progresses"
+                            .into(),
+                    )
+                }
+                p => p,
+            };
+            match status {
                 Progress::Waiting(w) if !self.left().is_zero() => {
                     progress(&w);
                     None
@@ -535,9 +559,14 @@ mod live {
                 "{e:#}; asking again in {}",
                 humantime::format_duration(self.backoff)
             ));
+            self.back_off().await;
+            Ok(())
+        }
+
+        /// Waits the backoff (within the cap) and doubles it.
+        async fn back_off(&mut self) {
             tokio::time::sleep(self.backoff.min(self.left())).await;
             self.backoff = (self.backoff * 2).min(RETRY_MAX);
-            Ok(())
         }
 
         /// Reads one watch to its end: a verdict, or where to go on from.
@@ -548,6 +577,7 @@ mod live {
             mut d: Deployment,
             progress: &dyn Fn(&str),
         ) -> anyhow::Result<Next> {
+            let opened = Instant::now();
             loop {
                 let Ok(next) = tokio::time::timeout(self.left(), watch.next()).await else {
                     // The cap passed with nothing new: the verdict on what was last seen.
@@ -571,8 +601,14 @@ mod live {
                         progress(&format!("the watch expired ({why}); listing again"));
                         return Ok(Next::Relist);
                     }
-                    // The server ended the watch (its timeout): watch again from here.
-                    Ok(None) => return Ok(Next::From(rv, Box::new(d))),
+                    // The server ended the watch (its timeout): watch again from here; one
+                    // ended at once (a proxy closing it) is not reopened in a tight loop.
+                    Ok(None) => {
+                        if opened.elapsed() < Duration::from_secs(1) {
+                            self.back_off().await;
+                        }
+                        return Ok(Next::From(rv, Box::new(d)));
+                    }
                     Err(e) => {
                         self.retry(e, progress).await?;
                         return Ok(Next::From(rv, Box::new(d)));
@@ -580,6 +616,19 @@ mod live {
                 }
             }
         }
+    }
+
+    /// When the Progressing condition was last set, if it says the progress deadline passed.
+    fn timed_out_stamp(d: &Deployment) -> Option<String> {
+        d.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            .and_then(|c| c.last_update_time.as_ref())
+            .map(|t| t.0.to_string())
     }
 
     /// What changes when a rollout progresses, as the controller judges progress.
@@ -632,7 +681,17 @@ mod live {
             k.deployment, cluster.server
         ));
         let applied = cluster.apply(&manifest).await?;
-        let (rollout, d) = wait(&cluster, &k.deployment, limit(&applied), progress).await?;
+        // A paused Deployment takes the template and rolls nothing out (the pause is another
+        // manager's field, kept by the apply): said now, not waited on for its deadline.
+        let (rollout, d) = if applied.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+            let why = format!(
+                "deployment/{0} is paused: the template is applied but will not roll out until `kubectl rollout resume deployment/{0} -n {1}`",
+                k.deployment, k.namespace
+            );
+            (Progress::Failed(why), applied)
+        } else {
+            wait(&cluster, &k.deployment, &applied, progress).await?
+        };
         let rollout_ms = started.elapsed().as_millis() as u64;
         let checks = if rollout == Progress::Done {
             let pods = cluster
@@ -736,7 +795,7 @@ mod live {
         ));
         let patch = undo_patch(&template, &annotations);
         let patched = cluster.undo(&k.deployment, &patch).await?;
-        let (rollout, _) = wait(&cluster, &k.deployment, limit(&patched), progress).await?;
+        let (rollout, _) = wait(&cluster, &k.deployment, &patched, progress).await?;
         let ms = decision.elapsed().as_millis() as u64;
         let target_ms = cfg.rollback.kubernetes_target.as_millis() as u64;
         let out = KubeRolledBack {
@@ -875,5 +934,21 @@ mod tests {
         let (code, why) = undo_refusal(&same, &t, 1).unwrap();
         assert_eq!(code, Code::Ok);
         assert!(why.contains("already matches revision 1"), "{why}");
+        let mut other = same.clone();
+        other
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("i:2".into());
+        assert_eq!(
+            undo_refusal(&other, &t, 1),
+            None,
+            "a different template is undone"
+        );
     }
 }

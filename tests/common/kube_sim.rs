@@ -145,6 +145,11 @@ impl Sim {
             .collect()
     }
 
+    /// The Deployment as each of its watch events carried it, oldest first.
+    pub fn history(&self) -> Vec<Value> {
+        self.world().history.iter().map(|h| h.2.clone()).collect()
+    }
+
     /// The Deployment's path in the order they were asked: `list`, `watch <from>` or `get`.
     pub fn deployment_reads(&self) -> Vec<String> {
         let prefix = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments");
@@ -328,13 +333,29 @@ impl World {
         if let (Some(s), Some(d)) = (typed.spec.as_mut(), self.knobs.progress_deadline) {
             s.progress_deadline_seconds = Some(d as i32);
         }
+        // What the manager applied (with the admission policy's change), before defaulting.
+        let applied_spec = serde_json::to_value(&typed.spec).unwrap();
         defaults::deployment(&mut typed);
         let defaulted = serde_json::to_value(&typed).unwrap();
         let managed = json!([{"manager": manager, "operation": "Apply", "apiVersion": "apps/v1",
                               "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]);
         if let Some(d) = self.deployment.as_mut() {
-            let changed = d["spec"] != defaulted["spec"];
-            d["spec"] = defaulted["spec"].clone();
+            // The applied fields taken over (forced); fields only other managers set (a
+            // pause, an annotation) kept. Lists are replaced whole (the manifest's are atomic
+            // or keyed by name, and the manifest lists every entry).
+            let mut spec = d["spec"].clone();
+            json_patch::merge(&mut spec, &strip_nulls(applied_spec));
+            let mut typed_spec: k8s_openapi::api::apps::v1::DeploymentSpec =
+                serde_json::from_value(spec).map_err(|e| format!("not a DeploymentSpec: {e}"))?;
+            let mut whole = k8s_openapi::api::apps::v1::Deployment {
+                spec: Some(typed_spec.clone()),
+                ..Default::default()
+            };
+            defaults::deployment(&mut whole);
+            typed_spec = whole.spec.unwrap();
+            let spec = serde_json::to_value(typed_spec).unwrap();
+            let changed = d["spec"] != spec;
+            d["spec"] = spec;
             for k in ["labels", "annotations"] {
                 if let Some(m) = defaulted["metadata"][k].as_object() {
                     for (key, v) in m {
@@ -418,8 +439,9 @@ impl World {
             && (self.knobs.keep_terminating || self.pods.iter().all(|p| !terminating(p)))
     }
 
-    /// The ReplicaSet whose template is the Deployment's, made (next revision) if none.
-    fn new_replica_set(&mut self, d: &Value) -> String {
+    /// The ReplicaSet whose template is the Deployment's, made (next revision) if none; and
+    /// whether it was made now.
+    fn new_replica_set(&mut self, d: &Value) -> (String, bool) {
         let template = bare_template(&d["spec"]["template"]);
         let newest = self.replica_sets.iter().map(revision_of).max().unwrap_or(0);
         if let Some(i) = self
@@ -430,15 +452,19 @@ impl World {
             // An undo: the old ReplicaSet is adopted and becomes the newest revision.
             if revision_of(&self.replica_sets[i]) < newest {
                 let mut rs = self.replica_sets[i].clone();
-                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
-                    (newest + 1).to_string().into();
+                let was = revision_of(&rs).to_string();
+                let a = &mut rs["metadata"]["annotations"];
+                let history = match a["deployment.kubernetes.io/revision-history"].as_str() {
+                    Some(h) => format!("{h},{was}"),
+                    None => was,
+                };
+                a["deployment.kubernetes.io/revision-history"] = history.into();
+                a["deployment.kubernetes.io/revision"] = (newest + 1).to_string().into();
                 self.stamp(&mut rs);
                 self.replica_sets[i] = rs;
             }
-            return self.replica_sets[i]["metadata"]["name"]
-                .as_str()
-                .unwrap()
-                .to_string();
+            let name = self.replica_sets[i]["metadata"]["name"].as_str().unwrap();
+            return (name.to_string(), false);
         }
         let hash = template_hash(&template);
         let name = format!("{}-{hash}", d["metadata"]["name"].as_str().unwrap());
@@ -453,10 +479,16 @@ impl World {
             true,
         );
         let uid = self.uid();
-        let mut annotations = d["spec"]["template"]["metadata"]["annotations"]
+        // `SetNewReplicaSetAnnotations`: the Deployment's own annotations (change-cause…),
+        // less kubectl's and the controller's, then the controller's.
+        let mut annotations = d["metadata"]["annotations"]
             .as_object()
             .cloned()
             .unwrap_or_default();
+        annotations.retain(|k, _| {
+            k != "kubectl.kubernetes.io/last-applied-configuration"
+                && !k.starts_with("deployment.kubernetes.io/")
+        });
         annotations.insert(
             "deployment.kubernetes.io/desired-replicas".into(),
             want.to_string().into(),
@@ -483,7 +515,7 @@ impl World {
         });
         self.stamp(&mut rs);
         self.replica_sets.push(rs);
-        name
+        (name, true)
     }
 
     fn pods_of(&self, rs: &str) -> impl Iterator<Item = &Value> {
@@ -591,69 +623,101 @@ impl World {
             return false;
         };
         if d["spec"]["paused"] == true {
-            return false;
+            return self.paused(&d);
         }
-        let new_rs = self.new_replica_set(&d);
+        let (new_rs, created) = self.new_replica_set(&d);
         let generation = int(&d["metadata"]["generation"]);
         if int(&d["status"]["observedGeneration"]) < generation {
-            let dd = self.deployment.as_mut().unwrap();
-            dd["status"]["observedGeneration"] = generation.into();
-            dd["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = self
+            let revision = self
                 .replica_sets
                 .iter()
                 .find(|r| r["metadata"]["name"] == new_rs)
                 .map(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/revision"].clone())
                 .unwrap();
-            self.set_progressing(
-                "True",
-                "NewReplicaSetCreated",
-                &format!("Created new replica set \"{new_rs}\""),
-            );
+            let dd = self.deployment.as_mut().unwrap();
+            dd["status"]["observedGeneration"] = generation.into();
+            dd["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = revision;
+            // `getNewReplicaSet`: a created ReplicaSet restarts the Progressing condition; an
+            // existing one (an undo) sets it only if there is none, so a "deadline
+            // exceeded" from the rollout before stands until this one progresses.
+            if created {
+                let msg = format!("Created new replica set \"{new_rs}\"");
+                self.set_progressing("True", "NewReplicaSetCreated", &msg, true);
+            } else if self.progressing().is_null() {
+                let msg = format!("Found new replica set \"{new_rs}\"");
+                self.set_progressing("True", "FoundNewReplicaSet", &msg, true);
+            }
             self.refresh_status(&new_rs);
             self.record_deployment("MODIFIED");
             return true;
         }
+        let before = d["status"].clone();
         let acted = self.step(&d, &new_rs);
         let complete = self.refresh_status(&new_rs)
             && (self.knobs.keep_terminating || self.pods.iter().all(|p| !terminating(p)));
-        let reason = self.deployment.as_ref().unwrap()["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Progressing").cloned())
-            .unwrap_or(Value::Null);
-        if acted {
-            let (why, msg) = if complete {
-                (
-                    "NewReplicaSetAvailable",
-                    format!("ReplicaSet \"{new_rs}\" has successfully progressed."),
-                )
-            } else {
-                (
-                    "ReplicaSetUpdated",
-                    format!("ReplicaSet \"{new_rs}\" is progressing."),
-                )
-            };
-            self.set_progressing("True", why, &msg);
-        } else if !complete && reason["reason"] != "ProgressDeadlineExceeded" {
+        self.rollout_condition(&d, &before, &new_rs, complete);
+        let changed = self.deployment.as_ref().unwrap()["status"] != before;
+        if changed {
+            self.record_deployment("MODIFIED");
+        }
+        acted || changed
+    }
+
+    /// `syncRolloutStatus`: the Progressing condition after a step, from the status before it.
+    /// Progress (more updated, ready or available replicas, fewer old ones) renews it; no
+    /// progress past the deadline since it was last renewed fails it; a complete rollout says
+    /// so once.
+    fn rollout_condition(&mut self, d: &Value, before: &Value, new_rs: &str, complete: bool) {
+        let now_s = self.deployment.as_ref().unwrap()["status"].clone();
+        let cond = self.progressing();
+        if int(&now_s["replicas"]) == int(&now_s["updatedReplicas"])
+            && cond["reason"] == "NewReplicaSetAvailable"
+        {
+            return;
+        }
+        let old = |s: &Value| int(&s["replicas"]) - int(&s["updatedReplicas"]);
+        let progressed = ["updatedReplicas", "readyReplicas", "availableReplicas"]
+            .iter()
+            .any(|k| int(&now_s[*k]) > int(&before[*k]))
+            || old(&now_s) < old(before);
+        if complete {
+            let msg = format!("ReplicaSet \"{new_rs}\" has successfully progressed.");
+            self.set_progressing("True", "NewReplicaSetAvailable", &msg, false);
+        } else if progressed {
+            let msg = format!("ReplicaSet \"{new_rs}\" is progressing.");
+            self.set_progressing("True", "ReplicaSetUpdated", &msg, true);
+        } else if cond["reason"] != "ProgressDeadlineExceeded" {
             let deadline = int(&d["spec"]["progressDeadlineSeconds"]);
-            let last = chrono::DateTime::parse_from_rfc3339(
-                reason["lastUpdateTime"].as_str().unwrap_or(""),
-            )
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
+            let last =
+                chrono::DateTime::parse_from_rfc3339(cond["lastUpdateTime"].as_str().unwrap_or(""))
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now());
             if (chrono::Utc::now() - last).num_seconds() > deadline {
-                self.set_progressing(
-                    "False",
-                    "ProgressDeadlineExceeded",
-                    &format!("ReplicaSet \"{new_rs}\" has timed out progressing."),
-                );
-            } else {
-                return false;
+                let msg = format!("ReplicaSet \"{new_rs}\" has timed out progressing.");
+                self.set_progressing("False", "ProgressDeadlineExceeded", &msg, false);
             }
-        } else {
+        }
+    }
+
+    /// A paused Deployment: its generation observed and the pause said, nothing rolled out
+    /// (`checkPausedConditions`).
+    fn paused(&mut self, d: &Value) -> bool {
+        let generation = int(&d["metadata"]["generation"]);
+        let observed = int(&d["status"]["observedGeneration"]) >= generation;
+        if observed && self.progressing()["reason"] == "DeploymentPaused" {
             return false;
         }
+        self.deployment.as_mut().unwrap()["status"]["observedGeneration"] = generation.into();
+        self.set_progressing("Unknown", "DeploymentPaused", "Deployment is paused", false);
         self.record_deployment("MODIFIED");
         true
+    }
+
+    fn progressing(&self) -> Value {
+        self.deployment.as_ref().unwrap()["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Progressing").cloned())
+            .unwrap_or(Value::Null)
     }
 
     /// One action of the rollout, in the controllers' order: a retired pod removed, a new
@@ -764,33 +828,48 @@ impl World {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        conditions.retain(|c| c["type"] != "Available");
-        conditions.insert(0, json!({"type": "Available", "status": if available {"True"} else {"False"},
-            "reason": if available {"MinimumReplicasAvailable"} else {"MinimumReplicasUnavailable"},
-            "message": if available {"Deployment has minimum availability."} else {"Deployment does not have minimum availability."},
-            "lastUpdateTime": now(), "lastTransitionTime": now()}));
+        // The Available condition changes (and its times with it) only when it flips.
+        let flag = if available { "True" } else { "False" };
+        if !conditions
+            .iter()
+            .any(|c| c["type"] == "Available" && c["status"] == flag)
+        {
+            conditions.retain(|c| c["type"] != "Available");
+            conditions.insert(0, json!({"type": "Available", "status": flag,
+                "reason": if available {"MinimumReplicasAvailable"} else {"MinimumReplicasUnavailable"},
+                "message": if available {"Deployment has minimum availability."} else {"Deployment does not have minimum availability."},
+                "lastUpdateTime": now(), "lastTransitionTime": now()}));
+        }
         let mut s = json!({"observedGeneration": d["status"]["observedGeneration"].clone(),
             "replicas": total, "updatedReplicas": updated, "readyReplicas": ready,
             "availableReplicas": ready, "conditions": conditions});
-        if want - ready > 0 {
-            s["unavailableReplicas"] = (want - ready).into();
+        // `unavailableReplicas`: the desired replicas (or all there are) not available.
+        let unavailable = total.max(want) - ready;
+        if unavailable > 0 {
+            s["unavailableReplicas"] = unavailable.into();
         }
         let complete = updated == want && total == want && ready == want;
         self.deployment.as_mut().unwrap()["status"] = s;
         complete
     }
 
-    fn set_progressing(&mut self, status: &str, reason: &str, message: &str) {
+    /// `SetDeploymentCondition`: the same status and reason is left as it is unless `renew`
+    /// (progress renews its lastUpdateTime); the transition time kept while the status holds.
+    fn set_progressing(&mut self, status: &str, reason: &str, message: &str, renew: bool) {
+        let current = self.progressing();
+        if !renew && current["status"] == status && current["reason"] == reason {
+            return;
+        }
+        let since = if current["status"] == status {
+            current["lastTransitionTime"].clone()
+        } else {
+            now().into()
+        };
         let d = self.deployment.as_mut().unwrap();
         let mut conditions: Vec<Value> = d["status"]["conditions"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let since = conditions
-            .iter()
-            .find(|c| c["type"] == "Progressing" && c["status"] == status)
-            .map(|c| c["lastTransitionTime"].clone())
-            .unwrap_or_else(|| now().into());
         conditions.retain(|c| c["type"] != "Progressing");
         conditions.push(
             json!({"type": "Progressing", "status": status, "reason": reason,
@@ -798,6 +877,17 @@ impl World {
         );
         d["status"]["conditions"] = conditions.into();
     }
+}
+
+/// A JSON merge patch treats null as "remove"; an applied object's nulls mean "not set".
+fn strip_nulls(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|_, x| !x.is_null());
+        for x in m.values_mut() {
+            *x = strip_nulls(std::mem::take(x));
+        }
+    }
+    v
 }
 
 /// A strategic merge as the API server applies it to a pod template: maps merge key by key,

@@ -323,18 +323,15 @@ impl Source {
                 format!("{where_}: {}", crate::probe::health::describe(e))
             }
         };
-        let mut resp = req.send().await.map_err(failed)?;
+        let resp = req.send().await.map_err(failed)?;
         let status = resp.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(format!(
-                    "{where_}: the answer is over {} MiB",
-                    MAX_BODY >> 20
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        use crate::probe::health::{read_body, Over, Unread};
+        let body = read_body(resp, MAX_BODY, Over::Refuse)
+            .await
+            .map_err(|e| match e {
+                Unread::Failed(e) => failed(e),
+                Unread::Over(max) => format!("{where_}: the answer is over {} MiB", max >> 20),
+            })?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             let said = match (v["errorType"].as_str(), v["error"].as_str()) {
