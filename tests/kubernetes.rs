@@ -288,6 +288,23 @@ fn rollback_undoes_to_the_previous_revision_and_times_it_against_60s() {
     let ev = stage.events("rollback");
     assert_eq!(ev.last().unwrap()["kind"], "kubernetes");
     assert_eq!(ev.last().unwrap()["reason"], "p99 over budget");
+    // The runbook's incident report, as after a Docker rollback.
+    let report = j["incident"]["report"]
+        .as_str()
+        .expect("an incident report");
+    let md = std::fs::read_to_string(stage.dir.path().join(report)).unwrap();
+    assert!(
+        md.contains("deployment/authentication-service-staging-dhi")
+            && md.contains(OLD)
+            && md.contains("p99 over budget")
+            && md.contains("kubectl logs -n staging"),
+        "{md}"
+    );
+    assert!(stage
+        .dir
+        .path()
+        .join(j["incident"]["html"].as_str().unwrap())
+        .exists());
     record_reliability(
         "kubernetes-undo.txt",
         &format!("kubernetes rollout undo (kube's client against the stateful stand-in, no live cluster): revision 2 -> 1 (adopted as 3, no new ReplicaSet), decision to ready {ms} ms (target 60 s); the kubeconfig token in no output\n"),

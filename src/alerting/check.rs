@@ -28,15 +28,6 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, Vec<u8>), Stri
     get_within(client, url, MAX_BODY, Over::Refuse).await
 }
 
-fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .no_proxy()
-        .build()
-        .expect("a plain client builds")
-}
-
 fn alertmanager(i: &Inputs) -> Option<String> {
     Some(
         i.cfg
@@ -120,7 +111,7 @@ fn not_loaded(a: &super::Alert, loaded: &[(String, String, String, String)]) -> 
 async fn alertmanager_answers(i: &Inputs<'_>) -> Result<String, String> {
     let url = alertmanager(i).ok_or("no Alertmanager to measure ([alerting] alertmanager_url)")?;
     match get(
-        &client(Duration::from_secs(5)),
+        &crate::probe::health::client(Duration::from_secs(5)),
         &format!("{url}/api/v2/status"),
     )
     .await
@@ -234,7 +225,7 @@ async fn notifications(c: &reqwest::Client, am: &str) -> Result<(f64, f64), Stri
 /// Alertmanager says it notified the receiver (its notification counters), or `wait` passes.
 pub async fn drill(i: &Inputs<'_>, wait: Duration) -> Result<Drilled, String> {
     let am = alertmanager(i).ok_or("no Alertmanager: set [alerting] alertmanager_url")?;
-    let c = client(Duration::from_secs(5));
+    let c = crate::probe::health::client(Duration::from_secs(5));
     let (sent0, failed0) = notifications(&c, &am).await?;
     let now = chrono::Utc::now();
     let alert = json!([{

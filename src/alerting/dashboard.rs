@@ -249,5 +249,6 @@ pub fn file(i: &Inputs) -> String {
         "annotations": {"list": []},
         "panels": panels
     });
+    // A `Value` of strings, numbers and maps always serializes (no non-string keys, no NaN).
     serde_json::to_string_pretty(&d).expect("a dashboard serializes") + "\n"
 }

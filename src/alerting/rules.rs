@@ -14,6 +14,7 @@ use crate::config::{Comparison, Metric};
 
 /// A YAML (and JSON) double-quoted scalar.
 pub fn q(s: &str) -> String {
+    // A string always serializes: JSON escapes are valid YAML double-quoted scalars.
     serde_json::to_string(s).expect("a string serializes")
 }
 

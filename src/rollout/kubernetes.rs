@@ -341,6 +341,10 @@ pub struct KubeRolledBack {
     /// Nothing was sent: the current template already is the revision's (not timed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// The incident report and who was told, as after a Docker rollback.
+    #[cfg(feature = "kubernetes")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<super::rollback::IncidentFiled>,
 }
 
 impl Render for KubeRolledBack {
@@ -366,7 +370,19 @@ impl Render for KubeRolledBack {
             self.decision_to_ready_ms,
             humantime::format_duration(Duration::from_millis(self.target_ms)),
             if self.within_target { "met" } else { "MISSED" }
-        )
+        ) + self.incident_text()
+    }
+}
+
+impl KubeRolledBack {
+    #[cfg(feature = "kubernetes")]
+    fn incident_text(&self) -> &str {
+        self.incident.as_ref().map_or("", |i| i.text.as_str())
+    }
+
+    #[cfg(not(feature = "kubernetes"))]
+    fn incident_text(&self) -> &str {
+        ""
     }
 }
 
@@ -750,6 +766,7 @@ mod live {
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<KubeRolledBack> {
         let decision = Instant::now();
+        let decided_at_ms = chrono::Utc::now().timestamp_millis();
         let cfg = ctx.config;
         // The same rule as the Docker path: production needs a named approver.
         approved(cfg.environment, approval).map_err(|e| failure(Code::Usage, e))?;
@@ -782,6 +799,7 @@ mod live {
                     target_ms: cfg.rollback.kubernetes_target.as_millis() as u64,
                     within_target: true,
                     skipped: Some(why),
+                    incident: None,
                 })
             }
             Some((code, why)) => {
@@ -812,8 +830,10 @@ mod live {
             target_ms,
             within_target: ms <= target_ms,
             skipped: None,
+            incident: None,
         };
-        Store::open(ctx.state_dir)?.event(
+        let store = Store::open(ctx.state_dir)?;
+        store.event(
             EventKind::Rollback,
             None,
             &RollbackDetail {
@@ -827,7 +847,71 @@ mod live {
                 ..Default::default()
             },
         )?;
-        Ok(out)
+        let record = incident(cfg, &out, approval, decided_at_ms, template_image(&current));
+        let filed = super::super::rollback::post_rollback(cfg, &store, &record).await;
+        Ok(KubeRolledBack {
+            incident: Some(filed),
+            ..out
+        })
+    }
+
+    fn template_image(d: &Deployment) -> Option<String> {
+        d.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .clone()
+    }
+
+    /// The incident record of an undo, as the Docker rollback makes one: the service is
+    /// probed at `verify.base_url` (the monitor's samples before and after are read from
+    /// there); pod logs are not copied (they are the cluster's, `kubectl logs`).
+    fn incident(
+        cfg: &Config,
+        out: &KubeRolledBack,
+        approval: &Approval,
+        decided_at_ms: i64,
+        from: Option<String>,
+    ) -> crate::store::events::IncidentDetail {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        crate::store::events::IncidentDetail {
+            name: format!(
+                "incident-{}",
+                crate::store::events::at_ms(decided_at_ms).format("%Y%m%dT%H%M%S%.3fZ")
+            ),
+            service: format!("deployment/{}", out.deployment),
+            target: cfg.verify.base_url.clone(),
+            decided_at_ms,
+            healthy_at_ms: out.ok.then_some(now_ms),
+            from,
+            to: out.to_image.clone(),
+            automatic: matches!(approval, Approval::Automatic(_)),
+            reason: out.reason.clone(),
+            approved_by: out.approved_by.clone(),
+            restored: out.ok,
+            failure: (!out.ok).then(|| progress_words(&out.rollout)),
+            decision_to_healthy_ms: out.decision_to_ready_ms,
+            target_ms: out.target_ms,
+            production: cfg.environment == crate::config::Environment::Production,
+            logs: crate::store::events::LogExcerpt {
+                not_read: Some(format!(
+                    "pod logs stay in the cluster: kubectl logs -n {} deployment/{} --previous",
+                    cfg.kubernetes.namespace, out.deployment
+                )),
+                ..Default::default()
+            },
+            after_until_ms: now_ms
+                + if out.ok {
+                    cfg.report.incident_after.as_millis() as i64
+                } else {
+                    0
+                },
+            ..Default::default()
+        }
     }
 }
 

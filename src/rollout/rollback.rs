@@ -142,7 +142,7 @@ pub struct IncidentFiled {
     pub chart: Option<String>,
     pub notifications: Vec<crate::notify::Sent>,
     #[serde(skip)]
-    text: String,
+    pub(super) text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -910,7 +910,7 @@ async fn replaced_logs(
 /// The runbook's post-rollback actions that a tool can do: write the incident report, notify
 /// the team, open the GitHub issue, then write the report again with what was sent.
 /// Failures are reported, never fatal.
-async fn post_rollback(
+pub(super) async fn post_rollback(
     cfg: &crate::config::Config,
     store: &Store,
     rec: &IncidentDetail,
