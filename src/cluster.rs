@@ -145,7 +145,10 @@ impl Cluster {
         let wp = WatchParams::default()
             .fields(&format!("metadata.name={name}"))
             .timeout(WATCH_SECONDS);
-        let req = self.request::<Deployment>().watch(&wp, resource_version);
+        let req = self
+            .request::<Deployment>()
+            .watch(&wp, resource_version)
+            .map_err(|e| anyhow!("{doing}: {e}"))?;
         let res = tokio::time::timeout(self.deadline, self.send(&doing, req))
             .await
             .map_err(|_| self.late(&doing))??;
@@ -156,24 +159,48 @@ impl Cluster {
         })
     }
 
-    /// One call: sent, its body read up to `MAX_BODY`, decoded, all within the deadline.
+    /// One call: sent, its body read up to `MAX_BODY`, decoded, all within the deadline. A
+    /// transient failure (5xx, 429, a reset) is sent again, up to `CALL_ATTEMPTS` times in
+    /// all, inside the same deadline: every call dhi-stage makes is idempotent (reads, a
+    /// server-side apply of the same object, a JSON patch of `replace`s), so one that reached
+    /// the server before the connection broke does no harm sent twice.
     async fn call<T: DeserializeOwned>(
         &self,
         doing: &str,
         req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
     ) -> Result<T> {
+        let req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
         let exchange = async {
-            let res = self.send(doing, req).await?;
-            let body = read_bounded(res.into_body(), MAX_BODY)
-                .await
-                .map_err(|e| transient(anyhow!("{doing}: {e}")))?;
-            serde_json::from_slice(&body).map_err(|e| {
-                anyhow!("{doing}: the API server's answer is not the expected object ({e})")
-            })
+            let mut pause = Duration::from_millis(250);
+            for attempt in 1.. {
+                match self.once(doing, copy(&req)).await {
+                    Err(e) if is_transient(&e) && attempt < CALL_ATTEMPTS => {
+                        tracing::debug!("{e:#}; sending it again in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    r => return r,
+                }
+            }
+            unreachable!("the loop returns by its last attempt")
         };
         tokio::time::timeout(self.deadline, exchange)
             .await
             .map_err(|_| self.late(doing))?
+    }
+
+    async fn once<T: DeserializeOwned>(
+        &self,
+        doing: &str,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<T> {
+        let res = self.send(doing, req).await?;
+        let body = read_bounded(res.into_body(), MAX_BODY)
+            .await
+            .map_err(|e| said_while(doing, e))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            anyhow!("{doing}: the API server's answer is not the expected object ({e})")
+        })
     }
 
     /// The request sent with dhi-stage's User-Agent; a refusal read (bounded) into the API
@@ -181,9 +208,8 @@ impl Cluster {
     async fn send(
         &self,
         doing: &str,
-        req: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+        mut req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<kube::client::Body>> {
-        let mut req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
         // Audit logs and managedFields name who called.
         req.headers_mut().insert(
             http::header::USER_AGENT,
@@ -204,7 +230,7 @@ impl Cluster {
         }
         let body = read_bounded(res.into_body(), MAX_BODY)
             .await
-            .map_err(|e| transient(anyhow!("{doing}: {e}")))?;
+            .map_err(|e| said_while(doing, e))?;
         let e = status_error(doing, status.as_u16(), &body);
         if status.as_u16() == 410 {
             return Err(anyhow::Error::new(Gone(format!("{e:#}"))));
@@ -304,6 +330,19 @@ impl Watch {
     }
 }
 
+/// How many times one call is sent at most when its failures are transient.
+const CALL_ATTEMPTS: u32 = 3;
+
+/// A request again (`http::Request` is not `Clone`): method, URI, headers and body.
+fn copy(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut c = http::Request::new(r.body().clone());
+    *c.method_mut() = r.method().clone();
+    *c.uri_mut() = r.uri().clone();
+    *c.version_mut() = r.version();
+    *c.headers_mut() = r.headers().clone();
+    c
+}
+
 /// The kubeconfig's token, password and the server URL's credentials, for `redact::scrub`.
 fn remember_credentials(config: &Config) {
     use secrecy::ExposeSecret;
@@ -322,12 +361,23 @@ fn remember_credentials(config: &Config) {
     crate::redact::remember(forms);
 }
 
-/// The body, refused (not cut: a cut object would decode as something else) past `max`.
+/// A reading error prefixed with what was being done, still transient if it was.
+fn said_while(doing: &str, e: anyhow::Error) -> anyhow::Error {
+    let said = anyhow!("{doing}: {e:#}");
+    if is_transient(&e) {
+        transient(said)
+    } else {
+        said
+    }
+}
+
+/// The body, refused (not cut: a cut object would decode as something else) past `max`. A
+/// broken stream is transient; an answer too large is not (it would be as large again).
 async fn read_bounded(mut body: kube::client::Body, max: usize) -> Result<Vec<u8>> {
     use http_body_util::BodyExt;
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| anyhow!("reading the answer: {e}"))?;
+        let frame = frame.map_err(|e| transient(anyhow!("reading the answer: {e}")))?;
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > max {
                 return Err(anyhow!(

@@ -468,6 +468,14 @@ fn transient_api_server_failures_in_the_wait_are_asked_again() {
         );
         w.knobs.faults.extend([
             (
+                "PATCH".into(),
+                DEPLOYMENT.into(),
+                1,
+                503,
+                unavailable.clone(),
+            ),
+            ("GET".into(), PODS.into(), 1, 0, String::new()),
+            (
                 "GET".into(),
                 "deployments?&fieldSelector".into(),
                 1,
@@ -493,9 +501,17 @@ fn transient_api_server_failures_in_the_wait_are_asked_again() {
         reads[4].starts_with("watch") && reads[4].ends_with("-> 200"),
         "{reads:?}"
     );
-    println!(
-        "kubernetes: a 500, a 503 and a dropped connection in the wait were asked again: {reads:?}"
-    );
+    // The apply and the pod list, each failing once, were sent again.
+    let applies: Vec<u16> = sim.requests("PATCH").iter().map(|r| r.3).collect();
+    assert_eq!(applies, [503, 201]);
+    let pod_lists: Vec<u16> = sim
+        .requests("GET")
+        .iter()
+        .filter(|r| r.0.starts_with(PODS))
+        .map(|r| r.3)
+        .collect();
+    assert_eq!(pod_lists, [0, 200]);
+    println!("kubernetes: a 500, a 503 and a dropped connection in the wait were asked again: {reads:?}; the apply (503, 201) and the pod list (dropped, 200) were sent again");
 }
 
 #[test]
