@@ -462,6 +462,31 @@ fn the_monitors_own_series_alert_when_it_dies_and_the_gate_measures_alerting_as_
         ev.contains("all 12 trigger alerts loaded and healthy") && ev.contains("drill delivered"),
         "{ev}"
     );
+    // The week page shows the same measurement, not the attestation.
+    let week = s.stage.run(&[
+        "--config",
+        path_str(&s.cfg),
+        "report",
+        "--week",
+        "--output",
+        "json",
+    ]);
+    assert!(week.code == 0 || week.code == 3, "{}", week.all());
+    let shown = week.json()["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"].as_str().unwrap().starts_with("Alerting"))
+        .cloned()
+        .unwrap();
+    assert_eq!(shown["met"], true, "{shown}");
+    assert!(
+        shown["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("all 12 trigger alerts loaded and healthy"),
+        "{shown}"
+    );
 
     // The monitor dies: its series go, and the alert says so.
     monitor.kill().unwrap();

@@ -12,7 +12,8 @@ pub async fn run(ctx: Ctx, a: ReportArgs) -> Result<Outcome> {
     let cfg = &ctx.config;
     let store = ctx.store()?;
     if a.week {
-        let page = daily::week_page(cfg, &store, a.out.as_deref(), a.attestations.as_deref())?;
+        let page =
+            daily::week_page(cfg, &store, a.out.as_deref(), a.attestations.as_deref()).await?;
         return Ok(super::ctx::with_service(Outcome::of(&page), &service));
     }
     let request = Request {

@@ -110,18 +110,12 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
     if let Some(v) = prom.get(&day) {
         super::apply_prometheus(&mut m, v);
     }
+    // The operational criteria measured once, for the gate and the week page alike.
+    let measured = super::gate::measure(store, cfg).await?;
     let gate_passes = if day >= cfg.monitoring.period_days {
         let attestations =
             super::gate::read_attestations(None).map_err(|e| failure(Code::Usage, e))?;
-        super::gate::judge(
-            store,
-            cfg,
-            day,
-            &attestations,
-            &prom,
-            &super::gate::measure(store, cfg).await?,
-        )?
-        .passes
+        super::gate::judge(store, cfg, day, &attestations, &prom, &measured)?.passes
     } else {
         false
     };
@@ -161,7 +155,7 @@ pub async fn daily(cfg: &Config, store: &Store, r: &Request) -> Result<Daily> {
         }
     };
     // The week page follows every daily report; a failure to write it is said, not fatal.
-    let week_page = write_week(store, cfg, &out, r.attestations.as_deref())
+    let week_page = write_week(store, cfg, &out, r.attestations.as_deref(), &measured)
         .map(|(_, p)| p)
         .map_err(|e| format!("{e:#}"));
     Ok(Daily {
@@ -183,10 +177,11 @@ fn write_week(
     cfg: &Config,
     out: &Path,
     attestations: Option<&Path>,
+    measured: &super::gate::Measured,
 ) -> Result<(Week, PathBuf)> {
     let attestations =
         super::gate::read_attestations(attestations).map_err(|e| failure(Code::Usage, e))?;
-    week::write_page(store, cfg, out, &attestations)
+    week::write_page(store, cfg, out, &attestations, measured)
 }
 
 impl Render for Daily {
@@ -221,14 +216,17 @@ pub struct WeekPage {
     pub written_to: PathBuf,
 }
 
-pub fn week_page(
+/// The week page with the operational criteria measured (`gate::measure`), as the gate
+/// judges them.
+pub async fn week_page(
     cfg: &Config,
     store: &Store,
     out: Option<&Path>,
     attestations: Option<&Path>,
 ) -> Result<WeekPage> {
     let out = out.unwrap_or(&cfg.report.dir);
-    let (week, written_to) = write_week(store, cfg, out, attestations)?;
+    let measured = super::gate::measure(store, cfg).await?;
+    let (week, written_to) = write_week(store, cfg, out, attestations, &measured)?;
     Ok(WeekPage { week, written_to })
 }
 

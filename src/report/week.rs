@@ -118,10 +118,14 @@ pub struct Week {
 }
 
 /// Reads the period from the store: every day so far, the gate over them, the timeline.
+///
+/// `measured`: the operational criteria as `gate::measure` found them (empty: shown from the
+/// attestations, as the monitor's refresh does, which asks no server every five minutes).
 pub fn gather(
     store: &Store,
     cfg: &Config,
     attestations: &toml::Table,
+    measured: &gate::Measured,
     report_dir: &Path,
     now: DateTime<Utc>,
 ) -> Result<Week> {
@@ -143,7 +147,7 @@ pub fn gather(
         through,
         attestations,
         &Default::default(),
-        &Default::default(),
+        measured,
     )?;
     let digest = period.image.as_ref().and_then(|img| {
         deployments
@@ -330,11 +334,12 @@ pub fn write_page(
     cfg: &Config,
     dir: &Path,
     attestations: &toml::Table,
+    measured: &gate::Measured,
 ) -> Result<(Week, std::path::PathBuf)> {
     use anyhow::Context;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create report dir {}", dir.display()))?;
-    let w = gather(store, cfg, attestations, dir, Utc::now())?;
+    let w = gather(store, cfg, attestations, measured, dir, Utc::now())?;
     let path = dir.join("index.html");
     crate::files::write_atomic(&path, &html(&w, cfg))?;
     Ok((w, path))
