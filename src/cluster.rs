@@ -171,18 +171,18 @@ impl Cluster {
     ) -> Result<T> {
         let req = req.map_err(|e| anyhow!("{doing}: {e}"))?;
         let exchange = async {
-            let mut pause = Duration::from_millis(250);
-            for attempt in 1.. {
+            let (mut pause, mut attempt) = (Duration::from_millis(250), 1);
+            loop {
                 match self.once(doing, copy(&req)).await {
                     Err(e) if is_transient(&e) && attempt < CALL_ATTEMPTS => {
                         tracing::debug!("{e:#}; sending it again in {pause:?}");
                         tokio::time::sleep(pause).await;
                         pause *= 2;
+                        attempt += 1;
                     }
                     r => return r,
                 }
             }
-            unreachable!("the loop returns by its last attempt")
         };
         tokio::time::timeout(self.deadline, exchange)
             .await
@@ -233,7 +233,7 @@ impl Cluster {
             .map_err(|e| said_while(doing, e))?;
         let e = status_error(doing, status.as_u16(), &body);
         if status.as_u16() == 410 {
-            return Err(anyhow::Error::new(Gone(format!("{e:#}"))));
+            return Err(mark(Kind::Gone, e));
         }
         let again = status.is_server_error() || status.as_u16() == 429;
         Err(if again { transient(e) } else { e })
@@ -391,43 +391,49 @@ async fn read_bounded(mut body: kube::client::Body, max: usize) -> Result<Vec<u8
     Ok(buf)
 }
 
-/// An answer worth asking again for: the API server overloaded or restarting (HTTP 429, 5xx),
-/// the connection reset, no answer in time. Carried inside the error so a wait can retry.
-#[derive(Debug)]
-pub struct Transient(String);
+/// What a failure means to whoever would ask again, carried inside the error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Worth asking again: the API server overloaded or restarting (HTTP 429, 5xx), the
+    /// connection reset, no answer in time.
+    Transient,
+    /// HTTP 410 Gone: the resourceVersion asked for is older than the server keeps (a watch
+    /// is listed afresh).
+    Gone,
+}
 
-impl std::fmt::Display for Transient {
+#[derive(Debug)]
+struct Marked(Kind, String);
+
+impl std::fmt::Display for Marked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.1)
     }
 }
 
-impl std::error::Error for Transient {}
+impl std::error::Error for Marked {}
 
-/// Whether `e` is worth retrying (see `Transient`).
+fn mark(kind: Kind, e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Marked(kind, format!("{e:#}")))
+}
+
+fn marked(e: &anyhow::Error, kind: Kind) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<Marked>().is_some_and(|m| m.0 == kind))
+}
+
+/// Whether `e` is worth retrying (see `Kind::Transient`).
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<Transient>())
+    marked(e, Kind::Transient)
 }
 
-/// HTTP 410 Gone: the resourceVersion asked for is older than the server keeps (a watch is
-/// listed afresh).
-#[derive(Debug)]
-pub struct Gone(String);
-
-impl std::fmt::Display for Gone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Gone {}
-
+/// Whether `e` is a 410 Gone (see `Kind::Gone`).
 pub fn is_gone(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<Gone>())
+    marked(e, Kind::Gone)
 }
 
 fn transient(e: anyhow::Error) -> anyhow::Error {
-    anyhow::Error::new(Transient(format!("{e:#}")))
+    mark(Kind::Transient, e)
 }
 
 /// A refusal in the API server's own words (its Status message, reason and code) when it

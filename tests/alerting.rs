@@ -280,18 +280,20 @@ fn scene(image: &str, monitor_port: Option<u16>) -> Scene {
     }
 }
 
+/// The promotion criteria a command (`gate`, `report --week`) gives for the scene's service.
+fn criteria_of(s: &Scene, command: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--config", path_str(&s.cfg)];
+    args.extend(command);
+    args.extend(["--output", "json"]);
+    let r = s.stage.run(&args);
+    // Met (0) or not met (3): anything else is the command failing, not judging.
+    assert!(r.code == 0 || r.code == 3, "{}", r.all());
+    r.json()["criteria"].as_array().unwrap().clone()
+}
+
 /// The gate's criteria for the scene's service.
 fn gate_criteria(s: &Scene) -> Vec<serde_json::Value> {
-    let g = s.stage.run(&[
-        "--config",
-        path_str(&s.cfg),
-        "gate",
-        "--through-day",
-        "1",
-        "--output",
-        "json",
-    ]);
-    g.json()["criteria"].as_array().unwrap().clone()
+    criteria_of(s, &["gate", "--through-day", "1"])
 }
 
 #[test]
@@ -463,21 +465,9 @@ fn the_monitors_own_series_alert_when_it_dies_and_the_gate_measures_alerting_as_
         "{ev}"
     );
     // The week page shows the same measurement, not the attestation.
-    let week = s.stage.run(&[
-        "--config",
-        path_str(&s.cfg),
-        "report",
-        "--week",
-        "--output",
-        "json",
-    ]);
-    assert!(week.code == 0 || week.code == 3, "{}", week.all());
-    let shown = week.json()["criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let shown = criteria_of(&s, &["report", "--week"])
+        .into_iter()
         .find(|c| c["criterion"].as_str().unwrap().starts_with("Alerting"))
-        .cloned()
         .unwrap();
     assert_eq!(shown["met"], true, "{shown}");
     assert!(

@@ -46,13 +46,8 @@ pub fn rollout_status(d: &Deployment) -> Progress {
     if status.observed_generation.unwrap_or(0) < generation {
         return Progress::Waiting("waiting for the deployment spec update to be observed".into());
     }
-    let progressing = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing");
-    if let Some(c) = progressing {
-        if c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+    if let Some(c) = progressing(d) {
+        if c.reason.as_deref() == Some(DEADLINE_EXCEEDED) {
             return Progress::Failed(format!(
                 "deployment exceeded its progress deadline: {}",
                 c.message.as_deref().unwrap_or("")
@@ -80,6 +75,20 @@ pub fn rollout_status(d: &Deployment) -> Progress {
         ));
     }
     Progress::Done
+}
+
+/// The Progressing condition's reason when the controller gave up on a rollout.
+const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+/// The Deployment's Progressing condition, which the controller renews on progress and fails
+/// at the deadline.
+fn progressing(d: &Deployment) -> Option<&k8s_openapi::api::apps::v1::DeploymentCondition> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Progressing")
 }
 
 fn revision(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<i64> {
@@ -636,27 +645,18 @@ mod live {
 
     /// When the Progressing condition was last set, if it says the progress deadline passed.
     fn timed_out_stamp(d: &Deployment) -> Option<String> {
-        d.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == "Progressing")
-            .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        progressing(d)
+            .filter(|c| c.reason.as_deref() == Some(DEADLINE_EXCEEDED))
             .and_then(|c| c.last_update_time.as_ref())
             .map(|t| t.0.to_string())
     }
 
     /// What changes when a rollout progresses, as the controller judges progress.
     fn progress_mark(d: &Deployment) -> String {
-        let s = d.status.clone().unwrap_or_default();
-        let renewed = s
-            .conditions
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.type_ == "Progressing")
-            .and_then(|c| c.last_update_time)
+        let renewed = progressing(d)
+            .and_then(|c| c.last_update_time.as_ref())
             .map(|t| t.0.to_string());
+        let s = d.status.clone().unwrap_or_default();
         format!(
             "{:?}/{:?}/{:?}/{:?}/{:?}/{renewed:?}",
             s.observed_generation,
