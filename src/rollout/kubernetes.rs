@@ -822,8 +822,8 @@ mod live {
             deployment: k.deployment.clone(),
             from_revision: revision(&current.metadata),
             to_revision,
-            to_image: to_image.clone(),
-            reason: reason.clone(),
+            to_image,
+            reason,
             approved_by: approval.recorded(),
             rollout,
             decision_to_ready_ms: ms,
@@ -832,27 +832,37 @@ mod live {
             skipped: None,
             incident: None,
         };
+        let record = incident(cfg, &out, approval, decided_at_ms, template_image(&current));
+        let filed = filed(ctx, &out, &record).await?;
+        Ok(KubeRolledBack {
+            incident: Some(filed),
+            ..out
+        })
+    }
+
+    /// The undo recorded in the store, then the runbook's post-rollback actions (the incident
+    /// report, the team told, the issue opened), as after a Docker rollback.
+    async fn filed(
+        ctx: &Context<'_>,
+        out: &KubeRolledBack,
+        record: &crate::store::events::IncidentDetail,
+    ) -> anyhow::Result<super::super::rollback::IncidentFiled> {
         let store = Store::open(ctx.state_dir)?;
         store.event(
             EventKind::Rollback,
             None,
             &RollbackDetail {
                 kind: Some("kubernetes".into()),
-                to: Some(to_image),
-                reason,
+                to: Some(out.to_image.clone()),
+                reason: out.reason.clone(),
                 approved_by: out.approved_by.clone(),
                 restored: out.ok,
-                decision_to_healthy_ms: out.ok.then_some(ms),
-                target_ms: Some(target_ms),
+                decision_to_healthy_ms: out.ok.then_some(out.decision_to_ready_ms),
+                target_ms: Some(out.target_ms),
                 ..Default::default()
             },
         )?;
-        let record = incident(cfg, &out, approval, decided_at_ms, template_image(&current));
-        let filed = super::super::rollback::post_rollback(cfg, &store, &record).await;
-        Ok(KubeRolledBack {
-            incident: Some(filed),
-            ..out
-        })
+        Ok(super::super::rollback::post_rollback(ctx.config, &store, record).await)
     }
 
     fn template_image(d: &Deployment) -> Option<String> {
